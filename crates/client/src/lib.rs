@@ -1,1 +1,47 @@
-//! x
+//! # signalbox-client — join a Signalbox session from Rust
+//!
+//! A [`Client`] is one connection to a relay, joined to one session. Connect with an invite
+//! (the one string a relay's operator hands out: address, session, certificate fingerprint,
+//! token), then send [`Signal`]s to everyone, one connection or a list, and read
+//! [`Event`]s: signals from others (each stamped with its sender by the relay), people
+//! joining and leaving, rejections, and the end of the connection.
+//!
+//! How it maps onto the wire: the client opens one control stream (join, presence, the
+//! relay's acceptance notices) and one send stream that carries its signals in order. The
+//! relay opens one delivery stream per sender toward this client, so each sender's signals
+//! arrive in order, and a slow or lossy sender never holds up another. The client checks
+//! every signal against the relay's rules before sending (a bad type fails at once, with the
+//! rule that it breaks), and [`Client::send`] returns a [`Receipt`] that resolves when the
+//! relay has taken the signal — or tells why it did not.
+//!
+//! Trust: with a fingerprint (`fp=` in the invite) the client accepts only the relay whose
+//! certificate has that SHA-256 digest, and says so plainly when another answers; without
+//! one it checks the certificate against the platform's root certificates.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use signalbox_client::{Client, ConnectOptions, Event, Signal};
+//!
+//! let options: ConnectOptions = "signalbox://192.168.1.20:4433/lobby?fp=…&token=…".parse()?;
+//! let (client, mut events) = Client::connect(options.with_name("robot-1")).await?;
+//! client.send(Signal::to_all("chat", "hello")).await?.accepted().await?;
+//! while let Some(event) = events.next().await {
+//!     if let Event::Signal(s) = event {
+//!         println!("{:?} sent {}: {}", s.from, s.r#type, s.data);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod events;
+mod options;
+mod tls;
+
+pub use client::{Client, Receipt, client_config};
+pub use error::{ConnectError, NOT_CONNECTED, RequestError, SendError};
+pub use events::{Event, Events, ReceivedSignal, Signal};
+pub use options::ConnectOptions;
+pub use signalbox_proto as proto;
+pub use tls::TlsSetupError;

@@ -5,6 +5,10 @@ use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
+/// The largest control-stream frame either side sends or accepts: a `Welcome` listing a
+/// full session, each member with the most connection data, fits with room to spare.
+pub const MAX_CONTROL_FRAME: usize = 16 << 20;
+
 /// A frame or message that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -1,1 +1,60 @@
-//! x
+//! # signalbox-relay — the Signalbox relay, as a library
+//!
+//! A relay holds *sessions*. Clients connect over QUIC, join a session with a token (or
+//! without one, when the relay is open), and send *signals* that the relay stamps with the
+//! sender's connection id and forwards to everyone, to one connection, or to a list. The
+//! daemon (`signalbox relay`), the desktop app's "host a relay" button and the tests all run
+//! the relay the same way: [`Relay::spawn`] returns a [`RelayHandle`], and every task the
+//! relay starts ends with that handle.
+//!
+//! The model, in brief:
+//!
+//! - **One task per connection** runs the join handshake and then a `select!` loop over the
+//!   control stream (presence, acceptance notices, kicks), the client's one send stream, and
+//!   cancellation.
+//! - **Fan-out without waiting.** A signal is validated, encoded once, and queued to each
+//!   receiver's *route* for that sender: a bounded queue and a task that owns one QUIC stream
+//!   from that sender to that receiver, writing everything queued as one chunk. Streams open
+//!   on a sender's first signal and close when idle. QUIC keeps bytes ordered within a stream
+//!   and independent across streams, so each sender's signals stay in order and no sender's
+//!   lost packet delays another's.
+//! - **Bounded everything.** Connections (a semaphore), sessions, members per session, bytes
+//!   and signals waiting per receiver, control frames per connection. A receiver that cannot
+//!   keep up is disconnected as `slowConsumer`; the sender and everyone else carry on.
+//! - **Trust** comes from a self-signed certificate made on first start (clients pin its
+//!   SHA-256 fingerprint) and HS256 tokens signed with a secret in the data directory.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use signalbox_relay::{Relay, RelayConfig};
+//!
+//! let dir = std::env::temp_dir().join("signalbox-example");
+//! let relay = Relay::spawn(RelayConfig { open: true, ..RelayConfig::local(&dir) }).await?;
+//! println!("QUIC on {}, fingerprint {}", relay.quic_addr(), relay.fingerprint());
+//! let invite = relay.invite("lobby".parse()?, None);
+//! println!("invite: {invite}");
+//! relay.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod connection;
+mod delivery;
+mod files;
+mod frames;
+mod identity;
+mod metrics;
+pub mod net;
+pub mod paths;
+mod ratelimit;
+mod registry;
+mod server;
+pub mod tokens;
+mod transport;
+
+pub use config::{ConfigError, RelayConfig};
+pub use files::FileError;
+pub use identity::{Identity, IdentityError};
+pub use server::{Relay, RelayError, RelayHandle};
+pub use tokens::{TokenKeys, TokenRequest};
+pub use transport::TransportError;

@@ -1,0 +1,130 @@
+//! What the client tells its user: signals, presence, rejections, and the connection's end.
+
+use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, SignalError, Target};
+use tokio::sync::mpsc;
+
+/// A signal to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// Who it is for.
+    pub to: Target,
+    /// The type (may be empty).
+    pub r#type: String,
+    /// The data (may be empty).
+    pub data: String,
+}
+
+impl Signal {
+    /// A signal to everyone in the session (the sender included).
+    pub fn to_all(ty: impl Into<String>, data: impl Into<String>) -> Self {
+        Self {
+            to: Target::All,
+            r#type: ty.into(),
+            data: data.into(),
+        }
+    }
+
+    /// A signal to one connection.
+    pub fn to_one(id: ConnectionId, ty: impl Into<String>, data: impl Into<String>) -> Self {
+        Self {
+            to: Target::One(id),
+            r#type: ty.into(),
+            data: data.into(),
+        }
+    }
+
+    /// A signal to several connections.
+    pub fn to_list(ids: Vec<ConnectionId>, ty: impl Into<String>, data: impl Into<String>) -> Self {
+        Self {
+            to: Target::List(ids),
+            r#type: ty.into(),
+            data: data.into(),
+        }
+    }
+
+    /// A ping: no type, no data, to everyone; it identifies only the sender.
+    pub fn ping() -> Self {
+        Self::to_all("", "")
+    }
+}
+
+/// A signal as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedSignal {
+    /// The sender, stamped by the relay; `None` when the relay itself sent it (REST).
+    pub from: Option<ConnectionId>,
+    /// The sender's sequence number.
+    pub seq: u64,
+    /// Whether it went to everyone.
+    pub to_all: bool,
+    /// The type.
+    pub r#type: String,
+    /// The data.
+    pub data: String,
+}
+
+impl ReceivedSignal {
+    /// Whether it is a ping (no type, no data).
+    pub fn is_ping(&self) -> bool {
+        self.r#type.is_empty() && self.data.is_empty()
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A signal arrived.
+    Signal(ReceivedSignal),
+    /// Someone joined the session.
+    Joined(ConnectionInfo),
+    /// Someone left the session.
+    Left {
+        /// Who (as they were known).
+        peer: ConnectionInfo,
+        /// Why.
+        reason: LeftReason,
+    },
+    /// A signal sent without awaiting its receipt was rejected by the relay.
+    Rejected {
+        /// Its `seq`.
+        seq: u64,
+        /// Why.
+        error: SignalError,
+    },
+    /// A control request was refused (e.g. a kick by a non-moderator).
+    Denied {
+        /// The relay's explanation.
+        message: String,
+    },
+    /// Signals addressed to us were lost while we were away.
+    Missed {
+        /// How many.
+        count: u64,
+    },
+    /// The connection ended; no more events follow.
+    Disconnected {
+        /// Why.
+        reason: LeftReason,
+        /// The relay's or the network's explanation.
+        message: String,
+    },
+}
+
+/// The stream of events of one client. When it is not read, the relay eventually drops the
+/// client as a slow consumer: read it.
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` after `Disconnected`.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}

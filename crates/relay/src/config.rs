@@ -1,0 +1,308 @@
+//! The relay's configuration: one struct, set from the command line, from `relay.toml`, or
+//! in code (tests and the desktop app).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use signalbox_proto::Limits;
+use signalbox_proto::signal::{DEFAULT_MAX_DATA_BYTES, MAX_DATA_BYTES_CEILING};
+
+/// Everything a relay can be told. Every field has a default; `relay.toml` may set any of
+/// them (unknown keys are an error), and command-line flags override the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// UDP address for QUIC.
+    #[arg(long, default_value_t = RelayConfig::default().listen)]
+    pub listen: SocketAddr,
+
+    /// Address of the REST API and metrics, or `off`.
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_http,
+          default_value = "127.0.0.1:4480")]
+    #[serde(with = "http_addr")]
+    // Spelled out so that clap takes `off` → `None` from the parser instead of treating
+    // the field as an optional flag.
+    pub http: std::option::Option<SocketAddr>,
+
+    /// Directory for the relay's identity and token secret (default: the platform's data dir,
+    /// or `$SIGNALBOX_HOME/data`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Accept joins without a token (LAN convenience). Tokens are still honoured.
+    #[arg(long)]
+    pub open: bool,
+
+    /// TLS certificate chain (PEM) instead of the self-signed identity.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for `--cert`.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Longest signal data in bytes (at most 65536).
+    #[arg(long, default_value_t = RelayConfig::default().max_data_bytes)]
+    pub max_data_bytes: u32,
+
+    /// Connections a session holds.
+    #[arg(long, default_value_t = RelayConfig::default().max_connections_per_session)]
+    pub max_connections_per_session: u32,
+
+    /// Sessions the relay holds.
+    #[arg(long, default_value_t = RelayConfig::default().max_sessions)]
+    pub max_sessions: u32,
+
+    /// Connections the relay holds in all.
+    #[arg(long, default_value_t = RelayConfig::default().max_connections)]
+    pub max_connections: u32,
+
+    /// Signals per second per connection; 0 = unlimited.
+    #[arg(long, default_value_t = RelayConfig::default().signals_per_second)]
+    pub signals_per_second: u32,
+
+    /// Signals a connection may send at once beyond its rate.
+    #[arg(long, default_value_t = RelayConfig::default().signal_burst)]
+    pub signal_burst: u32,
+
+    /// Time a new connection has to complete its join.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+
+    /// A connection silent for this long is gone (keep-alives keep live ones talking).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+
+    /// Interval of QUIC keep-alive packets.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+
+    /// Bytes that may wait for one receiver; past this it is disconnected as `slowConsumer`.
+    #[arg(long, default_value_t = RelayConfig::default().receiver_queue_bytes)]
+    pub receiver_queue_bytes: usize,
+
+    /// Signals that may wait for one receiver from one sender.
+    #[arg(long, default_value_t = RelayConfig::default().receiver_queue_signals)]
+    pub receiver_queue_signals: usize,
+
+    /// A receiver that takes no data for this long while signals wait is a `slowConsumer`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+
+    /// A delivery stream idle for this long is finished (a new one opens on the next signal).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[serde(with = "humantime_serde")]
+    pub stream_idle: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 4480))),
+            data_dir: None,
+            open: false,
+            cert: None,
+            key: None,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES as u32,
+            max_connections_per_session: limits.max_connections_per_session,
+            max_sessions: 10_000,
+            max_connections: 20_000,
+            signals_per_second: limits.signals_per_second,
+            signal_burst: limits.signal_burst,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            receiver_queue_bytes: 8 << 20,
+            receiver_queue_signals: 16_384,
+            write_timeout: Duration::from_secs(10),
+            stream_idle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `max_data_bytes` is above the ceiling.
+    #[error("max_data_bytes is {0}; the limit is {MAX_DATA_BYTES_CEILING}")]
+    DataLimit(u32),
+    /// A limit that must be positive is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The TOML file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not a valid configuration.
+    #[error("{path}: {source}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl RelayConfig {
+    /// A relay for tests and for embedding: QUIC on 127.0.0.1 with an OS-chosen port, no
+    /// HTTP, files in `data_dir`.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: None,
+            data_dir: Some(data_dir.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_data_bytes as usize > MAX_DATA_BYTES_CEILING {
+            return Err(ConfigError::DataLimit(self.max_data_bytes));
+        }
+        for (name, v) in [
+            ("max_connections_per_session", self.max_connections_per_session as usize),
+            ("max_sessions", self.max_sessions as usize),
+            ("max_connections", self.max_connections as usize),
+            ("receiver_queue_bytes", self.receiver_queue_bytes),
+            ("receiver_queue_signals", self.receiver_queue_signals),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits clients are told in `Welcome`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_data_bytes: self.max_data_bytes,
+            signals_per_second: self.signals_per_second,
+            signal_burst: self.signal_burst.max(1),
+            max_connections_per_session: self.max_connections_per_session,
+        }
+    }
+
+    /// Reads a `relay.toml`.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Toml {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// This configuration with the fields named in `explicit` taken from `overrides`: how
+    /// command-line flags that were actually given win over `relay.toml`.
+    pub fn merged(&self, overrides: &Self, explicit: &[&str]) -> Self {
+        let (Ok(toml::Value::Table(mut base)), Ok(toml::Value::Table(over))) =
+            (toml::Value::try_from(self), toml::Value::try_from(overrides))
+        else {
+            return self.clone();
+        };
+        for key in explicit {
+            match over.get(*key) {
+                Some(v) => {
+                    base.insert((*key).to_owned(), v.clone());
+                }
+                None => {
+                    // An Option set to None on the command line (e.g. `--http off`).
+                    base.remove(*key);
+                }
+            }
+        }
+        toml::Value::Table(base)
+            .try_into()
+            .unwrap_or_else(|_| self.clone())
+    }
+}
+
+fn parse_http(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        s.parse()
+            .map(Some)
+            .map_err(|e| format!("'{s}' is not an address or 'off': {e}"))
+    }
+}
+
+/// `http = "127.0.0.1:4480"` or `http = "off"` in TOML.
+mod http_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_http(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys() {
+        let cfg = RelayConfig::default();
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<RelayConfig>(&text).unwrap(), cfg);
+        let partial: RelayConfig = toml::from_str("open = true\nhttp = \"off\"\nidle_timeout = \"1m\"").unwrap();
+        assert!(partial.open);
+        assert_eq!(partial.http, None);
+        assert_eq!(partial.idle_timeout, Duration::from_secs(60));
+        assert_eq!(partial.listen, cfg.listen);
+        assert!(toml::from_str::<RelayConfig>("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn explicit_flags_win_over_the_file() {
+        let file: RelayConfig = toml::from_str("open = true\nmax_data_bytes = 100").unwrap();
+        let cli = RelayConfig {
+            max_data_bytes: 200,
+            http: None,
+            ..RelayConfig::default()
+        };
+        let merged = file.merged(&cli, &["max_data_bytes", "http"]);
+        assert_eq!(merged.max_data_bytes, 200);
+        assert_eq!(merged.http, None);
+        assert!(merged.open, "a flag not given keeps the file's value");
+    }
+
+    #[test]
+    fn validation() {
+        assert!(RelayConfig::default().validate().is_ok());
+        let big = RelayConfig {
+            max_data_bytes: 70_000,
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            big.validate().unwrap_err().to_string(),
+            "max_data_bytes is 70000; the limit is 65536"
+        );
+    }
+}

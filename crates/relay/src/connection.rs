@@ -1,0 +1,482 @@
+//! One task per connection: the join handshake, then a `select!` loop over cancellation,
+//! the control stream (both ways), the client's send stream, and the connection's end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use signalbox_proto::codec::{self, MAX_CONTROL_FRAME, encode_frame};
+use signalbox_proto::{
+    ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason,
+    Outgoing, PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role,
+    SignalError, Target, Welcome, signal, token,
+};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tracing::Instrument;
+
+use crate::delivery::Fanout;
+use crate::frames;
+use crate::ratelimit::TokenBucket;
+use crate::registry::{Member, Roster, Session};
+use crate::server::Shared;
+
+/// Encoded control frames that may wait for one connection.
+const CONTROL_QUEUE: usize = 8192;
+/// Signals handled before the reader lets the connection's other work run.
+const YIELD_EVERY: u32 = 128;
+
+type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
+
+/// Why the connection's loop ended early.
+enum End {
+    /// Close with this code and reason.
+    Close(CloseCode, String),
+    /// The connection is already gone.
+    Lost,
+}
+
+fn protocol(msg: impl Into<String>) -> End {
+    End::Close(CloseCode::ProtocolError, msg.into())
+}
+
+/// Serves one incoming connection until it ends.
+pub(crate) async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+    let remote = incoming.remote_address();
+    let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
+    async move {
+        let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+        let conn = match tokio::time::timeout_at(deadline, incoming).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "QUIC handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("QUIC handshake timed out");
+                return;
+            }
+        };
+        let hello = tokio::time::timeout_at(deadline, read_hello(&conn)).await;
+        let (send, frames, hello) = match hello {
+            Ok(Ok(x)) => x,
+            Ok(Err(End::Close(code, reason))) => {
+                tracing::debug!(%reason, "bad hello");
+                conn.close(code.as_u32().into(), reason.as_bytes());
+                return;
+            }
+            Ok(Err(End::Lost)) => return,
+            Err(_) => {
+                conn.close(
+                    CloseCode::HandshakeTimeout.as_u32().into(),
+                    b"no Hello within the handshake timeout",
+                );
+                return;
+            }
+        };
+        serve(conn, send, frames, hello, shared).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::SendStream, Frames, Hello), End> {
+    let (send, recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
+    let mut frames = FramedRead::new(recv, codec::codec(MAX_CONTROL_FRAME));
+    let frame = match frames.next().await {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return Err(protocol(format!("control stream: {e}"))),
+        None => return Err(protocol("control stream ended before Hello")),
+    };
+    match codec::decode::<ClientMessage>(&frame) {
+        Ok(ClientMessage::Hello(hello)) => Ok((send, frames, hello)),
+        Ok(_) => Err(protocol("the first message must be Hello")),
+        Err(e) => Err(protocol(format!("malformed Hello: {e}"))),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Decides who the connection is from its `Hello`: role, name, data.
+fn authorize(hello: &Hello, shared: &Shared, id: ConnectionId) -> Result<ConnectionInfo, Refused> {
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err(Refused {
+            code: RefuseCode::UnsupportedProtocol,
+            message: format!(
+                "this relay speaks protocol {PROTOCOL_VERSION}; the client speaks {}",
+                hello.protocol
+            ),
+        });
+    }
+    let (role, token_name, data) = match &hello.token {
+        Some(t) => {
+            let claims = shared.tokens.verify(t, hello.session.as_str())?;
+            (claims.role, claims.name, claims.data.unwrap_or_default())
+        }
+        None if shared.config.open => (Role::Publisher, None, String::new()),
+        None => {
+            return Err(Refused {
+                code: RefuseCode::InvalidToken,
+                message: "this relay needs a token to join; ask its operator for an invite".into(),
+            });
+        }
+    };
+    let name = token_name
+        .or_else(|| hello.name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| format!("guest-{}", &id.short()[..4]));
+    token::validate_name(&name).map_err(|e| Refused {
+        code: RefuseCode::BadRequest,
+        message: e.to_string(),
+    })?;
+    Ok(ConnectionInfo {
+        id,
+        name,
+        role,
+        data,
+        joined_at: now_ms(),
+    })
+}
+
+/// Refuses the join: the `Refused` message, acknowledged, then the close.
+async fn refuse(conn: &quinn::Connection, mut send: quinn::SendStream, refused: Refused, shared: &Shared) {
+    tracing::info!(code = refused.code.code(), reason = %refused.message, "join refused");
+    if let Some(frame) = frames::control(&RelayMessage::Refused(refused.clone())) {
+        let _ = send.write_chunk(frame).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(shared.config.handshake_timeout, send.stopped()).await;
+    }
+    conn.close(CloseCode::Refused.as_u32().into(), refused.message.as_bytes());
+}
+
+/// Acceptance level shared by the signal reader (which raises it) and the control writer
+/// (which reports it).
+struct Acceptance {
+    up_to: AtomicU64,
+    notify: Notify,
+}
+
+async fn serve(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut frames: Frames,
+    hello: Hello,
+    shared: Arc<Shared>,
+) {
+    let id = ConnectionId::random();
+    tracing::Span::current().record("id", tracing::field::display(id));
+    let info = match authorize(&hello, &shared, id) {
+        Ok(info) => info,
+        Err(refused) => return refuse(&conn, send, refused, &shared).await,
+    };
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let member = Arc::new(Member::new(
+        info.clone(),
+        conn.clone(),
+        control_tx,
+        shared.cancel.child_token(),
+    ));
+    let (session, peers) = match shared.registry.join(&hello.session, member.clone()) {
+        Ok(x) => x,
+        Err(refused) => return refuse(&conn, send, refused, &shared).await,
+    };
+    tracing::info!(session = %hello.session, name = %info.name, role = %info.role, "joined");
+    shared.metrics.joined();
+
+    let mut secret = [0u8; 16];
+    secret.copy_from_slice(&ConnectionId::random().as_bytes()[..]);
+    let welcome = RelayMessage::Welcome(Welcome {
+        me: info,
+        peers,
+        limits: shared.limits,
+        resume: ResumeTicket {
+            connection: id,
+            secret,
+        },
+        accepted_up_to: 0,
+    });
+    let welcomed = match frames::control(&welcome) {
+        Some(frame) => send.write_chunk(frame).await.is_ok(),
+        None => false,
+    };
+
+    let acceptance = Acceptance {
+        up_to: AtomicU64::new(0),
+        notify: Notify::new(),
+    };
+    let end = if welcomed {
+        let writer = control_writer(send, control_rx, &acceptance);
+        let reader = control_reader(&mut frames, &member, &session);
+        let signals = signal_reader(&conn, &member, &session, &shared, &acceptance);
+        tokio::pin!(writer, reader, signals);
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => End::Close(CloseCode::RelayShutdown, "relay shutting down".into()),
+            _ = member.gone.cancelled() => End::Lost,
+            end = &mut reader => end,
+            end = &mut signals => end,
+            _ = &mut writer => End::Lost,
+            _ = conn.closed() => End::Lost,
+        }
+    } else {
+        End::Lost
+    };
+    if let End::Close(code, reason) = &end {
+        if *code == CloseCode::ProtocolError {
+            tracing::warn!(%reason, "closing connection: protocol error");
+        }
+        member.close(*code, reason);
+    }
+    let reason = member
+        .closing_reason()
+        .unwrap_or_else(|| reason_from(conn.close_reason()));
+    member.gone.cancel();
+    shared.registry.leave(&session, id, reason);
+    shared.metrics.left(reason);
+    tracing::info!(%reason, "left");
+}
+
+/// Why a connection that nobody on the relay closed has ended.
+fn reason_from(err: Option<quinn::ConnectionError>) -> LeftReason {
+    match err {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            match CloseCode::from_u32(close.error_code.into_inner() as u32) {
+                Some(CloseCode::Normal) => LeftReason::ClientDisconnected,
+                _ => LeftReason::NetworkDisconnected,
+            }
+        }
+        _ => LeftReason::NetworkDisconnected,
+    }
+}
+
+/// Writes control frames, merging what is queued, and reports the acceptance level after
+/// every frame queued before it (so a `Rejected` always precedes the `Accepted` covering it).
+async fn control_writer(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Bytes>,
+    acceptance: &Acceptance,
+) {
+    let mut reported = 0u64;
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            biased;
+            frame = rx.recv() => match frame {
+                Some(f) => buf.extend_from_slice(&f),
+                None => return,
+            },
+            _ = acceptance.notify.notified() => {}
+        }
+        let up_to = acceptance.up_to.load(Ordering::Acquire);
+        while let Ok(f) = rx.try_recv() {
+            buf.extend_from_slice(&f);
+        }
+        if up_to > reported {
+            if encode_frame(&RelayMessage::Accepted { up_to }, &mut buf, 64).is_err() {
+                return;
+            }
+            reported = up_to;
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        let chunk = buf.split().freeze();
+        if send.write_chunk(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads control messages after `Hello`: `Kick` and `Leave`.
+async fn control_reader(frames: &mut Frames, member: &Arc<Member>, session: &Session) -> End {
+    loop {
+        let frame = match frames.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                if member.conn.close_reason().is_some() {
+                    return End::Lost;
+                }
+                return protocol(format!("control stream: {e}"));
+            }
+            // The client will send no more control messages; it stays connected.
+            None => return std::future::pending().await,
+        };
+        match codec::decode::<ClientMessage>(&frame) {
+            Ok(ClientMessage::Leave) => {
+                return End::Close(CloseCode::Normal, "left the session".into());
+            }
+            Ok(ClientMessage::Kick { connection }) => kick(member, session, connection),
+            Ok(ClientMessage::Hello(_)) => return protocol("Hello sent twice"),
+            Err(e) => return protocol(format!("malformed control message: {e}")),
+        }
+    }
+}
+
+fn kick(member: &Member, session: &Session, target: ConnectionId) {
+    let denied = if member.info.role != Role::Moderator {
+        Some(format!(
+            "only moderators may remove connections (you are a {})",
+            member.info.role
+        ))
+    } else {
+        match session.roster().members.get(&target) {
+            Some(t) => {
+                tracing::info!(target = %target, "removed by moderator");
+                t.close(
+                    CloseCode::Kicked,
+                    &format!("removed from the session by moderator {}", member.info.name),
+                );
+                None
+            }
+            None => Some(format!("connection {target} is not in this session")),
+        }
+    };
+    if let Some(message) = denied
+        && let Some(frame) = frames::control(&RelayMessage::Denied { message })
+    {
+        member.send_control(frame);
+    }
+}
+
+/// Checks one signal against the sender's role, its rate, the rules and the session.
+fn admit(
+    out: &Outgoing<'_>,
+    member: &Member,
+    roster: &Roster,
+    bucket: &mut TokenBucket,
+    shared: &Shared,
+) -> Result<(), SignalError> {
+    signal::role_may_send(member.info.role)?;
+    if !bucket.is_unlimited() && !bucket.try_take(Instant::now()) {
+        return Err(SignalError::RateLimited {
+            per_second: shared.limits.signals_per_second,
+            burst: shared.limits.signal_burst,
+        });
+    }
+    signal::validate_signal(&out.r#type, &out.data, &out.to, &shared.limits)?;
+    let missing = match &out.to {
+        Target::All => None,
+        Target::One(id) => (!roster.members.contains_key(id)).then_some(*id),
+        Target::List(ids) => ids.iter().find(|id| !roster.members.contains_key(id)).copied(),
+    };
+    match missing {
+        Some(connection) => Err(SignalError::TargetNotFound { connection }),
+        None => Ok(()),
+    }
+}
+
+/// Reads the client's send stream: admits each signal, encodes it once, fans it out.
+async fn signal_reader(
+    conn: &quinn::Connection,
+    member: &Arc<Member>,
+    session: &Session,
+    shared: &Shared,
+    acceptance: &Acceptance,
+) -> End {
+    let recv = match conn.accept_uni().await {
+        Ok(r) => r,
+        Err(_) => return End::Lost,
+    };
+    let max_frame = shared.limits.max_frame_bytes();
+    let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
+    let mut fanout = Fanout::new(Some(member.id()), shared.delivery.clone(), shared.tracker.clone());
+    let mut bucket = TokenBucket::new(
+        shared.limits.signals_per_second,
+        shared.limits.signal_burst,
+        Instant::now(),
+    );
+    let mut last_seq = 0u64;
+    let mut enc = BytesMut::new();
+    let mut handled = 0u32;
+    while let Some(frame) = frames.next().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                if conn.close_reason().is_some() {
+                    return End::Lost;
+                }
+                return protocol(format!("send stream: {e}"));
+            }
+        };
+        let out: Outgoing<'_> = match codec::decode(&frame) {
+            Ok(o) => o,
+            Err(e) => return protocol(format!("malformed signal: {e}")),
+        };
+        if out.seq <= last_seq {
+            if out.seq == 0 {
+                return protocol("signal seq must start at 1");
+            }
+            // Already taken (a resend after a reconnect): drop the duplicate.
+            continue;
+        }
+        last_seq = out.seq;
+        let roster = session.roster();
+        match admit(&out, member, &roster, &mut bucket, shared) {
+            Err(error) => {
+                shared.metrics.rejected(&error);
+                if let Some(f) = frames::control(&RelayMessage::Rejected { seq: out.seq, error }) {
+                    member.send_control(f);
+                }
+            }
+            Ok(()) => {
+                let incoming = Incoming {
+                    seq: out.seq,
+                    to_all: out.to.is_all(),
+                    r#type: out.r#type.as_ref().into(),
+                    data: out.data.as_ref().into(),
+                };
+                if enc.capacity() - enc.len() < 256 {
+                    enc.reserve(64 * 1024);
+                }
+                if let Err(e) = encode_frame(&incoming, &mut enc, usize::MAX) {
+                    return protocol(format!("cannot encode signal: {e}"));
+                }
+                let bytes = enc.split().freeze();
+                let delivered = match &out.to {
+                    Target::All => {
+                        for m in roster.members.values() {
+                            fanout.deliver(m, &bytes);
+                        }
+                        roster.members.len()
+                    }
+                    Target::One(id) => {
+                        if let Some(m) = roster.members.get(id) {
+                            fanout.deliver(m, &bytes);
+                        }
+                        1
+                    }
+                    Target::List(ids) => {
+                        let mut ids = ids.clone();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        for id in &ids {
+                            if let Some(m) = roster.members.get(id) {
+                                fanout.deliver(m, &bytes);
+                            }
+                        }
+                        ids.len()
+                    }
+                };
+                shared.metrics.signal(frame.len(), delivered);
+            }
+        }
+        acceptance.up_to.store(out.seq, Ordering::Release);
+        acceptance.notify.notify_one();
+        handled = handled.wrapping_add(1);
+        if handled % YIELD_EVERY == 0 {
+            if handled % (YIELD_EVERY * 64) == 0 {
+                fanout.prune();
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    // The client finished its send stream: it sends no more, but stays connected.
+    std::future::pending().await
+}

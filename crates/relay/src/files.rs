@@ -1,0 +1,54 @@
+//! Reading and writing the relay's small files, with errors that name the file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads a whole file.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, FileError> {
+    std::fs::read(path).map_err(err(path))
+}
+
+fn create_parent(path: &Path) -> Result<(), FileError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err(parent))?;
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner may read (keys and secrets), creating its directory.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    create_parent(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(err(path))?;
+    file.write_all(bytes).map_err(err(path))
+}
+
+/// Writes an ordinary file, creating its directory.
+pub(crate) fn write_public(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    create_parent(path)?;
+    std::fs::write(path, bytes).map_err(err(path))
+}

@@ -1,0 +1,128 @@
+//! The relay's counters, in Prometheus text format (`GET /metrics`), from `prometheus-client`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use signalbox_proto::{LeftReason, SignalError};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+/// Every counter the relay keeps. Cheap to update from any task.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    connections: Gauge,
+    sessions: Gauge,
+    joins: Counter,
+    left: Family<ReasonLabel, Counter>,
+    signals_in: Counter,
+    signal_bytes_in: Counter,
+    deliveries: Counter,
+    rejected: Family<CodeLabel, Counter>,
+    rest_requests: Family<StatusLabel, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("signalbox");
+        let m = Self {
+            connections: Gauge::default(),
+            sessions: Gauge::default(),
+            joins: Counter::default(),
+            left: Family::default(),
+            signals_in: Counter::default(),
+            signal_bytes_in: Counter::default(),
+            deliveries: Counter::default(),
+            rejected: Family::default(),
+            rest_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Connections in sessions", m.connections.clone());
+        registry.register("sessions", "Sessions with at least one connection", m.sessions.clone());
+        registry.register("joins", "Successful joins", m.joins.clone());
+        registry.register("left", "Connections that left, by reason", m.left.clone());
+        registry.register("signals_in", "Signals received from clients and REST", m.signals_in.clone());
+        registry.register(
+            "signal_bytes_in",
+            "Bytes of signal frames received",
+            m.signal_bytes_in.clone(),
+        );
+        registry.register("deliveries", "Signals queued to receivers", m.deliveries.clone());
+        registry.register("rejected", "Signals rejected, by error code", m.rejected.clone());
+        registry.register("rest_requests", "REST API requests, by status", m.rest_requests.clone());
+        Self { registry, ..m }
+    }
+
+    pub(crate) fn joined(&self) {
+        self.joins.inc();
+    }
+
+    pub(crate) fn left(&self, reason: LeftReason) {
+        self.left
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn signal(&self, frame_bytes: usize, deliveries: usize) {
+        self.signals_in.inc();
+        self.signal_bytes_in.inc_by(frame_bytes as u64);
+        self.deliveries.inc_by(deliveries as u64);
+    }
+
+    pub(crate) fn rejected(&self, error: &SignalError) {
+        self.rejected
+            .get_or_create(&CodeLabel { code: error.code() })
+            .inc();
+    }
+
+    pub(crate) fn rest_request(&self, status: u16) {
+        self.rest_requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// The text exposition, with the gauges set to the given current values.
+    pub(crate) fn render(&self, connections: usize, sessions: usize) -> String {
+        self.connections.set(connections as i64);
+        self.sessions.set(sessions as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.signal(100, 3);
+        m.rejected(&SignalError::EmptyTargetList);
+        m.left(LeftReason::SlowConsumer);
+        let text = m.render(2, 1);
+        assert!(text.contains("signalbox_signals_in_total 1"), "{text}");
+        assert!(text.contains("signalbox_deliveries_total 3"), "{text}");
+        assert!(text.contains("signalbox_rejected_total{code=\"400\"} 1"), "{text}");
+        assert!(text.contains("signalbox_left_total{reason=\"slowConsumer\"} 1"), "{text}");
+        assert!(text.contains("signalbox_connections 2"), "{text}");
+    }
+}

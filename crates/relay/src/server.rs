@@ -1,0 +1,250 @@
+//! `Relay::spawn` and the handle that owns every task the relay starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signalbox_proto::{CloseCode, Fingerprint, Invite, Limits, SessionId};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ConfigError, RelayConfig};
+use crate::delivery::DeliverySettings;
+use crate::identity::{Identity, IdentityError};
+use crate::metrics::Metrics;
+use crate::registry::SessionRegistry;
+use crate::tokens::TokenKeys;
+use crate::{connection, files, net, paths, transport};
+
+/// Why a relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No data directory could be found.
+    #[error(transparent)]
+    NoHome(#[from] paths::NoHome),
+    /// The TLS identity could not be loaded or made.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The token secret could not be loaded or made.
+    #[error(transparent)]
+    Secret(#[from] files::FileError),
+    /// The QUIC or TLS settings are unusable.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// State every task of one relay shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: RelayConfig,
+    pub(crate) limits: Limits,
+    pub(crate) registry: SessionRegistry,
+    pub(crate) tokens: TokenKeys,
+    pub(crate) delivery: Arc<DeliverySettings>,
+    pub(crate) metrics: Metrics,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// The relay, as a library: start it with [`Relay::spawn`].
+#[derive(Debug)]
+pub struct Relay;
+
+impl Relay {
+    /// Loads (or makes) the identity and token secret, binds the QUIC endpoint, and starts
+    /// accepting connections. Everything it starts ends with the returned handle.
+    pub async fn spawn(config: RelayConfig) -> Result<RelayHandle, RelayError> {
+        config.validate()?;
+        let data_dir = match &config.data_dir {
+            Some(d) => d.clone(),
+            None => paths::data_dir()?,
+        };
+        let identity = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+            _ => Identity::load_or_create(&data_dir)?,
+        };
+        let tokens = TokenKeys::load_or_create(&data_dir)?;
+        let server_config = transport::server_config(&identity, &config)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            RelayError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let quic_addr = endpoint.local_addr().map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            limits: config.limits(),
+            registry: SessionRegistry::new(
+                config.max_sessions as usize,
+                config.max_connections_per_session as usize,
+            ),
+            tokens,
+            delivery: Arc::new(DeliverySettings {
+                queue_bytes: config.receiver_queue_bytes,
+                queue_signals: config.receiver_queue_signals,
+                write_timeout: config.write_timeout,
+                stream_idle: config.stream_idle,
+            }),
+            metrics: Metrics::new(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            config,
+        });
+        tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
+        tracing::info!(%quic_addr, fingerprint = %identity.fingerprint, open = shared.config.open, "relay started");
+        Ok(RelayHandle {
+            quic_addr,
+            http_addr: None,
+            fingerprint: identity.fingerprint,
+            data_dir,
+            endpoint,
+            shared,
+        })
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections as usize));
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                shared
+                    .tracker
+                    .spawn(connection::handle(incoming, shared.clone(), permit));
+            }
+            Err(_) => {
+                tracing::warn!(remote = %incoming.remote_address(), "relay full; refusing connection");
+                incoming.refuse();
+            }
+        }
+    }
+}
+
+/// A running relay. Dropping it stops the relay; [`RelayHandle::shutdown`] stops it
+/// gracefully, telling every client `relayShutdown`.
+#[derive(Debug)]
+pub struct RelayHandle {
+    quic_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    fingerprint: Fingerprint,
+    data_dir: PathBuf,
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+}
+
+impl RelayHandle {
+    /// The UDP address the relay listens on.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The REST API's address, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The SHA-256 fingerprint of the relay's certificate.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The relay's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Whether joins without a token are accepted.
+    pub fn is_open(&self) -> bool {
+        self.shared.config.open
+    }
+
+    /// The limits clients are told.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+
+    /// The relay's token keys, to mint tokens for it.
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.shared.tokens
+    }
+
+    /// The relay's counters in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let registry = &self.shared.registry;
+        self.shared
+            .metrics
+            .render(registry.connection_count(), registry.sessions().len())
+    }
+
+    /// How many connections are in sessions now.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.connection_count()
+    }
+
+    /// An invite to `session` with `token`, naming this relay by an address others can
+    /// reach and pinning its certificate.
+    pub fn invite(&self, session: SessionId, token: Option<String>) -> Invite {
+        Invite {
+            host: net::reachable_host(self.quic_addr),
+            port: self.quic_addr.port(),
+            session,
+            fingerprint: Some(self.fingerprint),
+            token,
+        }
+    }
+
+    /// Closes every connection with `relayShutdown`, then waits (briefly) for every task.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("relay tasks still running after 5 s; closing anyway");
+        }
+        self.endpoint.close(
+            CloseCode::RelayShutdown.as_u32().into(),
+            b"relay shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::info!("relay stopped");
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+        self.endpoint.close(
+            CloseCode::RelayShutdown.as_u32().into(),
+            b"relay shutting down",
+        );
+    }
+}

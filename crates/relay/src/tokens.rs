@@ -1,0 +1,235 @@
+//! Join tokens: JWTs (HS256) signed with a secret kept in the relay's data directory.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use signalbox_proto::token::{self, Claims};
+use signalbox_proto::{ConnectionId, RefuseCode, Refused, Role};
+
+use crate::files::{self, FileError};
+
+const SECRET_FILE: &str = "token-secret";
+/// How long a token lives unless told otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest a token may live (Vonage's 30 days).
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Signs and checks tokens with the relay's secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+/// What to put in a new token.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// The session (or [`token::ANY_SESSION`] for a server token).
+    pub session: String,
+    /// The role.
+    pub role: Role,
+    /// A display name.
+    pub name: Option<String>,
+    /// Connection data (≤ 1000 characters).
+    pub data: Option<String>,
+    /// Lifetime; [`DEFAULT_TTL`] when `None`.
+    pub ttl: Option<Duration>,
+}
+
+/// A token that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The lifetime is past the limit.
+    #[error("a token may live at most 30 days (asked for {})", humantime::format_duration(*.0))]
+    TtlTooLong(Duration),
+    /// The session id breaks the rules.
+    #[error(transparent)]
+    Session(#[from] signalbox_proto::ids::InvalidSessionId),
+    /// The name or data breaks the rules.
+    #[error(transparent)]
+    Identity(#[from] token::InvalidIdentity),
+    /// Signing failed.
+    #[error("cannot sign token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TokenKeys {
+    /// Keys from a secret.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// Loads the secret from `data_dir`, making a random one on first use.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, FileError> {
+        let path = data_dir.join(SECRET_FILE);
+        if !path.exists() {
+            let mut secret = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                .map_err(|_| FileError {
+                    path: path.clone(),
+                    source: std::io::Error::other("no system randomness"),
+                })?;
+            files::write_private(&path, hex::encode(secret).as_bytes())?;
+        }
+        let text = files::read(&path)?;
+        let text = String::from_utf8_lossy(&text);
+        Ok(Self::from_secret(text.trim().as_bytes()))
+    }
+
+    /// Makes a signed token.
+    pub fn mint(&self, req: &TokenRequest) -> Result<String, MintError> {
+        if req.session != token::ANY_SESSION {
+            signalbox_proto::SessionId::new(req.session.clone())?;
+        }
+        if let Some(name) = &req.name {
+            token::validate_name(name)?;
+        }
+        if let Some(data) = &req.data {
+            token::validate_connection_data(data)?;
+        }
+        let ttl = req.ttl.unwrap_or(DEFAULT_TTL);
+        if ttl > MAX_TTL {
+            return Err(MintError::TtlTooLong(ttl));
+        }
+        let iat = now_secs();
+        self.sign(&Claims {
+            sid: req.session.clone(),
+            role: req.role,
+            name: req.name.clone(),
+            data: req.data.clone(),
+            exp: iat + ttl.as_secs().max(1),
+            iat,
+            jti: ConnectionId::random().to_string(),
+        })
+    }
+
+    /// Signs claims as they are, unchecked (for tools and tests that need unusual tokens,
+    /// such as expired ones).
+    pub fn sign(&self, claims: &Claims) -> Result<String, MintError> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Checks a token's signature and expiry, and that it admits to `session`.
+    pub fn verify(&self, token: &str, session: &str) -> Result<Claims, Refused> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => Refused {
+                    code: RefuseCode::TokenExpired,
+                    message: "the token has expired; ask for a new invite".into(),
+                },
+                ErrorKind::InvalidSignature => Refused {
+                    code: RefuseCode::InvalidToken,
+                    message: "the token's signature does not match this relay (made by another relay, or altered)".into(),
+                },
+                other => Refused {
+                    code: RefuseCode::InvalidToken,
+                    message: format!("the token is not valid: {other:?}"),
+                },
+            },
+        )?;
+        let claims = data.claims;
+        if !claims.admits(session) {
+            return Err(Refused {
+                code: RefuseCode::WrongSession,
+                message: format!(
+                    "the token is for session '{}', not '{session}'",
+                    claims.sid
+                ),
+            });
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(session: &str) -> TokenRequest {
+        TokenRequest {
+            session: session.into(),
+            role: Role::Moderator,
+            name: Some("Ann".into()),
+            data: Some("{\"seat\":3}".into()),
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn mint_and_verify() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let t = keys.mint(&req("lobby")).unwrap();
+        let c = keys.verify(&t, "lobby").unwrap();
+        assert_eq!(c.role, Role::Moderator);
+        assert_eq!(c.name.as_deref(), Some("Ann"));
+        assert!(c.exp >= c.iat + 24 * 3600);
+    }
+
+    #[test]
+    fn refusals() {
+        let keys = TokenKeys::from_secret(b"secret");
+        let t = keys.mint(&req("lobby")).unwrap();
+        assert_eq!(keys.verify(&t, "other").unwrap_err().code, RefuseCode::WrongSession);
+        let other = TokenKeys::from_secret(b"another");
+        assert_eq!(other.verify(&t, "lobby").unwrap_err().code, RefuseCode::InvalidToken);
+        assert_eq!(keys.verify("garbage", "lobby").unwrap_err().code, RefuseCode::InvalidToken);
+        // An expired token, signed correctly.
+        let claims = Claims {
+            sid: "lobby".into(),
+            role: Role::Publisher,
+            name: None,
+            data: None,
+            exp: now_secs() - 10,
+            iat: now_secs() - 100,
+            jti: "x".into(),
+        };
+        let expired = keys.sign(&claims).unwrap();
+        assert_eq!(keys.verify(&expired, "lobby").unwrap_err().code, RefuseCode::TokenExpired);
+    }
+
+    #[test]
+    fn mint_checks_its_input() {
+        let keys = TokenKeys::from_secret(b"secret");
+        assert!(keys.mint(&req("bad session")).is_err());
+        let mut long = req("ok");
+        long.ttl = Some(Duration::from_secs(31 * 24 * 3600));
+        assert!(matches!(keys.mint(&long), Err(MintError::TtlTooLong(_))));
+        let mut server = req(token::ANY_SESSION);
+        server.role = Role::Server;
+        let t = keys.mint(&server).unwrap();
+        assert!(keys.verify(&t, "anything").is_ok());
+    }
+
+    #[test]
+    fn secret_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TokenKeys::load_or_create(dir.path()).unwrap();
+        let t = a.mint(&req("s")).unwrap();
+        let b = TokenKeys::load_or_create(dir.path()).unwrap();
+        assert!(b.verify(&t, "s").is_ok());
+    }
+}

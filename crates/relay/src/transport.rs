@@ -1,0 +1,48 @@
+//! QUIC and TLS settings of the relay's endpoint.
+
+use std::sync::Arc;
+
+use signalbox_proto::ALPN;
+
+use crate::config::RelayConfig;
+use crate::identity::Identity;
+
+/// The TLS or QUIC settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The certificate or key is not usable by TLS.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The TLS settings are not usable by QUIC.
+    #[error("QUIC TLS: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// A timeout is out of QUIC's range.
+    #[error("idle timeout out of range: {0}")]
+    Idle(#[from] quinn::VarIntBoundsExceeded),
+}
+
+/// The relay's quinn server configuration.
+pub(crate) fn server_config(
+    identity: &Identity,
+    config: &RelayConfig,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+
+    let mut t = quinn::TransportConfig::default();
+    // A client opens exactly one control stream and one send stream.
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.max_concurrent_uni_streams(1u32.into());
+    t.max_idle_timeout(Some(config.idle_timeout.try_into()?));
+    t.keep_alive_interval(Some(config.keep_alive));
+    // What the relay may have in flight toward one client, across all its delivery streams.
+    t.send_window(4 << 20);
+    server.transport_config(Arc::new(t));
+    Ok(server)
+}
