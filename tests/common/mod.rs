@@ -1,0 +1,196 @@
+//! Shared helpers for the end-to-end tests: a real relay on 127.0.0.1:0 in a temporary data
+//! directory, clients made with the client crate, and a raw protocol speaker for the tests
+//! that must send what a well-behaved client never would.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal};
+use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
+use signalbox_proto::{ClientMessage, Hello, PROTOCOL_VERSION, RelayMessage, Role, SessionId};
+use signalbox_relay::{Relay, RelayConfig, RelayHandle, TokenRequest};
+use tokio_util::codec::FramedRead;
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestRelay {
+    pub handle: RelayHandle,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRelay {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut RelayConfig)) -> Self {
+        // `RUST_LOG=signalbox_relay=debug cargo test` shows the relay's logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RelayConfig::local(dir.path());
+        configure(&mut config);
+        let handle = Relay::spawn(config).await.unwrap();
+        Self { handle, dir }
+    }
+
+    pub fn session() -> SessionId {
+        SessionId::new("test").unwrap()
+    }
+
+    pub fn token(&self, role: Role, name: &str) -> String {
+        self.token_for("test", role, name)
+    }
+
+    pub fn token_for(&self, session: &str, role: Role, name: &str) -> String {
+        self.handle
+            .tokens()
+            .mint(&TokenRequest {
+                session: session.into(),
+                role,
+                name: Some(name.into()),
+                ..TokenRequest::default()
+            })
+            .unwrap()
+    }
+
+    pub fn options(&self, role: Role, name: &str) -> ConnectOptions {
+        ConnectOptions::new("127.0.0.1", self.handle.quic_addr().port(), Self::session())
+            .with_fingerprint(self.handle.fingerprint())
+            .with_token(self.token(role, name))
+    }
+
+    pub async fn join(&self, name: &str) -> (Client, Events) {
+        self.join_as(Role::Publisher, name).await
+    }
+
+    pub async fn join_as(&self, role: Role, name: &str) -> (Client, Events) {
+        Client::connect(self.options(role, name)).await.unwrap()
+    }
+}
+
+/// The next event that `pick` accepts, skipping others; panics after [`WAIT`].
+pub async fn expect<T>(events: &mut Events, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            if let Some(t) = pick(event) {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(t)) => t,
+        Ok(None) => panic!("events ended while waiting for {what}"),
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// The next signal, skipping presence.
+pub async fn next_signal(events: &mut Events) -> ReceivedSignal {
+    expect(events, "a signal", |e| match e {
+        Event::Signal(s) => Some(s),
+        _ => None,
+    })
+    .await
+}
+
+/// `n` signals, skipping presence.
+pub async fn signals(events: &mut Events, n: usize) -> Vec<ReceivedSignal> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(next_signal(events).await);
+    }
+    out
+}
+
+/// Asserts that no signal arrives within `quiet` (for "reaches only its targets").
+pub async fn no_signal(events: &mut Events, quiet: Duration) {
+    let got = tokio::time::timeout(quiet, async {
+        loop {
+            match events.next().await {
+                Some(Event::Signal(s)) => return Some(s),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(s)) = got {
+        panic!("unexpected signal {s:?}");
+    }
+}
+
+/// A connection that speaks the wire protocol by hand.
+pub struct Raw {
+    pub conn: quinn::Connection,
+    pub control: quinn::SendStream,
+    pub frames: FramedRead<quinn::RecvStream, tokio_util::codec::LengthDelimitedCodec>,
+    pub welcome: Option<signalbox_proto::Welcome>,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Raw {
+    /// Connects and sends `Hello`; reads the first answer into `welcome` (or returns it).
+    pub async fn join(relay: &TestRelay, token: Option<String>) -> (Self, RelayMessage) {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let config = signalbox_client::client_config(Some(relay.handle.fingerprint())).unwrap();
+        let conn = endpoint
+            .connect_with(config, relay.handle.quic_addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut control, recv) = conn.open_bi().await.unwrap();
+        let hello = ClientMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            session: TestRelay::session(),
+            token,
+            name: Some("raw".into()),
+            resume: None,
+        });
+        control
+            .write_all(&codec::frame(&hello, MAX_CONTROL_FRAME).unwrap())
+            .await
+            .unwrap();
+        let mut frames = FramedRead::new(recv, codec::codec(MAX_CONTROL_FRAME));
+        let first = frames.next().await.unwrap().unwrap();
+        let msg: RelayMessage = codec::decode(&first).unwrap();
+        let welcome = match &msg {
+            RelayMessage::Welcome(w) => Some(w.clone()),
+            _ => None,
+        };
+        (
+            Self {
+                conn,
+                control,
+                frames,
+                welcome,
+                _endpoint: endpoint,
+            },
+            msg,
+        )
+    }
+
+    /// The next control message.
+    pub async fn next_control(&mut self) -> Option<RelayMessage> {
+        let frame = tokio::time::timeout(WAIT, self.frames.next()).await.ok()??.ok()?;
+        codec::decode(&frame).ok()
+    }
+
+    /// Opens the send stream and writes raw bytes to it.
+    pub async fn open_send(&self) -> quinn::SendStream {
+        self.conn.open_uni().await.unwrap()
+    }
+}
+
+/// One encoded frame.
+pub fn frame<T: serde::Serialize>(msg: &T) -> BytesMut {
+    codec::frame(msg, usize::MAX).unwrap()
+}

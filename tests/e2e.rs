@@ -1,0 +1,452 @@
+//! The whole system over real QUIC on 127.0.0.1: a relay started in process, clients made
+//! with the client crate, and raw protocol speakers where a client must misbehave.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use signalbox_client::{Client, ConnectError, Event, SendError, Signal};
+use signalbox_proto::{
+    CloseCode, ConnectionId, Fingerprint, LeftReason, Outgoing, RefuseCode, RelayMessage, Role,
+    SignalError, Target,
+};
+
+/// The seed's example at volume: A and B each broadcast 2 000 signals at the same time; each
+/// of three receivers sees A's in order and B's in order, none lost, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_sender_order_holds_for_concurrent_broadcasters() {
+    let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
+    let mut receivers = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        receivers.push(relay.join(name).await);
+    }
+    let (a, mut a_events) = relay.join("A").await;
+    let (b, mut b_events) = relay.join("B").await;
+    // Senders get their own broadcasts back: drain them so they never stall.
+    tokio::spawn(async move { while a_events.next().await.is_some() {} });
+    tokio::spawn(async move { while b_events.next().await.is_some() {} });
+    const N: u64 = 2000;
+    let send_all = |client: Client, tag: &'static str| async move {
+        let mut last = None;
+        for i in 1..=N {
+            last = Some(client.send(Signal::to_all(tag, i.to_string())).await.unwrap());
+        }
+        last.unwrap().accepted().await.unwrap()
+    };
+    let (ra, rb) = tokio::join!(send_all(a.clone(), "a"), send_all(b.clone(), "b"));
+    assert_eq!((ra, rb), (N, N));
+    for (_, events) in &mut receivers {
+        let got = signals(events, 2 * N as usize).await;
+        for (tag, from) in [("a", a.me().id), ("b", b.me().id)] {
+            let seq: Vec<u64> = got
+                .iter()
+                .filter(|s| s.r#type == tag)
+                .map(|s| {
+                    assert_eq!(s.from, Some(from), "stamped with its sender");
+                    assert!(s.to_all);
+                    s.data.parse().unwrap()
+                })
+                .collect();
+            assert_eq!(seq, (1..=N).collect::<Vec<_>>(), "{tag}'s signals in order, once each");
+        }
+        no_signal(events, Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn targeted_signals_reach_only_their_targets_and_broadcast_reaches_the_sender() {
+    let relay = TestRelay::start().await;
+    let (a, mut a_ev) = relay.join("a").await;
+    let (b, mut b_ev) = relay.join("b").await;
+    let (c, mut c_ev) = relay.join("c").await;
+    let (_d, mut d_ev) = relay.join("d").await;
+
+    a.send(Signal::to_one(b.me().id, "dm", "for b")).await.unwrap().accepted().await.unwrap();
+    let got = next_signal(&mut b_ev).await;
+    assert_eq!((got.r#type.as_str(), got.data.as_str(), got.to_all), ("dm", "for b", false));
+    assert_eq!(got.from, Some(a.me().id));
+
+    let list = vec![b.me().id, c.me().id];
+    a.send(Signal::to_list(list, "few", "b and c")).await.unwrap().accepted().await.unwrap();
+    assert_eq!(next_signal(&mut b_ev).await.data, "b and c");
+    assert_eq!(next_signal(&mut c_ev).await.data, "b and c");
+    no_signal(&mut d_ev, Duration::from_millis(300)).await;
+    no_signal(&mut a_ev, Duration::from_millis(50)).await;
+
+    a.send(Signal::to_all("all", "everyone")).await.unwrap().accepted().await.unwrap();
+    for ev in [&mut a_ev, &mut b_ev, &mut c_ev, &mut d_ev] {
+        let s = next_signal(ev).await;
+        assert_eq!((s.data.as_str(), s.to_all, s.from), ("everyone", true, Some(a.me().id)));
+    }
+}
+
+#[tokio::test]
+async fn a_ping_identifies_only_its_sender() {
+    let relay = TestRelay::start().await;
+    let (a, _a_ev) = relay.join("a").await;
+    let (_b, mut b_ev) = relay.join("b").await;
+    a.send(Signal::ping()).await.unwrap().accepted().await.unwrap();
+    let s = next_signal(&mut b_ev).await;
+    assert!(s.is_ping());
+    assert_eq!((s.from, s.seq), (Some(a.me().id), 1));
+}
+
+#[tokio::test]
+async fn client_checks_each_rule_before_sending() {
+    let relay = TestRelay::start().await;
+    let (a, _ev) = relay.join("a").await;
+    let code = |r: Result<_, SendError>| r.map(|_| ()).unwrap_err().code();
+    assert_eq!(code(a.send(Signal::to_all("bad type", "")).await), 400);
+    assert_eq!(code(a.send(Signal::to_all("t".repeat(129), "")).await), 413);
+    assert_eq!(code(a.send(Signal::to_all("t", "d".repeat(8193))).await), 413);
+    assert_eq!(code(a.send(Signal::to_one(ConnectionId::random(), "t", "")).await), 404);
+    let (s, _sev) = relay.join_as(Role::Subscriber, "sub").await;
+    assert_eq!(code(s.send(Signal::to_all("t", "")).await), 403);
+    let err = a.send(Signal::to_all("t", "d".repeat(9000))).await.unwrap_err();
+    assert_eq!(err.to_string(), "data is 9000 bytes; the limit is 8192");
+    // Nothing invalid was sent: the first valid signal is seq 1.
+    assert_eq!(a.send(Signal::ping()).await.unwrap().accepted().await.unwrap(), 1);
+}
+
+/// Sends raw `Outgoing` frames (bypassing the client's checks) and returns the relay's
+/// `Rejected` error for each, in order.
+async fn relay_verdicts(relay: &TestRelay, role: Role, signals: Vec<Outgoing<'static>>) -> Vec<Result<(), SignalError>> {
+    let (mut raw, _) = Raw::join(relay, Some(relay.token(role, "raw"))).await;
+    let mut send = raw.open_send().await;
+    let last = signals.last().map(|s| s.seq).unwrap_or(0);
+    for s in &signals {
+        send.write_all(&frame(s)).await.unwrap();
+    }
+    let mut verdicts = std::collections::HashMap::new();
+    loop {
+        match raw.next_control().await.expect("control message") {
+            RelayMessage::Rejected { seq, error } => {
+                verdicts.insert(seq, error);
+            }
+            RelayMessage::Accepted { up_to } if up_to >= last => break,
+            _ => {}
+        }
+    }
+    assert!(raw.conn.close_reason().is_none(), "the sender stays connected");
+    signals
+        .iter()
+        .map(|s| verdicts.remove(&s.seq).map_or(Ok(()), Err))
+        .collect()
+}
+
+fn out(seq: u64, to: Target, ty: &str, data: String) -> Outgoing<'static> {
+    Outgoing {
+        seq,
+        to,
+        r#type: ty.to_owned().into(),
+        data: data.into(),
+    }
+}
+
+#[tokio::test]
+async fn relay_enforces_each_rule_and_keeps_the_sender_connected() {
+    let relay = TestRelay::start().await;
+    let (_b, mut b_ev) = relay.join("b").await;
+    let stranger = ConnectionId::random();
+    let verdicts = relay_verdicts(
+        &relay,
+        Role::Publisher,
+        vec![
+            out(1, Target::All, "bad type", String::new()),
+            out(2, Target::All, "t", "d".repeat(9000)),
+            out(3, Target::One(stranger), "t", String::new()),
+            out(4, Target::List(vec![]), "t", String::new()),
+            out(5, Target::All, &"t".repeat(129), String::new()),
+            out(6, Target::All, "ok", "fine".into()),
+        ],
+    )
+    .await;
+    let codes: Vec<u16> = verdicts.iter().map(|v| v.as_ref().map_or_else(|e| e.code(), |_| 0)).collect();
+    assert_eq!(codes, vec![400, 413, 404, 400, 413, 0]);
+    assert_eq!(
+        verdicts[2],
+        Err(SignalError::TargetNotFound { connection: stranger })
+    );
+    // Rejected signals reach nobody; the valid one does.
+    let s = next_signal(&mut b_ev).await;
+    assert_eq!((s.r#type.as_str(), s.seq), ("ok", 6));
+
+    let sub = relay_verdicts(&relay, Role::Subscriber, vec![out(1, Target::All, "t", String::new())]).await;
+    assert_eq!(sub[0].as_ref().unwrap_err().code(), 403);
+}
+
+#[tokio::test]
+async fn flooding_past_the_rate_limit_is_rejected_with_429_and_the_sender_stays() {
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 5;
+        c.signal_burst = 5;
+    })
+    .await;
+    let (a, _a_ev) = relay.join("a").await;
+    let (b, mut b_ev) = relay.join("b").await;
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        receipts.push(a.send(Signal::to_one(b.me().id, "flood", i.to_string())).await.unwrap());
+    }
+    let mut limited = 0;
+    for r in receipts {
+        match r.accepted().await {
+            Ok(_) => {}
+            Err(SendError::Rejected(e)) => {
+                assert_eq!(e.code(), 429);
+                limited += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(limited >= 10, "most of a 20-signal burst over a 5/s limit is refused: {limited}");
+    assert!(a.is_connected());
+    // Exactly the accepted ones arrived, and the sender still receives.
+    let accepted = 20 - limited;
+    assert_eq!(signals(&mut b_ev, accepted).await.len(), accepted);
+    b.send(Signal::to_one(a.me().id, "still", "there")).await.unwrap().accepted().await.unwrap();
+}
+
+#[tokio::test]
+async fn presence_snapshot_joined_and_left_with_reasons() {
+    let relay = TestRelay::start().await;
+    let (m, mut m_ev) = relay.join_as(Role::Moderator, "mod").await;
+    let (a, _a_ev) = relay.join("alice").await;
+    let joined = expect(&mut m_ev, "alice joined", |e| match e {
+        Event::Joined(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    assert_eq!((joined.id, joined.name.as_str(), joined.role), (a.me().id, "alice", Role::Publisher));
+
+    let (b, mut b_ev) = relay.join("bob").await;
+    let names: HashSet<String> = b.peers().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, HashSet::from(["mod".to_owned(), "alice".to_owned()]), "snapshot on join");
+
+    // Alice leaves of her own accord.
+    a.leave().await;
+    let (who, why) = expect(&mut b_ev, "alice left", |e| match e {
+        Event::Left { peer, reason } => Some((peer, reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((who.id, who.name.as_str(), why), (a.me().id, "alice", LeftReason::ClientDisconnected));
+
+    // The moderator removes Bob; Bob is told why, the others see forceDisconnected.
+    let (c, mut c_ev) = relay.join("carol").await;
+    m.kick(b.me().id).await.unwrap();
+    let why = expect(&mut c_ev, "bob kicked", |e| match e {
+        Event::Left { peer, reason } if peer.id == b.me().id => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(why, LeftReason::ForceDisconnected);
+    let (reason, message) = expect(&mut b_ev, "bob's disconnect", |e| match e {
+        Event::Disconnected { reason, message } => Some((reason, message)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, LeftReason::ForceDisconnected);
+    assert!(message.contains("moderator mod"), "{message}");
+
+    // A publisher may not kick.
+    assert!(c.kick(m.me().id).await.is_err(), "the client refuses at once");
+
+    // Shutdown tells everyone relayShutdown.
+    relay.handle.shutdown().await;
+    for ev in [&mut m_ev, &mut c_ev] {
+        let reason = expect(ev, "shutdown", |e| match e {
+            Event::Disconnected { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reason, LeftReason::RelayShutdown);
+    }
+}
+
+#[tokio::test]
+async fn a_raw_kick_from_a_publisher_is_denied() {
+    let relay = TestRelay::start().await;
+    let (target, _t_ev) = relay.join("target").await;
+    let (mut raw, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "p"))).await;
+    let kick = signalbox_proto::ClientMessage::Kick { connection: target.me().id };
+    raw.control.write_all(&frame(&kick)).await.unwrap();
+    loop {
+        match raw.next_control().await.expect("an answer") {
+            RelayMessage::Denied { message } => {
+                assert!(message.contains("only moderators"), "{message}");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert!(target.is_connected());
+}
+
+#[tokio::test]
+async fn joins_are_refused_with_clear_reasons() {
+    let relay = TestRelay::start_with(|c| c.max_connections_per_session = 2).await;
+    let opts = |token: Option<String>| {
+        let mut o = relay.options(Role::Publisher, "x");
+        o.token = token;
+        o
+    };
+    let refused = |r: Result<_, ConnectError>| match r {
+        Err(ConnectError::Refused { code, message }) => (code, message),
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a connection"),
+    };
+
+    // No token on a token-mode relay.
+    let (code, msg) = refused(Client::connect(opts(None)).await);
+    assert_eq!(code, RefuseCode::InvalidToken);
+    assert!(msg.contains("needs a token"), "{msg}");
+
+    // A token signed by another relay.
+    let other = signalbox_relay::TokenKeys::from_secret(b"another relay");
+    let forged = other
+        .mint(&signalbox_relay::TokenRequest { session: "test".into(), ..Default::default() })
+        .unwrap();
+    let (code, msg) = refused(Client::connect(opts(Some(forged))).await);
+    assert_eq!(code, RefuseCode::InvalidToken);
+    assert!(msg.contains("signature"), "{msg}");
+
+    // An expired token.
+    let expired = relay
+        .handle
+        .tokens()
+        .sign(&signalbox_proto::token::Claims {
+            sid: "test".into(),
+            role: Role::Publisher,
+            name: None,
+            data: None,
+            exp: 1_000_000,
+            iat: 999_000,
+            jti: "old".into(),
+        })
+        .unwrap();
+    let (code, msg) = refused(Client::connect(opts(Some(expired))).await);
+    assert_eq!(code, RefuseCode::TokenExpired);
+    assert!(msg.contains("expired"), "{msg}");
+
+    // A token for another session.
+    let (code, msg) = refused(Client::connect(opts(Some(relay.token_for("elsewhere", Role::Publisher, "x")))).await);
+    assert_eq!(code, RefuseCode::WrongSession);
+    assert!(msg.contains("elsewhere"), "{msg}");
+
+    // The session is full at two.
+    let _one = relay.join("one").await;
+    let _two = relay.join("two").await;
+    let (code, msg) = refused(Client::connect(relay.options(Role::Publisher, "three")).await);
+    assert_eq!(code, RefuseCode::SessionFull);
+    assert!(msg.contains("full"), "{msg}");
+    assert_eq!(code.code(), 1027);
+}
+
+#[tokio::test]
+async fn open_mode_accepts_joins_without_a_token() {
+    let relay = TestRelay::start_with(|c| c.open = true).await;
+    let mut opts = relay.options(Role::Publisher, "ignored");
+    opts.token = None;
+    opts.name = Some("walk-in".into());
+    let (a, _ev) = Client::connect(opts).await.unwrap();
+    assert_eq!((a.me().name.as_str(), a.me().role), ("walk-in", Role::Publisher));
+    // A token is still honoured.
+    let (m, _mev) = relay.join_as(Role::Moderator, "boss").await;
+    assert_eq!(m.me().role, Role::Moderator);
+}
+
+#[tokio::test]
+async fn a_fingerprint_mismatch_refuses_to_connect() {
+    let relay = TestRelay::start().await;
+    let wrong = Fingerprint::of_der(b"someone else");
+    let opts = relay.options(Role::Publisher, "x").with_fingerprint(wrong);
+    match Client::connect(opts).await {
+        Err(ConnectError::FingerprintMismatch { expected, actual, .. }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, relay.handle.fingerprint());
+        }
+        Err(e) => panic!("expected a fingerprint mismatch, got {e}"),
+        Ok(_) => panic!("connected despite a wrong fingerprint"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_on_a_stream_closes_only_that_connection() {
+    let relay = TestRelay::start().await;
+    let (a, _a_ev) = relay.join("a").await;
+    let (b, mut b_ev) = relay.join("b").await;
+    let (raw, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "bad"))).await;
+    let mut send = raw.open_send().await;
+    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    let err = tokio::time::timeout(WAIT, raw.conn.closed()).await.unwrap();
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), u64::from(CloseCode::ProtocolError.as_u32()));
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains("malformed signal"), "{reason}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    // An oversized frame length is a protocol error too.
+    let (raw2, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "big"))).await;
+    let mut send2 = raw2.open_send().await;
+    send2.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert!(matches!(
+        tokio::time::timeout(WAIT, raw2.conn.closed()).await.unwrap(),
+        quinn::ConnectionError::ApplicationClosed(_)
+    ));
+    // Everyone else carries on.
+    a.send(Signal::to_one(b.me().id, "t", "still here")).await.unwrap().accepted().await.unwrap();
+    assert_eq!(next_signal(&mut b_ev).await.data, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.receiver_queue_bytes = 2 << 20;
+    })
+    .await;
+    let (sender, mut s_ev) = relay.join("sender").await;
+    let (_good, mut good_ev) = relay.join("good").await;
+    let (slow, slow_ev) = relay.join("slow").await;
+    // `slow` never reads its events; `good` and the sender (who gets its own broadcasts)
+    // read everything.
+    tokio::spawn(async move { while s_ev.next().await.is_some() {} });
+    const N: u64 = 20_000;
+    // The sender stays at most 1000 signals ahead of the reading receiver, as a well-paced
+    // publisher would; the non-reading one falls behind without bound.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0u64);
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        let mut slow_left = None;
+        while seqs.len() < N as usize {
+            match tokio::time::timeout(WAIT, good_ev.next()).await {
+                Ok(Some(Event::Signal(s))) => {
+                    seqs.push(s.seq);
+                    progress_tx.send_replace(seqs.len() as u64);
+                }
+                Ok(Some(Event::Left { peer, reason })) => slow_left = Some((peer.id, reason)),
+                Ok(Some(Event::Disconnected { reason, message })) => {
+                    panic!("the reading receiver was dropped after {}: {reason}: {message}", seqs.len())
+                }
+                Ok(Some(_)) => {}
+                other => panic!("the reading receiver stalled after {}: {other:?}", seqs.len()),
+            }
+        }
+        (seqs, slow_left)
+    });
+    let data = "x".repeat(1024);
+    for i in 1..=N {
+        progress.wait_for(|&got| got + 1000 >= i).await.unwrap();
+        sender.send_unconfirmed(Signal::to_all("bulk", data.clone())).await.unwrap();
+    }
+    let (seqs, slow_left) = reader.await.unwrap();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "the reading receiver got everything, in order");
+    assert_eq!(slow_left, Some((slow.me().id, LeftReason::SlowConsumer)));
+    assert!(sender.is_connected());
+    drop(slow_ev);
+}
