@@ -1,6 +1,8 @@
 //! The whole system over real QUIC on 127.0.0.1: a relay started in process, clients made
 //! with the client crate, and raw protocol speakers where a client must misbehave.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -31,7 +33,12 @@ async fn per_sender_order_holds_for_concurrent_broadcasters() {
     let send_all = |client: Client, tag: &'static str| async move {
         let mut last = None;
         for i in 1..=N {
-            last = Some(client.send(Signal::to_all(tag, i.to_string())).await.unwrap());
+            last = Some(
+                client
+                    .send(Signal::to_all(tag, i.to_string()))
+                    .await
+                    .unwrap(),
+            );
         }
         last.unwrap().accepted().await.unwrap()
     };
@@ -49,7 +56,11 @@ async fn per_sender_order_holds_for_concurrent_broadcasters() {
                     s.data.parse().unwrap()
                 })
                 .collect();
-            assert_eq!(seq, (1..=N).collect::<Vec<_>>(), "{tag}'s signals in order, once each");
+            assert_eq!(
+                seq,
+                (1..=N).collect::<Vec<_>>(),
+                "{tag}'s signals in order, once each"
+            );
         }
         no_signal(events, Duration::from_millis(100)).await;
     }
@@ -63,22 +74,43 @@ async fn targeted_signals_reach_only_their_targets_and_broadcast_reaches_the_sen
     let (c, mut c_ev) = relay.join("c").await;
     let (_d, mut d_ev) = relay.join("d").await;
 
-    a.send(Signal::to_one(b.me().id, "dm", "for b")).await.unwrap().accepted().await.unwrap();
+    a.send(Signal::to_one(b.me().id, "dm", "for b"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
     let got = next_signal(&mut b_ev).await;
-    assert_eq!((got.r#type.as_str(), got.data.as_str(), got.to_all), ("dm", "for b", false));
+    assert_eq!(
+        (got.r#type.as_str(), got.data.as_str(), got.to_all),
+        ("dm", "for b", false)
+    );
     assert_eq!(got.from, Some(a.me().id));
 
     let list = vec![b.me().id, c.me().id];
-    a.send(Signal::to_list(list, "few", "b and c")).await.unwrap().accepted().await.unwrap();
+    a.send(Signal::to_list(list, "few", "b and c"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
     assert_eq!(next_signal(&mut b_ev).await.data, "b and c");
     assert_eq!(next_signal(&mut c_ev).await.data, "b and c");
     no_signal(&mut d_ev, Duration::from_millis(300)).await;
     no_signal(&mut a_ev, Duration::from_millis(50)).await;
 
-    a.send(Signal::to_all("all", "everyone")).await.unwrap().accepted().await.unwrap();
+    a.send(Signal::to_all("all", "everyone"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
     for ev in [&mut a_ev, &mut b_ev, &mut c_ev, &mut d_ev] {
         let s = next_signal(ev).await;
-        assert_eq!((s.data.as_str(), s.to_all, s.from), ("everyone", true, Some(a.me().id)));
+        assert_eq!(
+            (s.data.as_str(), s.to_all, s.from),
+            ("everyone", true, Some(a.me().id))
+        );
     }
 }
 
@@ -87,7 +119,12 @@ async fn a_ping_identifies_only_its_sender() {
     let relay = TestRelay::start().await;
     let (a, _a_ev) = relay.join("a").await;
     let (_b, mut b_ev) = relay.join("b").await;
-    a.send(Signal::ping()).await.unwrap().accepted().await.unwrap();
+    a.send(Signal::ping())
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
     let s = next_signal(&mut b_ev).await;
     assert!(s.is_ping());
     assert_eq!((s.from, s.seq), (Some(a.me().id), 1));
@@ -100,19 +137,43 @@ async fn client_checks_each_rule_before_sending() {
     let code = |r: Result<_, SendError>| r.map(|_| ()).unwrap_err().code();
     assert_eq!(code(a.send(Signal::to_all("bad type", "")).await), 400);
     assert_eq!(code(a.send(Signal::to_all("t".repeat(129), "")).await), 413);
-    assert_eq!(code(a.send(Signal::to_all("t", "d".repeat(8193))).await), 413);
-    assert_eq!(code(a.send(Signal::to_one(ConnectionId::random(), "t", "")).await), 404);
+    assert_eq!(
+        code(a.send(Signal::to_all("t", "d".repeat(8193))).await),
+        413
+    );
+    assert_eq!(
+        code(
+            a.send(Signal::to_one(ConnectionId::random(), "t", ""))
+                .await
+        ),
+        404
+    );
     let (s, _sev) = relay.join_as(Role::Subscriber, "sub").await;
     assert_eq!(code(s.send(Signal::to_all("t", "")).await), 403);
-    let err = a.send(Signal::to_all("t", "d".repeat(9000))).await.unwrap_err();
+    let err = a
+        .send(Signal::to_all("t", "d".repeat(9000)))
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "data is 9000 bytes; the limit is 8192");
     // Nothing invalid was sent: the first valid signal is seq 1.
-    assert_eq!(a.send(Signal::ping()).await.unwrap().accepted().await.unwrap(), 1);
+    assert_eq!(
+        a.send(Signal::ping())
+            .await
+            .unwrap()
+            .accepted()
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 /// Sends raw `Outgoing` frames (bypassing the client's checks) and returns the relay's
 /// `Rejected` error for each, in order.
-async fn relay_verdicts(relay: &TestRelay, role: Role, signals: Vec<Outgoing<'static>>) -> Vec<Result<(), SignalError>> {
+async fn relay_verdicts(
+    relay: &TestRelay,
+    role: Role,
+    signals: Vec<Outgoing<'static>>,
+) -> Vec<Result<(), SignalError>> {
     let (mut raw, _) = Raw::join(relay, Some(relay.token(role, "raw"))).await;
     let mut send = raw.open_send().await;
     let last = signals.last().map(|s| s.seq).unwrap_or(0);
@@ -129,7 +190,10 @@ async fn relay_verdicts(relay: &TestRelay, role: Role, signals: Vec<Outgoing<'st
             _ => {}
         }
     }
-    assert!(raw.conn.close_reason().is_none(), "the sender stays connected");
+    assert!(
+        raw.conn.close_reason().is_none(),
+        "the sender stays connected"
+    );
     signals
         .iter()
         .map(|s| verdicts.remove(&s.seq).map_or(Ok(()), Err))
@@ -163,17 +227,27 @@ async fn relay_enforces_each_rule_and_keeps_the_sender_connected() {
         ],
     )
     .await;
-    let codes: Vec<u16> = verdicts.iter().map(|v| v.as_ref().map_or_else(|e| e.code(), |_| 0)).collect();
+    let codes: Vec<u16> = verdicts
+        .iter()
+        .map(|v| v.as_ref().map_or_else(|e| e.code(), |_| 0))
+        .collect();
     assert_eq!(codes, vec![400, 413, 404, 400, 413, 0]);
     assert_eq!(
         verdicts[2],
-        Err(SignalError::TargetNotFound { connection: stranger })
+        Err(SignalError::TargetNotFound {
+            connection: stranger
+        })
     );
     // Rejected signals reach nobody; the valid one does.
     let s = next_signal(&mut b_ev).await;
     assert_eq!((s.r#type.as_str(), s.seq), ("ok", 6));
 
-    let sub = relay_verdicts(&relay, Role::Subscriber, vec![out(1, Target::All, "t", String::new())]).await;
+    let sub = relay_verdicts(
+        &relay,
+        Role::Subscriber,
+        vec![out(1, Target::All, "t", String::new())],
+    )
+    .await;
     assert_eq!(sub[0].as_ref().unwrap_err().code(), 403);
 }
 
@@ -188,7 +262,11 @@ async fn flooding_past_the_rate_limit_is_rejected_with_429_and_the_sender_stays(
     let (b, mut b_ev) = relay.join("b").await;
     let mut receipts = Vec::new();
     for i in 0..20 {
-        receipts.push(a.send(Signal::to_one(b.me().id, "flood", i.to_string())).await.unwrap());
+        receipts.push(
+            a.send(Signal::to_one(b.me().id, "flood", i.to_string()))
+                .await
+                .unwrap(),
+        );
     }
     let mut limited = 0;
     for r in receipts {
@@ -201,12 +279,20 @@ async fn flooding_past_the_rate_limit_is_rejected_with_429_and_the_sender_stays(
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(limited >= 10, "most of a 20-signal burst over a 5/s limit is refused: {limited}");
+    assert!(
+        limited >= 10,
+        "most of a 20-signal burst over a 5/s limit is refused: {limited}"
+    );
     assert!(a.is_connected());
     // Exactly the accepted ones arrived, and the sender still receives.
     let accepted = 20 - limited;
     assert_eq!(signals(&mut b_ev, accepted).await.len(), accepted);
-    b.send(Signal::to_one(a.me().id, "still", "there")).await.unwrap().accepted().await.unwrap();
+    b.send(Signal::to_one(a.me().id, "still", "there"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -219,11 +305,18 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
         _ => None,
     })
     .await;
-    assert_eq!((joined.id, joined.name.as_str(), joined.role), (a.me().id, "alice", Role::Publisher));
+    assert_eq!(
+        (joined.id, joined.name.as_str(), joined.role),
+        (a.me().id, "alice", Role::Publisher)
+    );
 
     let (b, mut b_ev) = relay.join("bob").await;
     let names: HashSet<String> = b.peers().into_iter().map(|p| p.name).collect();
-    assert_eq!(names, HashSet::from(["mod".to_owned(), "alice".to_owned()]), "snapshot on join");
+    assert_eq!(
+        names,
+        HashSet::from(["mod".to_owned(), "alice".to_owned()]),
+        "snapshot on join"
+    );
 
     // Alice leaves of her own accord.
     a.leave().await;
@@ -232,7 +325,10 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
         _ => None,
     })
     .await;
-    assert_eq!((who.id, who.name.as_str(), why), (a.me().id, "alice", LeftReason::ClientDisconnected));
+    assert_eq!(
+        (who.id, who.name.as_str(), why),
+        (a.me().id, "alice", LeftReason::ClientDisconnected)
+    );
 
     // The moderator removes Bob; Bob is told why, the others see forceDisconnected.
     let (c, mut c_ev) = relay.join("carol").await;
@@ -252,7 +348,10 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
     assert!(message.contains("moderator mod"), "{message}");
 
     // A publisher may not kick.
-    assert!(c.kick(m.me().id).await.is_err(), "the client refuses at once");
+    assert!(
+        c.kick(m.me().id).await.is_err(),
+        "the client refuses at once"
+    );
 
     // Shutdown tells everyone relayShutdown.
     relay.handle.shutdown().await;
@@ -271,7 +370,9 @@ async fn a_raw_kick_from_a_publisher_is_denied() {
     let relay = TestRelay::start().await;
     let (target, _t_ev) = relay.join("target").await;
     let (mut raw, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "p"))).await;
-    let kick = signalbox_proto::ClientMessage::Kick { connection: target.me().id };
+    let kick = signalbox_proto::ClientMessage::Kick {
+        connection: target.me().id,
+    };
     raw.control.write_all(&frame(&kick)).await.unwrap();
     loop {
         match raw.next_control().await.expect("an answer") {
@@ -307,7 +408,10 @@ async fn joins_are_refused_with_clear_reasons() {
     // A token signed by another relay.
     let other = signalbox_relay::TokenKeys::from_secret(b"another relay");
     let forged = other
-        .mint(&signalbox_relay::TokenRequest { session: "test".into(), ..Default::default() })
+        .mint(&signalbox_relay::TokenRequest {
+            session: "test".into(),
+            ..Default::default()
+        })
         .unwrap();
     let (code, msg) = refused(Client::connect(opts(Some(forged))).await);
     assert_eq!(code, RefuseCode::InvalidToken);
@@ -332,7 +436,14 @@ async fn joins_are_refused_with_clear_reasons() {
     assert!(msg.contains("expired"), "{msg}");
 
     // A token for another session.
-    let (code, msg) = refused(Client::connect(opts(Some(relay.token_for("elsewhere", Role::Publisher, "x")))).await);
+    let (code, msg) = refused(
+        Client::connect(opts(Some(relay.token_for(
+            "elsewhere",
+            Role::Publisher,
+            "x",
+        ))))
+        .await,
+    );
     assert_eq!(code, RefuseCode::WrongSession);
     assert!(msg.contains("elsewhere"), "{msg}");
 
@@ -352,7 +463,10 @@ async fn open_mode_accepts_joins_without_a_token() {
     opts.token = None;
     opts.name = Some("walk-in".into());
     let (a, _ev) = Client::connect(opts).await.unwrap();
-    assert_eq!((a.me().name.as_str(), a.me().role), ("walk-in", Role::Publisher));
+    assert_eq!(
+        (a.me().name.as_str(), a.me().role),
+        ("walk-in", Role::Publisher)
+    );
     // A token is still honoured.
     let (m, _mev) = relay.join_as(Role::Moderator, "boss").await;
     assert_eq!(m.me().role, Role::Moderator);
@@ -364,7 +478,9 @@ async fn a_fingerprint_mismatch_refuses_to_connect() {
     let wrong = Fingerprint::of_der(b"someone else");
     let opts = relay.options(Role::Publisher, "x").with_fingerprint(wrong);
     match Client::connect(opts).await {
-        Err(ConnectError::FingerprintMismatch { expected, actual, .. }) => {
+        Err(ConnectError::FingerprintMismatch {
+            expected, actual, ..
+        }) => {
             assert_eq!(expected, wrong);
             assert_eq!(actual, relay.handle.fingerprint());
         }
@@ -380,11 +496,16 @@ async fn garbage_on_a_stream_closes_only_that_connection() {
     let (b, mut b_ev) = relay.join("b").await;
     let (raw, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "bad"))).await;
     let mut send = raw.open_send().await;
-    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     let err = tokio::time::timeout(WAIT, raw.conn.closed()).await.unwrap();
     match err {
         quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code.into_inner(), u64::from(CloseCode::ProtocolError.as_u32()));
+            assert_eq!(
+                close.error_code.into_inner(),
+                u64::from(CloseCode::ProtocolError.as_u32())
+            );
             let reason = String::from_utf8_lossy(&close.reason);
             assert!(reason.contains("malformed signal"), "{reason}");
         }
@@ -395,11 +516,18 @@ async fn garbage_on_a_stream_closes_only_that_connection() {
     let mut send2 = raw2.open_send().await;
     send2.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     assert!(matches!(
-        tokio::time::timeout(WAIT, raw2.conn.closed()).await.unwrap(),
+        tokio::time::timeout(WAIT, raw2.conn.closed())
+            .await
+            .unwrap(),
         quinn::ConnectionError::ApplicationClosed(_)
     ));
     // Everyone else carries on.
-    a.send(Signal::to_one(b.me().id, "t", "still here")).await.unwrap().accepted().await.unwrap();
+    a.send(Signal::to_one(b.me().id, "t", "still here"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
     assert_eq!(next_signal(&mut b_ev).await.data, "still here");
 }
 
@@ -431,10 +559,16 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
                 }
                 Ok(Some(Event::Left { peer, reason })) => slow_left = Some((peer.id, reason)),
                 Ok(Some(Event::Disconnected { reason, message })) => {
-                    panic!("the reading receiver was dropped after {}: {reason}: {message}", seqs.len())
+                    panic!(
+                        "the reading receiver was dropped after {}: {reason}: {message}",
+                        seqs.len()
+                    )
                 }
                 Ok(Some(_)) => {}
-                other => panic!("the reading receiver stalled after {}: {other:?}", seqs.len()),
+                other => panic!(
+                    "the reading receiver stalled after {}: {other:?}",
+                    seqs.len()
+                ),
             }
         }
         (seqs, slow_left)
@@ -442,10 +576,17 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
     let data = "x".repeat(1024);
     for i in 1..=N {
         progress.wait_for(|&got| got + 1000 >= i).await.unwrap();
-        sender.send_unconfirmed(Signal::to_all("bulk", data.clone())).await.unwrap();
+        sender
+            .send_unconfirmed(Signal::to_all("bulk", data.clone()))
+            .await
+            .unwrap();
     }
     let (seqs, slow_left) = reader.await.unwrap();
-    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "the reading receiver got everything, in order");
+    assert_eq!(
+        seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "the reading receiver got everything, in order"
+    );
     assert_eq!(slow_left, Some((slow.me().id, LeftReason::SlowConsumer)));
     assert!(sender.is_connected());
     drop(slow_ev);

@@ -20,7 +20,11 @@ pub(crate) struct KickArgs {
 pub(crate) async fn run(args: KickArgs) -> anyhow::Result<ExitCode> {
     let (client, mut events) = super::connect(&args.invite, Some("moderator".into())).await?;
     if client.peer(args.id).is_none() {
-        anyhow::bail!("connection {} is not in session {}", args.id, client.session());
+        anyhow::bail!(
+            "connection {} is not in session {}",
+            args.id,
+            client.session()
+        );
     }
     client.kick(args.id).await?;
     let outcome = tokio::time::timeout(Duration::from_secs(5), async {

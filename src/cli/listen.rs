@@ -144,7 +144,11 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                 if args.json {
                     json!({"event": "left", "connection": peer.id, "name": peer.name, "reason": reason}).to_string()
                 } else {
-                    format!("{}  - {} left ({reason})", clock(), names.label(Some(peer.id)))
+                    format!(
+                        "{}  - {} left ({reason})",
+                        clock(),
+                        names.label(Some(peer.id))
+                    )
                 }
             }
             Event::Rejected { seq, error } => {
@@ -170,7 +174,8 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             }
             Event::Disconnected { reason, message } => {
                 let line = if args.json {
-                    json!({"event": "disconnected", "reason": reason, "message": message}).to_string()
+                    json!({"event": "disconnected", "reason": reason, "message": message})
+                        .to_string()
                 } else {
                     format!("disconnected ({reason}): {message}")
                 };

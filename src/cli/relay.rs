@@ -57,7 +57,10 @@ pub(crate) async fn run(args: RelayArgs, matches: &ArgMatches) -> anyhow::Result
         None => println!("http: off"),
     }
     println!("mode: {}", if relay.is_open() { "open" } else { "token" });
-    println!("invite: {}", relay.invite(args.session.clone(), Some(token)));
+    println!(
+        "invite: {}",
+        relay.invite(args.session.clone(), Some(token))
+    );
 
     wait_for_stop().await;
     eprintln!("shutting down…");

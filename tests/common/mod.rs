@@ -76,7 +76,11 @@ impl TestRelay {
 }
 
 /// The next event that `pick` accepts, skipping others; panics after [`WAIT`].
-pub async fn expect<T>(events: &mut Events, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+pub async fn expect<T>(
+    events: &mut Events,
+    what: &str,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> T {
     let found = tokio::time::timeout(WAIT, async {
         while let Some(event) = events.next().await {
             if let Some(t) = pick(event) {
@@ -180,7 +184,10 @@ impl Raw {
 
     /// The next control message.
     pub async fn next_control(&mut self) -> Option<RelayMessage> {
-        let frame = tokio::time::timeout(WAIT, self.frames.next()).await.ok()??.ok()?;
+        let frame = tokio::time::timeout(WAIT, self.frames.next())
+            .await
+            .ok()??
+            .ok()?;
         codec::decode(&frame).ok()
     }
 

@@ -183,14 +183,17 @@ impl Client {
         signal::role_may_send(self.inner.me.role).map_err(SendError::Invalid)?;
         signal::validate_signal(&signal.r#type, &signal.data, &signal.to, &self.inner.limits)
             .map_err(SendError::Invalid)?;
-        let known = |id: &ConnectionId| *id == self.inner.me.id || lock(&self.inner.peers).contains_key(id);
+        let known =
+            |id: &ConnectionId| *id == self.inner.me.id || lock(&self.inner.peers).contains_key(id);
         let missing = match &signal.to {
             Target::All => None,
             Target::One(id) => (!known(id)).then_some(*id),
             Target::List(ids) => ids.iter().find(|id| !known(id)).copied(),
         };
         match missing {
-            Some(connection) => Err(SendError::Invalid(SignalError::TargetNotFound { connection })),
+            Some(connection) => Err(SendError::Invalid(SignalError::TargetNotFound {
+                connection,
+            })),
             None => Ok(()),
         }
     }
@@ -280,12 +283,13 @@ impl Client {
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
-    let mut addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| ConnectError::Resolve {
-            host: host.to_owned(),
-            message: e.to_string(),
-        })?;
+    let mut addrs =
+        tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ConnectError::Resolve {
+                host: host.to_owned(),
+                message: e.to_string(),
+            })?;
     addrs.next().ok_or_else(|| ConnectError::Resolve {
         host: host.to_owned(),
         message: "no addresses".into(),
@@ -341,12 +345,13 @@ async fn connect_inner(
             quinn::Endpoint::client(bind).map_err(ConnectError::Socket)?
         }
     };
-    let server_name = if options.host.parse::<std::net::IpAddr>().is_ok() || options.fingerprint.is_none() {
-        options.host.clone()
-    } else {
-        // Pinned: the name is not checked, but must be a valid DNS name for TLS.
-        "signalbox.local".to_owned()
-    };
+    let server_name =
+        if options.host.parse::<std::net::IpAddr>().is_ok() || options.fingerprint.is_none() {
+            options.host.clone()
+        } else {
+            // Pinned: the name is not checked, but must be a valid DNS name for TLS.
+            "signalbox.local".to_owned()
+        };
     let connecting = endpoint
         .connect_with(config, remote, &server_name)
         .map_err(|e| ConnectError::Unreachable {
@@ -372,10 +377,13 @@ async fn connect_inner(
             });
         }
     };
-    let (mut control, recv) = conn.open_bi().await.map_err(|e| ConnectError::Unreachable {
-        address: address.clone(),
-        message: e.to_string(),
-    })?;
+    let (mut control, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| ConnectError::Unreachable {
+            address: address.clone(),
+            message: e.to_string(),
+        })?;
     let hello = ClientMessage::Hello(Hello {
         protocol: PROTOCOL_VERSION,
         session: options.session.clone(),
@@ -527,14 +535,18 @@ fn describe_close(err: quinn::ConnectionError) -> (LeftReason, String) {
             let reason = code.map_or(LeftReason::NetworkDisconnected, CloseCode::left_reason);
             (reason, text)
         }
-        quinn::ConnectionError::LocallyClosed => {
-            (LeftReason::ClientDisconnected, "closed by this client".into())
-        }
+        quinn::ConnectionError::LocallyClosed => (
+            LeftReason::ClientDisconnected,
+            "closed by this client".into(),
+        ),
         other => (LeftReason::NetworkDisconnected, other.to_string()),
     }
 }
 
-async fn read_header(recv: quinn::RecvStream, max_frame: usize) -> Option<(Option<ConnectionId>, Frames)> {
+async fn read_header(
+    recv: quinn::RecvStream,
+    max_frame: usize,
+) -> Option<(Option<ConnectionId>, Frames)> {
     let mut frames = FramedRead::new(recv, codec::codec(max_frame));
     let frame = frames.next().await?.ok()?;
     let header: DeliveryHeader = codec::decode(&frame).ok()?;
@@ -592,13 +604,15 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &mpsc::Sende
                 Some(Event::Joined(info))
             }
             RelayMessage::Left { connection, reason } => {
-                let peer = lock(&inner.peers).remove(&connection).unwrap_or(ConnectionInfo {
-                    id: connection,
-                    name: String::new(),
-                    role: Role::Publisher,
-                    data: String::new(),
-                    joined_at: 0,
-                });
+                let peer = lock(&inner.peers)
+                    .remove(&connection)
+                    .unwrap_or(ConnectionInfo {
+                        id: connection,
+                        name: String::new(),
+                        role: Role::Publisher,
+                        data: String::new(),
+                        joined_at: 0,
+                    });
                 Some(Event::Left { peer, reason })
             }
             RelayMessage::Accepted { up_to } => {

@@ -144,6 +144,9 @@ mod tests {
         let o: ConnectOptions = "signalbox://127.0.0.1:9/s?token=t".parse().unwrap();
         assert_eq!(o.address(), "127.0.0.1:9");
         assert_eq!(o.token.as_deref(), Some("t"));
-        assert_eq!(o.to_invite().to_string(), "signalbox://127.0.0.1:9/s?token=t");
+        assert_eq!(
+            o.to_invite().to_string(),
+            "signalbox://127.0.0.1:9/s?token=t"
+        );
     }
 }

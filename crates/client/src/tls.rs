@@ -83,9 +83,7 @@ impl ServerCertVerifier for PinnedVerifier {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     /// No fingerprint was given and the platform has no root certificates.
-    #[error(
-        "no fingerprint to pin and no system root certificates; use an invite with fp=…"
-    )]
+    #[error("no fingerprint to pin and no system root certificates; use an invite with fp=…")]
     NoRoots,
     /// rustls refused the settings.
     #[error("TLS: {0}")]

@@ -62,7 +62,10 @@ pub fn encode_frame<T: Serialize + ?Sized>(
 }
 
 /// One frame holding `msg`, as a fresh buffer.
-pub fn frame<T: Serialize + ?Sized>(msg: &T, max_frame_bytes: usize) -> Result<BytesMut, FrameError> {
+pub fn frame<T: Serialize + ?Sized>(
+    msg: &T,
+    max_frame_bytes: usize,
+) -> Result<BytesMut, FrameError> {
     let mut buf = BytesMut::with_capacity(64);
     encode_frame(msg, &mut buf, max_frame_bytes)?;
     Ok(buf)

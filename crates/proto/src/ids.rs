@@ -52,7 +52,9 @@ impl fmt::Debug for ConnectionId {
 
 /// A connection id that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a connection id (expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8)")]
+#[error(
+    "'{0}' is not a connection id (expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8)"
+)]
 pub struct InvalidConnectionId(pub String);
 
 impl FromStr for ConnectionId {

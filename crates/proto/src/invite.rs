@@ -140,7 +140,10 @@ mod tests {
         let text = invite.to_string();
         assert_eq!(
             text,
-            format!("signalbox://192.168.1.20:4433/lobby?fp={}&token=aaa.bbb.ccc", fp())
+            format!(
+                "signalbox://192.168.1.20:4433/lobby?fp={}&token=aaa.bbb.ccc",
+                fp()
+            )
         );
         assert_eq!(text.parse::<Invite>().unwrap(), invite);
     }
@@ -176,6 +179,9 @@ mod tests {
             "signalbox://host:1/a%20b".parse::<Invite>(),
             Err(InvalidInvite::Session(_))
         ));
-        assert!(matches!("nonsense".parse::<Invite>(), Err(InvalidInvite::Url(_))));
+        assert!(matches!(
+            "nonsense".parse::<Invite>(),
+            Err(InvalidInvite::Url(_))
+        ));
     }
 }

@@ -260,7 +260,10 @@ mod tests {
             }
         );
         assert_eq!(e.code(), 400);
-        assert!(e.to_string().starts_with("type may only contain A-Z a-z 0-9 - _ ~"));
+        assert!(
+            e.to_string()
+                .starts_with("type may only contain A-Z a-z 0-9 - _ ~")
+        );
         assert!(validate_type("ü").is_err());
         assert!(validate_type("a.b").is_err());
     }
@@ -308,15 +311,31 @@ mod tests {
 
     #[test]
     fn ping_is_valid() {
-        assert_eq!(validate_signal("", "", &Target::All, &Limits::default()), Ok(()));
+        assert_eq!(
+            validate_signal("", "", &Target::All, &Limits::default()),
+            Ok(())
+        );
     }
 
     #[test]
     fn codes() {
         let id = ConnectionId::random();
-        assert_eq!(SignalError::Forbidden { role: Role::Subscriber }.code(), 403);
+        assert_eq!(
+            SignalError::Forbidden {
+                role: Role::Subscriber
+            }
+            .code(),
+            403
+        );
         assert_eq!(SignalError::TargetNotFound { connection: id }.code(), 404);
-        assert_eq!(SignalError::RateLimited { per_second: 1, burst: 1 }.code(), 429);
+        assert_eq!(
+            SignalError::RateLimited {
+                per_second: 1,
+                burst: 1
+            }
+            .code(),
+            429
+        );
         assert_eq!(role_may_send(Role::Subscriber).unwrap_err().code(), 403);
         assert!(role_may_send(Role::Publisher).is_ok());
     }

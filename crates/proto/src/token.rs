@@ -115,7 +115,10 @@ mod tests {
         assert!(c.admits("lobby"));
         assert!(!c.admits("other"));
         c.sid = ANY_SESSION.into();
-        assert!(!c.admits("lobby"), "only servers may hold any-session tokens");
+        assert!(
+            !c.admits("lobby"),
+            "only servers may hold any-session tokens"
+        );
         c.role = Role::Server;
         assert!(c.admits("lobby"));
     }

@@ -1,5 +1,7 @@
 //! Every wire message survives encode → frame → decode unchanged, for arbitrary contents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::BytesMut;
 use proptest::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
@@ -56,7 +58,8 @@ fn info() -> impl Strategy<Value = ConnectionInfo> {
 }
 
 fn ticket() -> impl Strategy<Value = ResumeTicket> {
-    (conn_id(), any::<[u8; 16]>()).prop_map(|(connection, secret)| ResumeTicket { connection, secret })
+    (conn_id(), any::<[u8; 16]>())
+        .prop_map(|(connection, secret)| ResumeTicket { connection, secret })
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
@@ -87,8 +90,10 @@ fn signal_error() -> impl Strategy<Value = SignalError> {
             .prop_map(|(count, limit)| SignalError::TooManyTargets { count, limit }),
         role().prop_map(|role| SignalError::Forbidden { role }),
         conn_id().prop_map(|connection| SignalError::TargetNotFound { connection }),
-        (any::<u32>(), any::<u32>()).prop_map(|(len, limit)| SignalError::TypeTooLong { len, limit }),
-        (any::<u32>(), any::<u32>()).prop_map(|(len, limit)| SignalError::DataTooLong { len, limit }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(len, limit)| SignalError::TypeTooLong { len, limit }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(len, limit)| SignalError::DataTooLong { len, limit }),
         (any::<u32>(), any::<u32>())
             .prop_map(|(per_second, burst)| SignalError::RateLimited { per_second, burst }),
     ]
@@ -133,22 +138,30 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 
 fn relay_message() -> impl Strategy<Value = RelayMessage> {
     prop_oneof![
-        (info(), prop::collection::vec(info(), 0..5), limits(), ticket(), any::<u64>()).prop_map(
-            |(me, peers, limits, resume, accepted_up_to)| RelayMessage::Welcome(Welcome {
-                me,
-                peers,
-                limits,
-                resume,
-                accepted_up_to
-            })
-        ),
+        (
+            info(),
+            prop::collection::vec(info(), 0..5),
+            limits(),
+            ticket(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(me, peers, limits, resume, accepted_up_to)| RelayMessage::Welcome(Welcome {
+                    me,
+                    peers,
+                    limits,
+                    resume,
+                    accepted_up_to
+                })
+            ),
         (refuse_code(), ".{0,200}")
             .prop_map(|(code, message)| RelayMessage::Refused(Refused { code, message })),
         info().prop_map(RelayMessage::Joined),
         (conn_id(), left_reason())
             .prop_map(|(connection, reason)| RelayMessage::Left { connection, reason }),
         any::<u64>().prop_map(|up_to| RelayMessage::Accepted { up_to }),
-        (any::<u64>(), signal_error()).prop_map(|(seq, error)| RelayMessage::Rejected { seq, error }),
+        (any::<u64>(), signal_error())
+            .prop_map(|(seq, error)| RelayMessage::Rejected { seq, error }),
         ".{0,100}".prop_map(|message| RelayMessage::Denied { message }),
         any::<u64>().prop_map(|count| RelayMessage::Missed { count }),
     ]

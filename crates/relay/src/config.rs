@@ -173,7 +173,10 @@ impl RelayConfig {
             return Err(ConfigError::DataLimit(self.max_data_bytes));
         }
         for (name, v) in [
-            ("max_connections_per_session", self.max_connections_per_session as usize),
+            (
+                "max_connections_per_session",
+                self.max_connections_per_session as usize,
+            ),
             ("max_sessions", self.max_sessions as usize),
             ("max_connections", self.max_connections as usize),
             ("receiver_queue_bytes", self.receiver_queue_bytes),
@@ -211,9 +214,10 @@ impl RelayConfig {
     /// This configuration with the fields named in `explicit` taken from `overrides`: how
     /// command-line flags that were actually given win over `relay.toml`.
     pub fn merged(&self, overrides: &Self, explicit: &[&str]) -> Self {
-        let (Ok(toml::Value::Table(mut base)), Ok(toml::Value::Table(over))) =
-            (toml::Value::try_from(self), toml::Value::try_from(overrides))
-        else {
+        let (Ok(toml::Value::Table(mut base)), Ok(toml::Value::Table(over))) = (
+            toml::Value::try_from(self),
+            toml::Value::try_from(overrides),
+        ) else {
             return self.clone();
         };
         for key in explicit {
@@ -249,14 +253,19 @@ mod http_addr {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match v {
             Some(addr) => s.collect_str(addr),
             None => s.serialize_str("off"),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
         let s = String::deserialize(d)?;
         super::parse_http(&s).map_err(serde::de::Error::custom)
     }
@@ -271,7 +280,8 @@ mod tests {
         let cfg = RelayConfig::default();
         let text = toml::to_string(&cfg).unwrap();
         assert_eq!(toml::from_str::<RelayConfig>(&text).unwrap(), cfg);
-        let partial: RelayConfig = toml::from_str("open = true\nhttp = \"off\"\nidle_timeout = \"1m\"").unwrap();
+        let partial: RelayConfig =
+            toml::from_str("open = true\nhttp = \"off\"\nidle_timeout = \"1m\"").unwrap();
         assert!(partial.open);
         assert_eq!(partial.http, None);
         assert_eq!(partial.idle_timeout, Duration::from_secs(60));
@@ -291,6 +301,13 @@ mod tests {
         assert_eq!(merged.max_data_bytes, 200);
         assert_eq!(merged.http, None);
         assert!(merged.open, "a flag not given keeps the file's value");
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/relay.toml");
+        let file = RelayConfig::from_toml_file(std::path::Path::new(path)).unwrap();
+        assert_eq!(file, RelayConfig::default());
     }
 
     #[test]

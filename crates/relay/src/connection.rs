@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME, encode_frame};
 use signalbox_proto::{
-    ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason,
-    Outgoing, PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role,
-    SignalError, Target, Welcome, signal, token,
+    ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason, Outgoing,
+    PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SignalError, Target,
+    Welcome, signal, token,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -43,7 +43,11 @@ fn protocol(msg: impl Into<String>) -> End {
 }
 
 /// Serves one incoming connection until it ends.
-pub(crate) async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+pub(crate) async fn handle(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
     async move {
@@ -146,14 +150,22 @@ fn authorize(hello: &Hello, shared: &Shared, id: ConnectionId) -> Result<Connect
 }
 
 /// Refuses the join: the `Refused` message, acknowledged, then the close.
-async fn refuse(conn: &quinn::Connection, mut send: quinn::SendStream, refused: Refused, shared: &Shared) {
+async fn refuse(
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    refused: Refused,
+    shared: &Shared,
+) {
     tracing::info!(code = refused.code.code(), reason = %refused.message, "join refused");
     if let Some(frame) = frames::control(&RelayMessage::Refused(refused.clone())) {
         let _ = send.write_chunk(frame).await;
         let _ = send.finish();
         let _ = tokio::time::timeout(shared.config.handshake_timeout, send.stopped()).await;
     }
-    conn.close(CloseCode::Refused.as_u32().into(), refused.message.as_bytes());
+    conn.close(
+        CloseCode::Refused.as_u32().into(),
+        refused.message.as_bytes(),
+    );
 }
 
 /// Acceptance level shared by the signal reader (which raises it) and the control writer
@@ -364,7 +376,10 @@ fn admit(
     let missing = match &out.to {
         Target::All => None,
         Target::One(id) => (!roster.members.contains_key(id)).then_some(*id),
-        Target::List(ids) => ids.iter().find(|id| !roster.members.contains_key(id)).copied(),
+        Target::List(ids) => ids
+            .iter()
+            .find(|id| !roster.members.contains_key(id))
+            .copied(),
     };
     match missing {
         Some(connection) => Err(SignalError::TargetNotFound { connection }),
@@ -386,7 +401,11 @@ async fn signal_reader(
     };
     let max_frame = shared.limits.max_frame_bytes();
     let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
-    let mut fanout = Fanout::new(Some(member.id()), shared.delivery.clone(), shared.tracker.clone());
+    let mut fanout = Fanout::new(
+        Some(member.id()),
+        shared.delivery.clone(),
+        shared.tracker.clone(),
+    );
     let mut bucket = TokenBucket::new(
         shared.limits.signals_per_second,
         shared.limits.signal_burst,
@@ -421,7 +440,10 @@ async fn signal_reader(
         match admit(&out, member, &roster, &mut bucket, shared) {
             Err(error) => {
                 shared.metrics.rejected(&error);
-                if let Some(f) = frames::control(&RelayMessage::Rejected { seq: out.seq, error }) {
+                if let Some(f) = frames::control(&RelayMessage::Rejected {
+                    seq: out.seq,
+                    error,
+                }) {
                     member.send_control(f);
                 }
             }
@@ -470,8 +492,8 @@ async fn signal_reader(
         acceptance.up_to.store(out.seq, Ordering::Release);
         acceptance.notify.notify_one();
         handled = handled.wrapping_add(1);
-        if handled % YIELD_EVERY == 0 {
-            if handled % (YIELD_EVERY * 64) == 0 {
+        if handled.is_multiple_of(YIELD_EVERY) {
+            if handled.is_multiple_of(YIELD_EVERY * 64) {
                 fanout.prune();
             }
             tokio::task::yield_now().await;

@@ -94,7 +94,10 @@ impl Fanout {
         if queued > self.settings.queue_bytes {
             to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             tracing::warn!(conn = %to.id(), queued, "receiver queue over its byte bound; disconnecting slow consumer");
-            to.close(CloseCode::SlowConsumer, "slow consumer: too much data waiting");
+            to.close(
+                CloseCode::SlowConsumer,
+                "slow consumer: too much data waiting",
+            );
             return;
         }
         let mut frame = frame.clone();
@@ -119,7 +122,10 @@ impl Fanout {
                 Err(TrySendError::Full(_)) => {
                     to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
                     tracing::warn!(conn = %to.id(), "receiver queue full; disconnecting slow consumer");
-                    to.close(CloseCode::SlowConsumer, "slow consumer: too many signals waiting");
+                    to.close(
+                        CloseCode::SlowConsumer,
+                        "slow consumer: too many signals waiting",
+                    );
                     return;
                 }
                 Err(TrySendError::Closed(f)) => {
@@ -196,7 +202,10 @@ async fn run_route(
                 rx.close();
                 while let Ok(frame) = rx.try_recv() {
                     let cost = frame.len() + ENTRY_OVERHEAD;
-                    if write(&to, &header, &mut stream, frame, &settings).await.is_err() {
+                    if write(&to, &header, &mut stream, frame, &settings)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
@@ -205,7 +214,10 @@ async fn run_route(
             }
         };
         let (chunk, cost) = batch(first, &mut rx, &mut buf);
-        if write(&to, &header, &mut stream, chunk, &settings).await.is_err() {
+        if write(&to, &header, &mut stream, chunk, &settings)
+            .await
+            .is_err()
+        {
             return;
         }
         to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);

@@ -4,7 +4,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
 
-
 /// One encoded control-stream frame; `None` (logged) if the message cannot be encoded,
 /// which only a bug can cause.
 pub(crate) fn control<T: Serialize>(msg: &T) -> Option<Bytes> {

@@ -118,7 +118,9 @@ mod tests {
         let key = dir.path().join("k.pem");
         std::fs::write(&cert, "not pem").unwrap();
         std::fs::write(&key, "not pem").unwrap();
-        let err = Identity::from_pem_files(&cert, &key).unwrap_err().to_string();
+        let err = Identity::from_pem_files(&cert, &key)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.pem"), "{err}");
     }
 }

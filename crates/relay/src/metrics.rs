@@ -17,11 +17,6 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: u16,
-}
-
 /// Every counter the relay keeps. Cheap to update from any task.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -34,7 +29,6 @@ pub(crate) struct Metrics {
     signal_bytes_in: Counter,
     deliveries: Counter,
     rejected: Family<CodeLabel, Counter>,
-    rest_requests: Family<StatusLabel, Counter>,
 }
 
 impl Metrics {
@@ -49,22 +43,40 @@ impl Metrics {
             signal_bytes_in: Counter::default(),
             deliveries: Counter::default(),
             rejected: Family::default(),
-            rest_requests: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Connections in sessions", m.connections.clone());
-        registry.register("sessions", "Sessions with at least one connection", m.sessions.clone());
+        registry.register(
+            "connections",
+            "Connections in sessions",
+            m.connections.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Sessions with at least one connection",
+            m.sessions.clone(),
+        );
         registry.register("joins", "Successful joins", m.joins.clone());
         registry.register("left", "Connections that left, by reason", m.left.clone());
-        registry.register("signals_in", "Signals received from clients and REST", m.signals_in.clone());
+        registry.register(
+            "signals_in",
+            "Signals received from clients and REST",
+            m.signals_in.clone(),
+        );
         registry.register(
             "signal_bytes_in",
             "Bytes of signal frames received",
             m.signal_bytes_in.clone(),
         );
-        registry.register("deliveries", "Signals queued to receivers", m.deliveries.clone());
-        registry.register("rejected", "Signals rejected, by error code", m.rejected.clone());
-        registry.register("rest_requests", "REST API requests, by status", m.rest_requests.clone());
+        registry.register(
+            "deliveries",
+            "Signals queued to receivers",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Signals rejected, by error code",
+            m.rejected.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -92,10 +104,6 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn rest_request(&self, status: u16) {
-        self.rest_requests.get_or_create(&StatusLabel { status }).inc();
-    }
-
     /// The text exposition, with the gauges set to the given current values.
     pub(crate) fn render(&self, connections: usize, sessions: usize) -> String {
         self.connections.set(connections as i64);
@@ -121,8 +129,14 @@ mod tests {
         let text = m.render(2, 1);
         assert!(text.contains("signalbox_signals_in_total 1"), "{text}");
         assert!(text.contains("signalbox_deliveries_total 3"), "{text}");
-        assert!(text.contains("signalbox_rejected_total{code=\"400\"} 1"), "{text}");
-        assert!(text.contains("signalbox_left_total{reason=\"slowConsumer\"} 1"), "{text}");
+        assert!(
+            text.contains("signalbox_rejected_total{code=\"400\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("signalbox_left_total{reason=\"slowConsumer\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("signalbox_connections 2"), "{text}");
     }
 }

@@ -30,9 +30,7 @@ pub fn reachable_host(bound: SocketAddr) -> String {
         .into_iter()
         .find(|a| a.is_ipv4() == ip.is_ipv4())
         .map(|a| a.to_string())
-        .unwrap_or_else(|| {
-            if ip.is_ipv4() { "127.0.0.1" } else { "::1" }.to_owned()
-        })
+        .unwrap_or_else(|| if ip.is_ipv4() { "127.0.0.1" } else { "::1" }.to_owned())
 }
 
 #[cfg(test)]
@@ -41,7 +39,10 @@ mod tests {
 
     #[test]
     fn bound_address_is_used_as_is() {
-        assert_eq!(reachable_host("127.0.0.1:4433".parse().unwrap()), "127.0.0.1");
+        assert_eq!(
+            reachable_host("127.0.0.1:4433".parse().unwrap()),
+            "127.0.0.1"
+        );
         assert_eq!(reachable_host("10.1.2.3:4433".parse().unwrap()), "10.1.2.3");
     }
 

@@ -60,7 +60,10 @@ mod tests {
         }
         assert!(!b.try_take(t0), "burst spent");
         assert!(!b.try_take(t0 + Duration::from_millis(50)), "half a token");
-        assert!(b.try_take(t0 + Duration::from_millis(100)), "one token per 100 ms");
+        assert!(
+            b.try_take(t0 + Duration::from_millis(100)),
+            "one token per 100 ms"
+        );
         assert!(!b.try_take(t0 + Duration::from_millis(100)));
         // A long pause refills only up to the burst.
         let later = t0 + Duration::from_secs(60);

@@ -205,11 +205,6 @@ impl SessionRegistry {
         }
     }
 
-    /// A session, if it exists.
-    pub(crate) fn get(&self, session: &SessionId) -> Option<Arc<Session>> {
-        lock(&self.sessions).get(session).cloned()
-    }
-
     /// Every session, for listing.
     pub(crate) fn sessions(&self) -> Vec<Arc<Session>> {
         lock(&self.sessions).values().cloned().collect()

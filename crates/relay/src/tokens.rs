@@ -81,11 +81,12 @@ impl TokenKeys {
         let path = data_dir.join(SECRET_FILE);
         if !path.exists() {
             let mut secret = [0u8; 32];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-                .map_err(|_| FileError {
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(
+                |_| FileError {
                     path: path.clone(),
                     source: std::io::Error::other("no system randomness"),
-                })?;
+                },
+            )?;
             files::write_private(&path, hex::encode(secret).as_bytes())?;
         }
         let text = files::read(&path)?;
@@ -155,10 +156,7 @@ impl TokenKeys {
         if !claims.admits(session) {
             return Err(Refused {
                 code: RefuseCode::WrongSession,
-                message: format!(
-                    "the token is for session '{}', not '{session}'",
-                    claims.sid
-                ),
+                message: format!("the token is for session '{}', not '{session}'", claims.sid),
             });
         }
         Ok(claims)
@@ -193,10 +191,19 @@ mod tests {
     fn refusals() {
         let keys = TokenKeys::from_secret(b"secret");
         let t = keys.mint(&req("lobby")).unwrap();
-        assert_eq!(keys.verify(&t, "other").unwrap_err().code, RefuseCode::WrongSession);
+        assert_eq!(
+            keys.verify(&t, "other").unwrap_err().code,
+            RefuseCode::WrongSession
+        );
         let other = TokenKeys::from_secret(b"another");
-        assert_eq!(other.verify(&t, "lobby").unwrap_err().code, RefuseCode::InvalidToken);
-        assert_eq!(keys.verify("garbage", "lobby").unwrap_err().code, RefuseCode::InvalidToken);
+        assert_eq!(
+            other.verify(&t, "lobby").unwrap_err().code,
+            RefuseCode::InvalidToken
+        );
+        assert_eq!(
+            keys.verify("garbage", "lobby").unwrap_err().code,
+            RefuseCode::InvalidToken
+        );
         // An expired token, signed correctly.
         let claims = Claims {
             sid: "lobby".into(),
@@ -208,7 +215,10 @@ mod tests {
             jti: "x".into(),
         };
         let expired = keys.sign(&claims).unwrap();
-        assert_eq!(keys.verify(&expired, "lobby").unwrap_err().code, RefuseCode::TokenExpired);
+        assert_eq!(
+            keys.verify(&expired, "lobby").unwrap_err().code,
+            RefuseCode::TokenExpired
+        );
     }
 
     #[test]

@@ -1,0 +1,307 @@
+//! The built `signalbox` binary, driven as a script would: `relay`, `listen --json`,
+//! `send --lines`, errors and exit codes, `token`, `invite`, `kick`, and shutdown on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn bin(home: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_signalbox"));
+    c.env("SIGNALBOX_HOME", home).env("RUST_LOG", "warn");
+    c
+}
+
+/// A running process whose stdout lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines.recv_timeout(WAIT).expect("a line of output")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.line()).unwrap()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `signalbox relay` on a free loopback port and reads its announcement.
+fn relay(home: &std::path::Path) -> (Proc, String, String) {
+    let mut cmd = bin(home);
+    cmd.args([
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "off",
+        "--session",
+        "cli",
+    ]);
+    let p = Proc::spawn(cmd);
+    let quic = p.line();
+    assert!(quic.starts_with("quic: 127.0.0.1:"), "{quic}");
+    let fp = p.line();
+    assert!(
+        fp.starts_with("fingerprint: ") && fp.len() == 13 + 64,
+        "{fp}"
+    );
+    assert_eq!(p.line(), "http: off");
+    assert_eq!(p.line(), "mode: token");
+    let invite = p.line();
+    let invite = invite
+        .strip_prefix("invite: ")
+        .expect("invite line")
+        .to_owned();
+    assert!(invite.starts_with("signalbox://127.0.0.1:"), "{invite}");
+    (p, invite, fp[13..].to_owned())
+}
+
+#[test]
+fn relay_listen_send_lines_end_to_end() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut relay, invite, _) = relay(home.path());
+
+    let mut listen = bin(home.path());
+    listen.args([
+        "listen", "--invite", &invite, "--json", "--count", "3", "--name", "ears",
+    ]);
+    let mut listener = Proc::spawn(listen);
+    let connected = listener.json();
+    assert_eq!(connected["event"], "connected");
+    assert_eq!(connected["me"]["name"], "ears");
+    assert_eq!(connected["session"], "cli");
+
+    let mut send = bin(home.path());
+    send.args([
+        "send", "--invite", &invite, "--type", "robot", "--lines", "--name", "script",
+    ])
+    .stdin(Stdio::piped());
+    let mut sender = send.spawn().unwrap();
+    sender
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"forward\nleft\nstop\n")
+        .unwrap();
+    assert!(
+        sender.wait().unwrap().success(),
+        "send exits 0 once every line is accepted"
+    );
+
+    let joined = listener.json();
+    assert_eq!(
+        (joined["event"].as_str(), joined["name"].as_str()),
+        (Some("joined"), Some("script"))
+    );
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let s = listener.json();
+        assert_eq!(s["event"], "signal");
+        assert_eq!(
+            s["from"], joined["connection"],
+            "stamped with the sender's id"
+        );
+        assert_eq!(s["from_name"], "script");
+        assert_eq!(s["type"], "robot");
+        assert_eq!(s["to_all"], true);
+        got.push((
+            s["seq"].as_u64().unwrap(),
+            s["data"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (1, "forward".into()),
+            (2, "left".into()),
+            (3, "stop".into())
+        ],
+        "one signal per line, in order"
+    );
+    assert!(
+        listener.wait().success(),
+        "listen --count 3 exits 0 after three signals"
+    );
+
+    // Graceful stop on SIGTERM.
+    let status = Command::new("kill")
+        .args(["-TERM", &relay.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(relay.wait().success());
+}
+
+#[test]
+fn send_reports_errors_with_their_codes() {
+    let home = tempfile::tempdir().unwrap();
+    let (_relay, invite, _) = relay(home.path());
+
+    let big = "x".repeat(9000);
+    let out = bin(home.path())
+        .args(["send", "--invite", &invite, "--data", &big])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error 413: data is 9000 bytes; the limit is 8192"),
+        "{err}"
+    );
+
+    let out = bin(home.path())
+        .args(["send", "--invite", &invite, "--type", "no spaces"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error 400: type may only contain A-Z a-z 0-9 - _ ~"),
+        "{err}"
+    );
+
+    let out = bin(home.path())
+        .args([
+            "send",
+            "--invite",
+            &invite,
+            "--to",
+            "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error 404"), "{err}");
+
+    // A bad invite fails before any network.
+    let out = bin(home.path())
+        .args(["send", "--invite", "https://nope/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signalbox://"));
+}
+
+#[test]
+fn token_invite_and_kick_from_the_command_line() {
+    let home = tempfile::tempdir().unwrap();
+    let (_relay, mod_invite, fp) = relay(home.path());
+
+    // A subscriber token from the relay's data dir, turned into an invite by hand.
+    let out = bin(home.path())
+        .args([
+            "token",
+            "--session",
+            "cli",
+            "--role",
+            "subscriber",
+            "--name",
+            "watcher",
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+    let base = mod_invite.split('?').next().unwrap();
+    let sub_invite = format!("{base}?fp={fp}&token={token}");
+
+    // `invite` prints the same relay's fingerprint.
+    let out = bin(home.path())
+        .args(["invite", "--session", "cli", "--host", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.starts_with(&format!("signalbox://127.0.0.1:1/cli?fp={fp}&token=")),
+        "{printed}"
+    );
+
+    let mut watcher_cmd = bin(home.path());
+    watcher_cmd.args(["listen", "--invite", &sub_invite, "--json"]);
+    let mut watcher = Proc::spawn(watcher_cmd);
+    let hello = watcher.json();
+    assert_eq!(hello["me"]["role"], "subscriber");
+    assert_eq!(hello["me"]["name"], "watcher");
+    let id = hello["me"]["id"].as_str().unwrap().to_owned();
+
+    // A subscriber may not send.
+    let out = bin(home.path())
+        .args(["send", "--invite", &sub_invite, "--data", "hi"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error 403"));
+
+    let out = bin(home.path())
+        .args(["kick", "--invite", &mod_invite, &id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("removed {id}")
+    );
+    // The watcher sees who came and went, then its own removal, and exits non-zero.
+    let last = loop {
+        let v = watcher.json();
+        if v["event"] == "disconnected" {
+            break v;
+        }
+    };
+    assert_eq!(last["reason"], "forceDisconnected");
+    assert!(!watcher.wait().success());
+}
