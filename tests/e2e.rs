@@ -591,3 +591,53 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
     assert!(sender.is_connected());
     drop(slow_ev);
 }
+
+#[tokio::test]
+async fn a_relay_can_use_a_pem_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["relay.example".to_owned()]).unwrap();
+    let cert = dir.path().join("fullchain.pem");
+    let key = dir.path().join("privkey.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let relay = TestRelay::start_with(|c| {
+        c.cert = Some(cert.clone());
+        c.key = Some(key.clone());
+    })
+    .await;
+    let expected = Fingerprint::of_der(made.cert.der());
+    assert_eq!(
+        relay.handle.fingerprint(),
+        expected,
+        "the relay presents the given certificate"
+    );
+    let (a, _ev) = relay.join("a").await;
+    assert_eq!(a.me().name, "a");
+}
+
+/// Delivery streams close when their sender goes quiet and reopen on its next signal; the
+/// order holds across the old and the new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_delivery_streams_close_and_reopen_in_order() {
+    let relay = TestRelay::start_with(|c| c.stream_idle = Duration::from_millis(50)).await;
+    let (a, _a_ev) = relay.join("a").await;
+    let (b, mut b_ev) = relay.join("b").await;
+    let mut expected = Vec::new();
+    for round in 0..4u64 {
+        for i in 0..50u64 {
+            let n = round * 50 + i + 1;
+            a.send_unconfirmed(Signal::to_one(b.me().id, "n", n.to_string()))
+                .await
+                .unwrap();
+            expected.push(n);
+        }
+        // Let the stream go idle and finish before the next round (a timer, not a sync).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let got: Vec<u64> = signals(&mut b_ev, expected.len())
+        .await
+        .iter()
+        .map(|s| s.data.parse().unwrap())
+        .collect();
+    assert_eq!(got, expected);
+}

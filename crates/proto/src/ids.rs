@@ -69,7 +69,7 @@ impl FromStr for ConnectionId {
 /// The longest session id, in bytes.
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
-/// The name of a session: 1–128 characters of `A-Z a-z 0-9 _ . ~ -`.
+/// The name of a session: 1–128 characters of `A-Z a-z 0-9 _ . ~ -`, other than `.` and `..`.
 ///
 /// Long enough for Vonage-shaped session ids; the character set is safe in URLs, file names
 /// and NATS subjects without escaping.
@@ -89,6 +89,9 @@ pub enum InvalidSessionId {
         /// Its length in bytes.
         len: usize,
     },
+    /// The id is `.` or `..`, which URLs and file systems treat as path steps.
+    #[error("session id may not be '.' or '..'")]
+    Dots,
     /// The id has a character outside the allowed set.
     #[error("session id may only contain A-Z a-z 0-9 _ . ~ - (found {found:?} at byte {position})")]
     BadCharacter {
@@ -108,6 +111,9 @@ impl SessionId {
         }
         if id.len() > MAX_SESSION_ID_LEN {
             return Err(InvalidSessionId::TooLong { len: id.len() });
+        }
+        if id == "." || id == ".." {
+            return Err(InvalidSessionId::Dots);
         }
         if let Some((position, found)) = id
             .char_indices()
@@ -179,6 +185,9 @@ mod tests {
         );
         assert!(SessionId::new("é").is_err());
         assert!(SessionId::new("a b").is_err());
+        assert_eq!(SessionId::new(".."), Err(InvalidSessionId::Dots));
+        assert_eq!(SessionId::new("."), Err(InvalidSessionId::Dots));
+        assert!(SessionId::new("...").is_ok());
     }
 
     #[test]

@@ -25,7 +25,9 @@ fn conn_id() -> impl Strategy<Value = ConnectionId> {
 }
 
 fn session_id() -> impl Strategy<Value = SessionId> {
-    "[A-Za-z0-9_.~-]{1,128}".prop_map(|s| SessionId::new(s).unwrap())
+    "[A-Za-z0-9_.~-]{1,128}"
+        .prop_filter("not . or ..", |s| s != "." && s != "..")
+        .prop_map(|s| SessionId::new(s).unwrap())
 }
 
 fn role() -> impl Strategy<Value = Role> {
@@ -221,7 +223,7 @@ proptest! {
 
     #[test]
     fn session_rule_matches_the_character_class(s in ".{0,140}") {
-        let ok = !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.~-".contains(c));
+        let ok = !s.is_empty() && s != "." && s != ".." && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.~-".contains(c));
         prop_assert_eq!(SessionId::new(s).is_ok(), ok);
     }
 }
