@@ -12,12 +12,19 @@ mod send;
 mod token;
 
 /// Signalbox: pass signals between machines on a LAN or the internet, over QUIC.
+///
+/// Without a command, opens the desktop app.
 #[derive(Debug, Parser)]
 #[command(name = "signalbox", version, about, long_about = None)]
 pub(crate) struct Cli {
     /// Log more (repeat for more detail); `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// With no command: open the app on a demo session (a hosted relay with scripted
+    /// participants).
+    #[arg(long)]
+    demo: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,8 +80,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let Some(command) = cli.command else {
-        Cli::command().print_help()?;
-        return Ok(ExitCode::from(2));
+        // No command: the desktop app.
+        signalbox_desktop::run(signalbox_desktop::Options { demo: cli.demo })
+            .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
+        return Ok(ExitCode::SUCCESS);
     };
     match command {
         Command::Relay(args) => {

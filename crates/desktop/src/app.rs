@@ -1,0 +1,117 @@
+//! The eframe app: drains backend events into the state, draws the views, sends commands.
+
+use crate::backend::{Backend, Command};
+use crate::settings::{Settings, Theme};
+use crate::state::{AppState, Tab};
+use crate::views;
+
+/// Key of the settings in eframe's storage.
+const SETTINGS_KEY: &str = "signalbox-settings";
+/// Events applied per frame at most (the rest next frame), so drawing stays smooth under floods.
+const EVENTS_PER_FRAME: usize = 20_000;
+
+/// The desktop app.
+#[derive(Debug)]
+pub struct SignalboxApp {
+    /// What the app shows.
+    pub state: AppState,
+    backend: Backend,
+}
+
+impl SignalboxApp {
+    /// An app with these settings and a fresh backend thread.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            state: AppState::new(settings),
+            backend: Backend::spawn(),
+        }
+    }
+
+    /// The app as eframe creates it: settings from its storage.
+    pub fn from_storage(storage: Option<&dyn eframe::Storage>) -> Self {
+        let settings = storage
+            .and_then(|s| eframe::get_value::<Settings>(s, SETTINGS_KEY))
+            .unwrap_or_default();
+        Self::new(settings)
+    }
+
+    /// Sends a command to the backend (the views' way, and the tests' and demo's).
+    pub fn command(&mut self, command: Command) {
+        self.backend.send(command);
+    }
+
+    /// Applies waiting backend events; returns how many.
+    pub fn pump(&mut self) -> usize {
+        let mut n = 0;
+        while n < EVENTS_PER_FRAME {
+            match self.backend.try_event() {
+                Some(e) => self.state.apply(e),
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Draws one frame into `ui`.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.backend.set_context(&ctx);
+        if self.pump() == EVENTS_PER_FRAME {
+            ctx.request_repaint();
+        }
+        ctx.set_theme(match self.state.settings.theme {
+            Theme::Dark => egui::Theme::Dark,
+            Theme::Light => egui::Theme::Light,
+        });
+        let st = &mut self.state;
+        let mut commands: Vec<Command> = Vec::new();
+        egui::Panel::top("top").show(ui, |ui| commands.extend(views::top_bar(ui, st)));
+        egui::Panel::bottom("status").show(ui, |ui| views::status_bar(ui, st));
+        if st.host.visible {
+            egui::Panel::right("host")
+                .default_size(300.0)
+                .show(ui, |ui| commands.extend(views::host_panel(ui, st)));
+        }
+        if st.is_connected() {
+            egui::Panel::left("people")
+                .default_size(190.0)
+                .show(ui, |ui| commands.extend(views::participants(ui, st)));
+            egui::Panel::right("pad")
+                .default_size(230.0)
+                .show(ui, |ui| commands.extend(views::control_pad(ui, st)));
+            match st.tab {
+                Tab::Log => {
+                    egui::Panel::bottom("composer").show(ui, |ui| {
+                        ui.add_space(4.0);
+                        commands.extend(views::composer(ui, st));
+                    });
+                    egui::CentralPanel::default().show(ui, |ui| views::log_view(ui, st));
+                }
+                Tab::Chat => {
+                    egui::CentralPanel::default()
+                        .show(ui, |ui| commands.extend(views::chat_view(ui, st)));
+                }
+            }
+            commands.extend(views::pad_key_command(&ctx, st));
+        } else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .show(ui, |ui| commands.extend(views::join_screen(ui, st)));
+            });
+        }
+        for c in commands {
+            self.backend.send(c);
+        }
+    }
+}
+
+impl eframe::App for SignalboxApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, SETTINGS_KEY, &self.state.settings);
+    }
+}

@@ -1,0 +1,113 @@
+//! # signalbox-desktop — the Signalbox desktop app
+//!
+//! An egui app for people: join a session by pasting an invite, see who is there, watch every
+//! signal in a log that stays smooth at 100 000 rows, chat with read receipts, send any signal
+//! to everyone, one person or several, drive machines from a control pad bound to keys, and
+//! host a relay on this machine with one click.
+//!
+//! The shape follows egui's own advice for async work. [`state::AppState`] is plain data,
+//! changed only by backend [`backend::Event`]s ([`state::AppState::apply`]) and by the user's
+//! actions in the views. Each view is a function over the state that returns the
+//! [`backend::Command`] the user asked for. A backend thread owns the tokio runtime, the
+//! [`signalbox_client::Client`] and the hosted [`signalbox_relay::RelayHandle`]; commands go
+//! to it over a channel and events come back, each followed by `request_repaint`. Drawing
+//! never waits on the network.
+//!
+//! ```no_run
+//! // `signalbox` with no arguments does this.
+//! signalbox_desktop::run(signalbox_desktop::Options::default())?;
+//! # Ok::<(), eframe::Error>(())
+//! ```
+
+pub mod app;
+pub mod backend;
+pub mod demo;
+pub mod log;
+pub mod settings;
+pub mod state;
+pub mod views;
+
+pub use app::SignalboxApp;
+
+/// How to start the app.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Host a demo relay with scripted participants and join it.
+    pub demo: bool,
+}
+
+/// Opens the window and runs until it is closed. Settings persist in the config directory
+/// (`SIGNALBOX_HOME` aware).
+pub fn run(options: Options) -> eframe::Result {
+    let persistence_path = signalbox_relay::paths::config_dir()
+        .ok()
+        .map(|d| d.join("app.ron"));
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Signalbox")
+            .with_app_id("signalbox")
+            .with_inner_size([1180.0, 720.0])
+            .with_min_inner_size([720.0, 420.0])
+            .with_icon(icon()),
+        persistence_path,
+        ..eframe::NativeOptions::default()
+    };
+    eframe::run_native(
+        "Signalbox",
+        native,
+        Box::new(move |cc| {
+            let mut app = SignalboxApp::from_storage(cc.storage);
+            if options.demo {
+                match demo::Demo::start() {
+                    Ok(demo) => {
+                        app.state.tab = state::Tab::Log;
+                        let mut o = signalbox_client::ConnectOptions::from_invite(&demo.invite);
+                        o.name = Some("operator".into());
+                        app.command(backend::Command::Connect(o));
+                    }
+                    Err(e) => app.state.notice = Some(format!("demo failed: {e}")),
+                }
+            }
+            Ok(Box::new(app))
+        }),
+    )
+}
+
+/// The window icon: a signal mast drawn in code (also written to `assets/icon.png`).
+pub fn icon() -> egui::IconData {
+    let size = 64usize;
+    let mut rgba = vec![0u8; size * size * 4];
+    let center = (size as f32 - 1.0) / 2.0;
+    for y in 0..size {
+        for x in 0..size {
+            let dx = x as f32 - center;
+            let dy = y as f32 - center;
+            let r = (dx * dx + dy * dy).sqrt();
+            let i = (y * size + x) * 4;
+            // A rounded square background.
+            let inside = dx.abs() < 30.0
+                && dy.abs() < 30.0
+                && (dx.abs() < 22.0
+                    || dy.abs() < 22.0
+                    || ((dx.abs() - 22.0).powi(2) + (dy.abs() - 22.0).powi(2)).sqrt() < 8.0);
+            if !inside {
+                continue;
+            }
+            let (mut red, mut green, mut blue) = (28u8, 36u8, 52u8);
+            // Three arcs (waves) above a dot: a signal.
+            let up = dy < 4.0 && dx.abs() < -dy + 6.0;
+            let ring = [9.0f32, 16.0, 23.0]
+                .iter()
+                .any(|&rad| (r - rad).abs() < 2.2);
+            if (ring && up) || r < 4.5 {
+                (red, green, blue) = (90, 200, 255);
+            }
+            rgba[i..i + 4].copy_from_slice(&[red, green, blue, 255]);
+        }
+    }
+    egui::IconData {
+        rgba,
+        width: size as u32,
+        height: size as u32,
+    }
+}

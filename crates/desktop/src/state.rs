@@ -1,0 +1,663 @@
+//! The app's state, apart from drawing: changed only by backend [`Event`]s (through
+//! [`AppState::apply`]) and by the user's actions in the views.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, SystemTime};
+
+use signalbox_client::{ConnectOptions, ReceivedSignal};
+use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, Limits, Role, SessionId, Target};
+
+use crate::backend::{CHAT_TYPE, Command, Event, HostInfo, READ_RECEIPT_TYPE};
+use crate::log::{Delivery, Direction, Row, SignalLog};
+use crate::settings::Settings;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ConnState {
+    /// Not connected (and why, after a connection ended or failed).
+    #[default]
+    Idle,
+    /// Joining.
+    Connecting {
+        /// `host:port`.
+        address: String,
+    },
+    /// In a session.
+    Connected {
+        /// `host:port`.
+        address: String,
+    },
+    /// The last connection ended.
+    Disconnected {
+        /// Why.
+        reason: Option<LeftReason>,
+        /// The explanation.
+        message: String,
+    },
+}
+
+/// The join form.
+#[derive(Debug, Clone, Default)]
+pub struct JoinForm {
+    /// A pasted invite.
+    pub invite: String,
+    /// Relay address `host[:port]`, when joining by parts.
+    pub address: String,
+    /// Session, when joining by parts.
+    pub session: String,
+    /// Token, when joining by parts.
+    pub token: String,
+    /// Fingerprint, when joining by parts.
+    pub fingerprint: String,
+    /// What went wrong with the last attempt.
+    pub error: Option<String>,
+}
+
+impl JoinForm {
+    /// The connect options from the invite, or from the parts when no invite is given.
+    pub fn options(&self, name: &str) -> Result<ConnectOptions, String> {
+        let mut options = if !self.invite.trim().is_empty() {
+            self.invite
+                .trim()
+                .parse::<ConnectOptions>()
+                .map_err(|e| e.to_string())?
+        } else {
+            let (host, port) = ConnectOptions::split_address(&self.address).ok_or_else(|| {
+                "enter the relay's address (host or host:port), or paste an invite".to_owned()
+            })?;
+            let session = SessionId::new(self.session.trim()).map_err(|e| e.to_string())?;
+            let mut o = ConnectOptions::new(host, port, session);
+            if !self.token.trim().is_empty() {
+                o.token = Some(self.token.trim().to_owned());
+            }
+            if !self.fingerprint.trim().is_empty() {
+                o.fingerprint = Some(self.fingerprint.trim().parse().map_err(
+                    |e: signalbox_proto::fingerprint::InvalidFingerprint| e.to_string(),
+                )?);
+            }
+            o
+        };
+        if !name.trim().is_empty() {
+            options.name = Some(name.trim().to_owned());
+        }
+        Ok(options)
+    }
+}
+
+/// Who a composed signal goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TargetChoice {
+    /// Everyone.
+    #[default]
+    Everyone,
+    /// One participant.
+    One(Option<ConnectionId>),
+    /// Several participants.
+    Several(BTreeSet<ConnectionId>),
+}
+
+/// The composer.
+#[derive(Debug, Clone, Default)]
+pub struct Composer {
+    /// Who to.
+    pub target: TargetChoice,
+    /// The type.
+    pub r#type: String,
+    /// The data.
+    pub data: String,
+    /// The last problem (local check or relay rejection).
+    pub error: Option<String>,
+}
+
+/// A chat message, sent or received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Local time.
+    pub time: String,
+    /// Who wrote it.
+    pub from: String,
+    /// Whether this app sent it.
+    pub mine: bool,
+    /// Who it went to, when not everyone.
+    pub to: Option<String>,
+    /// The text.
+    pub text: String,
+    /// For sent messages: whether the relay accepted it.
+    pub delivery: Option<Delivery>,
+    /// For sent messages: who has read it.
+    pub read_by: BTreeSet<ConnectionId>,
+    /// For sent messages: their seq (to match read receipts).
+    pub seq: Option<u64>,
+}
+
+/// Which view the middle of the window shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tab {
+    /// The signal log.
+    #[default]
+    Log,
+    /// The chat.
+    Chat,
+}
+
+/// The host panel.
+#[derive(Debug, Clone, Default)]
+pub struct HostPanel {
+    /// Whether the panel is shown.
+    pub visible: bool,
+    /// The running relay.
+    pub running: Option<HostInfo>,
+    /// Starting or stopping.
+    pub busy: bool,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Bind to loopback only (tests).
+    pub loopback_only: bool,
+    /// The relay's data directory (identity, token secret); the default data dir when `None`.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// Connection figures for the status bar.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Round-trip time.
+    pub rtt: Option<Duration>,
+    /// Signals per second in, out.
+    pub per_second: (f64, f64),
+    last: Option<(u64, u64, std::time::Instant)>,
+}
+
+/// A pending local send: what to update when the relay answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outgoing {
+    row: Option<u64>,
+    chat: Option<usize>,
+}
+
+/// Everything the app shows.
+#[derive(Debug, Default)]
+pub struct AppState {
+    /// Persisted settings.
+    pub settings: Settings,
+    /// The join form.
+    pub join: JoinForm,
+    /// The connection.
+    pub conn: ConnState,
+    /// This connection, when joined.
+    pub me: Option<ConnectionInfo>,
+    /// The session, when joined.
+    pub session: Option<SessionId>,
+    /// The invite used to join.
+    pub invite: Option<String>,
+    /// Everyone else, by join time.
+    pub peers: Vec<ConnectionInfo>,
+    /// The relay's limits.
+    pub limits: Limits,
+    /// The signal log.
+    pub log: SignalLog,
+    /// Chat messages.
+    pub chat: Vec<ChatMessage>,
+    /// The chat input.
+    pub chat_input: String,
+    /// Who chat messages go to (`None`: everyone).
+    pub chat_to: Option<ConnectionId>,
+    /// The composer.
+    pub composer: Composer,
+    /// The middle view.
+    pub tab: Tab,
+    /// Whether the log follows new rows.
+    pub auto_scroll: bool,
+    /// The control pad is being edited.
+    pub editing_pad: bool,
+    /// The host panel.
+    pub host: HostPanel,
+    /// Status-bar figures.
+    pub stats: Stats,
+    /// A notice for the user (e.g. a denied request).
+    pub notice: Option<String>,
+    next_local: u64,
+    outgoing: HashMap<u64, Outgoing>,
+    chat_by_seq: HashMap<u64, usize>,
+}
+
+/// The time of day in UTC, `HH:MM:SS.mmm` (the log's time column).
+pub fn clock() -> String {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let day_ms = (ms % 86_400_000) as u64;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+impl AppState {
+    /// A fresh state with these settings.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            auto_scroll: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether joined to a session.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.conn, ConnState::Connected { .. })
+    }
+
+    /// Whether this connection may remove others.
+    pub fn is_moderator(&self) -> bool {
+        self.me.as_ref().is_some_and(|m| m.role == Role::Moderator)
+    }
+
+    /// A display name for a connection id.
+    pub fn name_of(&self, id: Option<ConnectionId>) -> String {
+        match id {
+            None => "relay".into(),
+            Some(id) if self.me.as_ref().is_some_and(|m| m.id == id) => {
+                self.me.as_ref().map(|m| m.name.clone()).unwrap_or_default()
+            }
+            Some(id) => self
+                .peers
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| id.short()),
+        }
+    }
+
+    /// The participant with this display name.
+    pub fn peer_named(&self, name: &str) -> Option<&ConnectionInfo> {
+        self.peers.iter().find(|p| p.name == name)
+    }
+
+    fn target_label(&self, target: &Target) -> String {
+        match target {
+            Target::All => "everyone".into(),
+            Target::One(id) => self.name_of(Some(*id)),
+            Target::List(ids) => ids
+                .iter()
+                .map(|id| self.name_of(Some(*id)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// Records a signal the user is sending and returns the command for the backend.
+    pub fn send(&mut self, signal: signalbox_client::Signal) -> Command {
+        self.next_local += 1;
+        let local = self.next_local;
+        let me = self.me.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let row = self.log.push(Row {
+            number: 0,
+            time: clock(),
+            direction: Direction::Out { local },
+            sender: me.clone(),
+            target: self.target_label(&signal.to),
+            r#type: signal.r#type.clone(),
+            data: signal.data.clone(),
+            delivery: Some(Delivery::Pending),
+            seq: None,
+        });
+        let chat = (signal.r#type == CHAT_TYPE).then(|| {
+            self.chat.push(ChatMessage {
+                time: clock(),
+                from: me,
+                mine: true,
+                to: (!signal.to.is_all()).then(|| self.target_label(&signal.to)),
+                text: signal.data.clone(),
+                delivery: Some(Delivery::Pending),
+                read_by: BTreeSet::new(),
+                seq: None,
+            });
+            self.chat.len() - 1
+        });
+        self.outgoing.insert(
+            local,
+            Outgoing {
+                row: Some(row),
+                chat,
+            },
+        );
+        Command::Send { local, signal }
+    }
+
+    fn update_outgoing(&mut self, local: u64, f: impl Fn(&mut Option<Delivery>, &mut Option<u64>)) {
+        let Some(o) = self.outgoing.get(&local).copied() else {
+            return;
+        };
+        if let Some(row) = o.row.and_then(|n| self.log.get_mut(n)) {
+            f(&mut row.delivery, &mut row.seq);
+        }
+        if let Some(msg) = o.chat.and_then(|i| self.chat.get_mut(i)) {
+            f(&mut msg.delivery, &mut msg.seq);
+        }
+    }
+
+    /// Applies one backend event.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Connecting { address } => {
+                self.conn = ConnState::Connecting { address };
+                self.join.error = None;
+            }
+            Event::Connected {
+                me,
+                peers,
+                limits,
+                session,
+                address,
+                invite,
+            } => {
+                self.settings
+                    .remember(&invite, format!("{session} @ {address}"));
+                self.conn = ConnState::Connected { address };
+                self.me = Some(me);
+                self.peers = peers;
+                self.limits = limits;
+                self.session = Some(session);
+                self.invite = Some(invite);
+                self.join.error = None;
+                self.stats = Stats::default();
+            }
+            Event::ConnectFailed(message) => {
+                self.conn = ConnState::Idle;
+                self.join.error = Some(message);
+            }
+            Event::Signal(s) => self.received(s),
+            Event::Joined(p) => {
+                self.peers.retain(|x| x.id != p.id);
+                self.peers.push(p);
+            }
+            Event::Left { peer, .. } => {
+                self.peers.retain(|x| x.id != peer.id);
+                match &mut self.composer.target {
+                    TargetChoice::One(Some(id)) if *id == peer.id => {
+                        self.composer.target = TargetChoice::One(None);
+                    }
+                    TargetChoice::Several(ids) => {
+                        ids.remove(&peer.id);
+                    }
+                    _ => {}
+                }
+                if self.chat_to == Some(peer.id) {
+                    self.chat_to = None;
+                }
+            }
+            Event::Queued { local, seq } => {
+                self.update_outgoing(local, |_, s| *s = Some(seq));
+                if let Some(i) = self.outgoing.get(&local).and_then(|o| o.chat) {
+                    self.chat_by_seq.insert(seq, i);
+                }
+            }
+            Event::Accepted { local } => {
+                self.update_outgoing(local, |d, _| *d = Some(Delivery::Accepted));
+                self.outgoing.remove(&local);
+            }
+            Event::SendFailed {
+                local,
+                code,
+                message,
+            } => {
+                let failed = Delivery::Failed {
+                    code,
+                    message: message.clone(),
+                };
+                self.update_outgoing(local, |d, _| *d = Some(failed.clone()));
+                self.outgoing.remove(&local);
+                self.composer.error = Some(format!("error {code}: {message}"));
+            }
+            Event::Denied(message) => self.notice = Some(message),
+            Event::Disconnected { reason, message } => {
+                self.conn = ConnState::Disconnected {
+                    reason: Some(reason),
+                    message,
+                };
+                self.me = None;
+                self.peers.clear();
+                self.stats = Stats::default();
+            }
+            Event::Stats {
+                rtt,
+                received,
+                sent,
+            } => {
+                let now = std::time::Instant::now();
+                if let Some((r0, s0, t0)) = self.stats.last {
+                    let dt = now.duration_since(t0).as_secs_f64().max(1e-3);
+                    self.stats.per_second = (
+                        received.saturating_sub(r0) as f64 / dt,
+                        sent.saturating_sub(s0) as f64 / dt,
+                    );
+                }
+                self.stats.last = Some((received, sent, now));
+                self.stats.rtt = Some(rtt);
+            }
+            Event::HostStarted(info) => {
+                self.host.running = Some(info);
+                self.host.busy = false;
+                self.host.error = None;
+            }
+            Event::HostStopped => {
+                self.host.running = None;
+                self.host.busy = false;
+            }
+            Event::HostFailed(message) => {
+                self.host.busy = false;
+                self.host.error = Some(message);
+            }
+        }
+    }
+
+    fn received(&mut self, s: ReceivedSignal) {
+        let me = self.me.as_ref().map(|m| m.id);
+        if s.r#type == READ_RECEIPT_TYPE
+            && let (Some(from), Ok(seq)) = (s.from, s.data.parse::<u64>())
+            && let Some(&i) = self.chat_by_seq.get(&seq)
+            && let Some(msg) = self.chat.get_mut(i)
+        {
+            msg.read_by.insert(from);
+        }
+        if s.from.is_some() && s.from == me {
+            // Our own broadcast coming back: the sent row already shows it.
+            return;
+        }
+        let sender = self.name_of(s.from);
+        if s.r#type == CHAT_TYPE {
+            self.chat.push(ChatMessage {
+                time: clock(),
+                from: sender.clone(),
+                mine: false,
+                to: (!s.to_all).then(|| "you".to_owned()),
+                text: s.data.clone(),
+                delivery: None,
+                read_by: BTreeSet::new(),
+                seq: Some(s.seq),
+            });
+        }
+        self.log.push(Row {
+            number: 0,
+            time: clock(),
+            direction: Direction::In { from: s.from },
+            sender,
+            target: if s.to_all {
+                "everyone".into()
+            } else {
+                "me".into()
+            },
+            r#type: s.r#type,
+            data: s.data,
+            delivery: None,
+            seq: Some(s.seq),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalbox_client::Signal;
+
+    fn info(name: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            id: ConnectionId::random(),
+            name: name.into(),
+            role: Role::Publisher,
+            data: String::new(),
+            joined_at: 0,
+        }
+    }
+
+    fn connected(me: &ConnectionInfo, peers: Vec<ConnectionInfo>) -> AppState {
+        let mut st = AppState::new(Settings::default());
+        st.apply(Event::Connected {
+            me: me.clone(),
+            peers,
+            limits: Limits::default(),
+            session: SessionId::new("s").unwrap(),
+            address: "h:1".into(),
+            invite: "signalbox://h:1/s".into(),
+        });
+        st
+    }
+
+    #[test]
+    fn connecting_then_connected_remembers_the_relay() {
+        let me = info("me");
+        let st = connected(&me, vec![info("bob")]);
+        assert!(st.is_connected());
+        assert_eq!(st.peers.len(), 1);
+        assert_eq!(st.settings.recent[0].label, "s @ h:1");
+    }
+
+    #[test]
+    fn presence_changes_the_participant_list_and_targets() {
+        let me = info("me");
+        let bob = info("bob");
+        let mut st = connected(&me, vec![bob.clone()]);
+        let carol = info("carol");
+        st.apply(Event::Joined(carol.clone()));
+        assert_eq!(st.peers.len(), 2);
+        st.composer.target = TargetChoice::One(Some(bob.id));
+        st.chat_to = Some(bob.id);
+        st.apply(Event::Left {
+            peer: bob.clone(),
+            reason: LeftReason::ClientDisconnected,
+        });
+        assert_eq!(st.peers, vec![carol]);
+        assert_eq!(st.composer.target, TargetChoice::One(None));
+        assert_eq!(st.chat_to, None);
+    }
+
+    #[test]
+    fn sent_signals_track_their_delivery_in_log_and_chat() {
+        let me = info("me");
+        let bob = info("bob");
+        let mut st = connected(&me, vec![bob.clone()]);
+        let Command::Send { local, .. } = st.send(Signal::to_all(CHAT_TYPE, "hi")) else {
+            panic!()
+        };
+        assert_eq!(st.log.shown(0).unwrap().delivery, Some(Delivery::Pending));
+        st.apply(Event::Queued { local, seq: 7 });
+        st.apply(Event::Accepted { local });
+        assert_eq!(st.log.shown(0).unwrap().delivery, Some(Delivery::Accepted));
+        assert_eq!(st.log.shown(0).unwrap().seq, Some(7));
+        assert_eq!(st.chat[0].delivery, Some(Delivery::Accepted));
+        // Bob's app answers with a read receipt for seq 7.
+        st.apply(Event::Signal(ReceivedSignal {
+            from: Some(bob.id),
+            seq: 1,
+            to_all: false,
+            r#type: READ_RECEIPT_TYPE.into(),
+            data: "7".into(),
+        }));
+        assert_eq!(st.chat[0].read_by.len(), 1);
+        // Our own broadcast coming back is not logged twice.
+        st.apply(Event::Signal(ReceivedSignal {
+            from: Some(me.id),
+            seq: 7,
+            to_all: true,
+            r#type: CHAT_TYPE.into(),
+            data: "hi".into(),
+        }));
+        assert_eq!(st.chat.len(), 1);
+        assert_eq!(st.log.len(), 2, "the sent row and bob's receipt");
+
+        let Command::Send { local, .. } = st.send(Signal::to_one(bob.id, "t", "x")) else {
+            panic!()
+        };
+        st.apply(Event::SendFailed {
+            local,
+            code: 404,
+            message: "gone".into(),
+        });
+        assert!(matches!(
+            st.log.shown(2).unwrap().delivery,
+            Some(Delivery::Failed { code: 404, .. })
+        ));
+        assert_eq!(st.log.shown(2).unwrap().target, "bob");
+        assert_eq!(st.composer.error.as_deref(), Some("error 404: gone"));
+    }
+
+    #[test]
+    fn received_signals_go_to_log_and_chat() {
+        let me = info("me");
+        let bob = info("bob");
+        let mut st = connected(&me, vec![bob.clone()]);
+        st.apply(Event::Signal(ReceivedSignal {
+            from: Some(bob.id),
+            seq: 3,
+            to_all: false,
+            r#type: CHAT_TYPE.into(),
+            data: "psst".into(),
+        }));
+        assert_eq!(st.chat[0].from, "bob");
+        assert_eq!(st.chat[0].to.as_deref(), Some("you"));
+        let row = st.log.shown(0).unwrap();
+        assert_eq!((row.sender.as_str(), row.target.as_str()), ("bob", "me"));
+    }
+
+    #[test]
+    fn disconnect_and_failures_are_shown() {
+        let me = info("me");
+        let mut st = connected(&me, vec![]);
+        st.apply(Event::Disconnected {
+            reason: LeftReason::ForceDisconnected,
+            message: "removed by moderator".into(),
+        });
+        assert!(!st.is_connected());
+        assert!(matches!(
+            st.conn,
+            ConnState::Disconnected {
+                reason: Some(LeftReason::ForceDisconnected),
+                ..
+            }
+        ));
+        st.apply(Event::ConnectFailed("refused".into()));
+        assert_eq!(st.join.error.as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn join_form_builds_options() {
+        let mut form = JoinForm {
+            address: "10.0.0.2:5000".into(),
+            session: "team".into(),
+            ..JoinForm::default()
+        };
+        let o = form.options("ann").unwrap();
+        assert_eq!(
+            (o.address(), o.session.as_str(), o.name.as_deref()),
+            ("10.0.0.2:5000".to_owned(), "team", Some("ann"))
+        );
+        form.session = "bad session".into();
+        assert!(form.options("ann").is_err());
+        form.invite = "not an invite".into();
+        assert!(form.options("ann").unwrap_err().contains("invite"));
+    }
+}

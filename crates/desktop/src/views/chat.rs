@@ -1,0 +1,106 @@
+//! The chat: `chat` signals as a conversation, with delivery and read receipts.
+
+use signalbox_client::Signal;
+
+use super::symbols;
+use crate::backend::{CHAT_TYPE, Command};
+use crate::log::Delivery;
+use crate::state::AppState;
+
+/// The conversation and its input line (Enter sends).
+pub fn chat_view(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
+    let mut command = None;
+    let input_height = 64.0;
+    let weak = ui.visuals().weak_text_color();
+    let error = ui.visuals().error_fg_color;
+    egui::ScrollArea::vertical()
+        .max_height((ui.available_height() - input_height).max(40.0))
+        .auto_shrink([false, false])
+        .stick_to_bottom(true)
+        .show(ui, |ui| {
+            if st.chat.is_empty() {
+                ui.weak("No messages yet. Say hello below.");
+            }
+            for m in &st.chat {
+                let layout = if m.mine {
+                    egui::Layout::right_to_left(egui::Align::Min)
+                } else {
+                    egui::Layout::left_to_right(egui::Align::Min)
+                };
+                ui.with_layout(layout, |ui| {
+                    egui::Frame::group(ui.style())
+                        .corner_radius(8.0)
+                        .show(ui, |ui| {
+                            ui.set_max_width(420.0);
+                            ui.vertical(|ui| {
+                                let to =
+                                    m.to.as_ref().map(|t| format!(" → {t}")).unwrap_or_default();
+                                ui.horizontal(|ui| {
+                                    ui.strong(format!(
+                                        "{}{to}",
+                                        if m.mine { "me" } else { &m.from }
+                                    ));
+                                    ui.colored_label(weak, &m.time);
+                                });
+                                ui.label(&m.text);
+                                match &m.delivery {
+                                    Some(Delivery::Pending) => {
+                                        ui.colored_label(weak, "sending…");
+                                    }
+                                    Some(Delivery::Accepted) => {
+                                        let read = m.read_by.len();
+                                        let text = if read == 0 {
+                                            format!("{} sent", symbols::ACCEPTED)
+                                        } else {
+                                            format!("{} read by {read}", symbols::ACCEPTED)
+                                        };
+                                        ui.colored_label(weak, text);
+                                    }
+                                    Some(Delivery::Failed { code, message }) => {
+                                        ui.colored_label(
+                                            error,
+                                            format!("{} error {code}: {message}", symbols::FAILED),
+                                        );
+                                    }
+                                    None => {}
+                                }
+                            });
+                        });
+                });
+            }
+        });
+    ui.separator();
+    ui.horizontal(|ui| {
+        let to_label = st
+            .chat_to
+            .map(|id| st.name_of(Some(id)))
+            .unwrap_or_else(|| "everyone".into());
+        egui::ComboBox::from_label("Chat to")
+            .selected_text(to_label)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut st.chat_to, None, "everyone");
+                for p in &st.peers {
+                    ui.selectable_value(&mut st.chat_to, Some(p.id), &p.name);
+                }
+            });
+        let l = ui.label("Message");
+        let input = ui
+            .add(
+                egui::TextEdit::singleline(&mut st.chat_input)
+                    .hint_text("type and press Enter")
+                    .desired_width(f32::INFINITY),
+            )
+            .labelled_by(l.id);
+        let enter = input.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if enter && st.is_connected() && !st.chat_input.trim().is_empty() {
+            let text = std::mem::take(&mut st.chat_input);
+            let signal = match st.chat_to {
+                Some(id) => Signal::to_one(id, CHAT_TYPE, text),
+                None => Signal::to_all(CHAT_TYPE, text),
+            };
+            command = Some(st.send(signal));
+            input.request_focus();
+        }
+    });
+    command
+}

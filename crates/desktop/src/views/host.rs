@@ -1,0 +1,104 @@
+//! The host panel: run a relay inside the app, share its invite.
+
+use signalbox_client::ConnectOptions;
+use signalbox_proto::SessionId;
+
+use crate::backend::Command;
+use crate::state::AppState;
+
+/// Start/stop the in-process relay; its addresses, fingerprint and invite.
+pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
+    let mut command = None;
+    ui.horizontal(|ui| {
+        ui.heading("Host a relay");
+        if ui.small_button("Hide").clicked() {
+            st.host.visible = false;
+        }
+    });
+    ui.separator();
+    match st.host.running.clone() {
+        None => {
+            ui.label("Run a relay in this app, so others on your network can join you.");
+            ui.horizontal(|ui| {
+                let l = ui.label("Port");
+                ui.add(egui::DragValue::new(&mut st.settings.host_port).range(0..=65535))
+                    .labelled_by(l.id);
+            });
+            super::labelled_field(ui, "Session", &mut st.settings.host_session, "lobby");
+            ui.checkbox(
+                &mut st.settings.host_open,
+                "Open (anyone who can reach it may join)",
+            )
+            .on_hover_text("Off: joining needs a token; share the invite below, which carries one");
+            let session = SessionId::new(st.settings.host_session.trim());
+            if let Err(e) = &session {
+                super::error_text(ui, &e.to_string());
+            }
+            let start = ui.add_enabled(
+                !st.host.busy && session.is_ok(),
+                egui::Button::new("Start relay"),
+            );
+            if start.clicked()
+                && let Ok(session) = session
+            {
+                st.host.busy = true;
+                st.host.error = None;
+                command = Some(Command::StartHost {
+                    port: st.settings.host_port,
+                    open: st.settings.host_open,
+                    session,
+                    loopback_only: st.host.loopback_only,
+                    data_dir: st.host.data_dir.clone(),
+                });
+            }
+            if st.host.busy {
+                ui.spinner();
+            }
+        }
+        Some(info) => {
+            ui.label(format!(
+                "Running on UDP port {} ({} mode).",
+                info.quic_addr.port(),
+                if info.open { "open" } else { "token" }
+            ));
+            ui.label(egui::RichText::new("Addresses").strong());
+            if info.lan.is_empty() {
+                ui.weak("no LAN address (loopback only)");
+            }
+            for ip in &info.lan {
+                ui.monospace(std::net::SocketAddr::new(*ip, info.quic_addr.port()).to_string());
+            }
+            ui.label(egui::RichText::new("Fingerprint").strong());
+            ui.monospace(info.fingerprint.short())
+                .on_hover_text(info.fingerprint.to_string());
+            ui.label(egui::RichText::new("Invite (moderator)").strong());
+            let invite = info.invite.to_string();
+            ui.add(egui::Label::new(egui::RichText::new(&invite).monospace().small()).wrap());
+            ui.horizontal(|ui| {
+                if ui.button("Copy invite").clicked() {
+                    ui.ctx().copy_text(invite.clone());
+                    st.notice = Some("Invite copied.".into());
+                }
+                if ui.button("Join my relay").clicked() {
+                    let mut options = ConnectOptions::from_invite(&info.local_invite);
+                    if !st.settings.name.trim().is_empty() {
+                        options.name = Some(st.settings.name.trim().to_owned());
+                    }
+                    command = Some(Command::Connect(options));
+                }
+            });
+            ui.add_space(6.0);
+            if ui
+                .add_enabled(!st.host.busy, egui::Button::new("Stop relay"))
+                .clicked()
+            {
+                st.host.busy = true;
+                command = Some(Command::StopHost);
+            }
+        }
+    }
+    if let Some(e) = &st.host.error {
+        super::error_text(ui, e);
+    }
+    command
+}

@@ -1,0 +1,52 @@
+//! The participant list.
+
+use crate::backend::Command;
+use crate::state::{AppState, TargetChoice};
+
+/// Who is in the session; moderators may remove others.
+pub fn participants(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
+    let mut command = None;
+    ui.heading(format!(
+        "People ({})",
+        st.peers.len() + usize::from(st.me.is_some())
+    ));
+    ui.separator();
+    if let Some(me) = &st.me {
+        ui.label(format!("{} (you)", me.name))
+            .on_hover_text(format!("{}\n{}\n{}", me.id, me.role, me.data));
+        ui.small(format!("{} · {}", me.role, me.id.short()));
+        ui.add_space(4.0);
+    }
+    if st.peers.is_empty() {
+        ui.weak("Nobody else is here yet.");
+    }
+    let moderator = st.is_moderator();
+    let mut pick = None;
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        for p in &st.peers {
+            ui.horizontal(|ui| {
+                let name = ui
+                    .selectable_label(false, &p.name)
+                    .on_hover_text(format!("{}\nrole: {}\n{}", p.id, p.role, p.data));
+                if name.clicked() {
+                    pick = Some(p.id);
+                }
+                if moderator
+                    && ui
+                        .small_button("Remove")
+                        .on_hover_text(format!("Remove {} from the session", p.name))
+                        .clicked()
+                {
+                    command = Some(Command::Kick(p.id));
+                }
+            });
+            ui.small(format!("{} · {}", p.role, p.id.short()));
+        }
+    });
+    if let Some(id) = pick {
+        // Clicking a name addresses the next signal to that person.
+        st.composer.target = TargetChoice::One(Some(id));
+        st.chat_to = Some(id);
+    }
+    command
+}

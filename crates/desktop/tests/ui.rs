@@ -1,0 +1,446 @@
+//! The desktop app driven through its UI (egui_kittest: widgets found by label and role),
+//! with its real backend thread, against a real relay in this process and real participants
+//! made with the client crate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal, Signal};
+use signalbox_desktop::SignalboxApp;
+use signalbox_desktop::settings::Settings;
+use signalbox_proto::{LeftReason, Role, SessionId};
+use signalbox_relay::{Relay, RelayConfig, RelayHandle, TokenRequest};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    relay: RelayHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let relay = rt
+            .block_on(Relay::spawn(RelayConfig::local(dir.path())))
+            .unwrap();
+        Self {
+            rt,
+            relay,
+            _dir: dir,
+        }
+    }
+
+    fn invite(&self, role: Role, name: Option<&str>) -> String {
+        let token = self
+            .relay
+            .tokens()
+            .mint(&TokenRequest {
+                session: "ui".into(),
+                role,
+                name: name.map(Into::into),
+                ..TokenRequest::default()
+            })
+            .unwrap();
+        self.relay
+            .invite(SessionId::new("ui").unwrap(), Some(token))
+            .to_string()
+    }
+
+    fn peer(&self, name: &str) -> (Client, Events) {
+        let options: ConnectOptions = self.invite(Role::Publisher, Some(name)).parse().unwrap();
+        self.rt.block_on(Client::connect(options)).unwrap()
+    }
+
+    fn next_signal(&self, events: &mut Events) -> ReceivedSignal {
+        self.rt.block_on(async {
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    match events.next().await {
+                        Some(Event::Signal(s)) => return s,
+                        Some(_) => continue,
+                        None => panic!("peer disconnected"),
+                    }
+                }
+            })
+            .await
+            .expect("a signal")
+        })
+    }
+
+    fn no_signal(&self, events: &mut Events) {
+        let got = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    if let Some(Event::Signal(s)) = events.next().await {
+                        return s;
+                    }
+                }
+            })
+            .await
+        });
+        assert!(got.is_err(), "unexpected signal {got:?}");
+    }
+
+    fn disconnected(&self, events: &mut Events) -> LeftReason {
+        self.rt.block_on(async {
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    match events.next().await {
+                        Some(Event::Disconnected { reason, .. }) => return reason,
+                        Some(_) => continue,
+                        None => panic!("events ended"),
+                    }
+                }
+            })
+            .await
+            .expect("a disconnect")
+        })
+    }
+}
+
+/// The app, with a hosted relay's files under `home` (never the real home directory).
+fn app(home: &tempfile::TempDir) -> Harness<'static, SignalboxApp> {
+    let mut app = SignalboxApp::new(Settings::default());
+    app.state.host.data_dir = Some(home.path().to_owned());
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut SignalboxApp| app.show(ui), app)
+}
+
+/// Steps the UI until `cond` holds (the backend works on its own thread meanwhile).
+fn wait_for(h: &mut Harness<'_, SignalboxApp>, what: &str, cond: impl Fn(&SignalboxApp) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        h.step();
+        if cond(h.state()) {
+            h.step();
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Clicks the widget labelled `label` and lets the UI handle it (and redraw).
+fn click(h: &mut Harness<'_, SignalboxApp>, label: &str) {
+    h.get_by_label(label).click();
+    h.step();
+    h.step();
+}
+
+fn type_into(h: &mut Harness<'_, SignalboxApp>, label: &str, text: &str) {
+    h.get_by_label(label).click();
+    h.step();
+    h.get_by_label(label).type_text(text);
+    h.step();
+}
+
+/// Joins through the join screen: paste the invite, name, click Join.
+fn join(h: &mut Harness<'_, SignalboxApp>, invite: &str, name: &str) {
+    type_into(h, "Invite", invite);
+    type_into(h, "Your name", name);
+    click(h, "Join");
+    wait_for(h, "the app to join", SignalboxApp::is_joined);
+}
+
+trait Joined {
+    fn is_joined(&self) -> bool;
+}
+
+impl Joined for SignalboxApp {
+    fn is_joined(&self) -> bool {
+        self.state.is_connected()
+    }
+}
+
+fn home() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn join_by_invite_then_broadcast_from_the_composer_and_receive_into_log_and_chat() {
+    let env = Env::new();
+    let (bob, mut bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app(&home);
+    click(&mut h, "Or enter the relay's details");
+    h.check_accessibility();
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    h.check_accessibility();
+    assert_eq!(h.state().state.me.as_ref().unwrap().name, "alice");
+    h.get_by_label("bob"); // in the participant list
+    h.get_by_label("alice (you)");
+
+    // A broadcast typed in the composer reaches bob.
+    type_into(&mut h, "Type", "note");
+    type_into(&mut h, "Data", "hello everyone");
+    click(&mut h, "Send");
+    let s = env.next_signal(&mut bob_ev);
+    assert_eq!(
+        (s.r#type.as_str(), s.data.as_str(), s.to_all),
+        ("note", "hello everyone", true)
+    );
+    assert_eq!(s.from, Some(h.state().state.me.as_ref().unwrap().id));
+    wait_for(&mut h, "the relay's acceptance", |a| {
+        a.state
+            .log
+            .shown(0)
+            .is_some_and(|r| r.delivery == Some(signalbox_desktop::log::Delivery::Accepted))
+    });
+
+    // Bob's chat message shows in the log and in the chat view.
+    env.rt
+        .block_on(bob.send(Signal::to_all("chat", "hi alice")))
+        .unwrap();
+    wait_for(&mut h, "bob's chat in the log", |a| {
+        (0..a.state.log.shown_len()).any(|i| a.state.log.shown(i).unwrap().data == "hi alice")
+    });
+    h.get_by_label("hi alice");
+    click(&mut h, "Chat");
+    h.get_by_label("hi alice");
+    // Alice's app answered with a read receipt, automatically. Bob also gets his own
+    // broadcast back; the two come from different senders, so in either order.
+    let two = [env.next_signal(&mut bob_ev), env.next_signal(&mut bob_ev)];
+    let echo = two.iter().find(|s| s.r#type == "chat").expect("bob's echo");
+    let receipt = two
+        .iter()
+        .find(|s| s.r#type == "chat-read")
+        .expect("alice's receipt");
+    assert_eq!(echo.from, Some(bob.me().id));
+    assert_eq!(receipt.from, Some(h.state().state.me.as_ref().unwrap().id));
+    assert_eq!(
+        receipt.data,
+        echo.seq.to_string(),
+        "names the message it acknowledges"
+    );
+}
+
+#[test]
+fn a_targeted_send_reaches_only_its_target() {
+    let env = Env::new();
+    let (_bob, mut bob_ev) = env.peer("bob");
+    let (_carol, mut carol_ev) = env.peer("carol");
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    // Clicking a name in the participant list addresses the composer to that person.
+    click(&mut h, "bob");
+    type_into(&mut h, "Type", "dm");
+    type_into(&mut h, "Data", "only for bob");
+    click(&mut h, "Send");
+    let s = env.next_signal(&mut bob_ev);
+    assert_eq!((s.data.as_str(), s.to_all), ("only for bob", false));
+    env.no_signal(&mut carol_ev);
+    assert_eq!(h.state().state.log.shown(0).unwrap().target, "bob");
+}
+
+#[test]
+fn an_invalid_type_shows_the_rule_and_sends_nothing() {
+    let env = Env::new();
+    let (_bob, mut bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    type_into(&mut h, "Type", "bad type!");
+    h.get_by_label_contains("type may only contain A-Z a-z 0-9 - _ ~");
+    click(&mut h, "Send");
+    env.no_signal(&mut bob_ev);
+    assert!(h.state().state.log.is_empty(), "nothing was sent");
+    // Too much data shows the limit.
+    click(&mut h, "Type");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.step();
+    let long = "x".repeat(9000);
+    type_into(&mut h, "Data", &long);
+    h.get_by_label_contains("the limit is 8192");
+}
+
+#[test]
+fn control_pad_buttons_and_keys_send_their_signals() {
+    let env = Env::new();
+    let (_bob, mut bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    click(&mut h, "⬆ Forward");
+    let s = env.next_signal(&mut bob_ev);
+    assert_eq!((s.r#type.as_str(), s.data.as_str()), ("robot", "forward"));
+    // With no text field focused, the bound key presses the button.
+    h.key_press(egui::Key::ArrowLeft);
+    h.step();
+    h.step();
+    let s = env.next_signal(&mut bob_ev);
+    assert_eq!(s.data, "left");
+}
+
+#[test]
+fn a_moderator_removes_a_participant() {
+    let env = Env::new();
+    let (_bob, mut bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Moderator, None), "mod");
+    click(&mut h, "Remove");
+    assert_eq!(env.disconnected(&mut bob_ev), LeftReason::ForceDisconnected);
+    wait_for(&mut h, "bob to leave the list", |a| {
+        a.state.peers.is_empty()
+    });
+    assert!(h.query_by_label("bob").is_none());
+}
+
+#[test]
+fn the_filter_hides_rows_that_do_not_match() {
+    let env = Env::new();
+    let (bob, _bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    env.rt.block_on(async {
+        bob.send(Signal::to_all("chat", "just chatting"))
+            .await
+            .unwrap();
+        bob.send(Signal::to_all("robot", "turn left"))
+            .await
+            .unwrap()
+            .accepted()
+            .await
+            .unwrap();
+    });
+    wait_for(&mut h, "two rows", |a| a.state.log.len() == 2);
+    h.get_by_label("just chatting");
+    type_into(&mut h, "type", "robot");
+    h.step();
+    assert!(
+        h.query_by_label("just chatting").is_none(),
+        "the chat row is hidden"
+    );
+    h.get_by_label("turn left");
+    assert_eq!(h.state().state.log.shown_len(), 1);
+}
+
+#[test]
+fn read_receipts_tick_after_the_other_app_reads() {
+    let env = Env::new();
+    let (home1, home2) = (home(), home());
+    let mut a = app(&home1);
+    let mut b = app(&home2);
+    join(&mut a, &env.invite(Role::Publisher, None), "ann");
+    join(&mut b, &env.invite(Role::Publisher, None), "ben");
+    wait_for(&mut a, "ben in ann's list", |x| x.state.peers.len() == 1);
+    click(&mut a, "Chat");
+    type_into(&mut a, "Message", "are you there?");
+    a.key_press(egui::Key::Enter);
+    a.step();
+    // Ben's app shows the message and answers; ann's message ticks "read by 1".
+    wait_for(&mut b, "ben receives", |x| {
+        x.state.chat.iter().any(|m| m.text == "are you there?")
+    });
+    wait_for(&mut a, "the read receipt", |x| {
+        x.state.chat.first().is_some_and(|m| m.read_by.len() == 1)
+    });
+    a.get_by_label_contains("read by 1");
+}
+
+#[test]
+fn host_a_relay_share_its_invite_and_stop_it() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app(&home);
+    h.state_mut().state.settings.host_port = 0;
+    h.state_mut().state.host.loopback_only = true;
+    click(&mut h, "Host a relay on this machine…");
+    click(&mut h, "Start relay");
+    wait_for(&mut h, "the relay to start", |a| {
+        a.state.host.running.is_some()
+    });
+    let info = h.state().state.host.running.clone().unwrap();
+    h.get_by_label_contains("signalbox://127.0.0.1:");
+    h.get_by_label("Copy invite");
+    h.check_accessibility();
+    // Someone else joins with the invite shown.
+    let (guest, mut guest_ev) = env
+        .rt
+        .block_on(Client::connect(
+            info.invite
+                .to_string()
+                .parse::<ConnectOptions>()
+                .unwrap()
+                .with_name("guest"),
+        ))
+        .unwrap();
+    assert_eq!(guest.me().role, Role::Moderator);
+    // The app joins its own relay in one click and sees the guest.
+    click(&mut h, "Join my relay");
+    wait_for(&mut h, "joining my relay", |a| {
+        a.state.is_connected() && a.state.peers.iter().any(|p| p.name == "guest")
+    });
+    click(&mut h, "Stop relay");
+    assert_eq!(env.disconnected(&mut guest_ev), LeftReason::RelayShutdown);
+    wait_for(&mut h, "the relay to stop", |a| {
+        a.state.host.running.is_none() && !a.state.is_connected()
+    });
+}
+
+#[test]
+fn a_refused_join_is_shown_in_the_window() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app(&home);
+    let mut invite: signalbox_proto::Invite = env.invite(Role::Publisher, None).parse().unwrap();
+    invite.token = Some("not-a-token".into());
+    type_into(&mut h, "Invite", &invite.to_string());
+    click(&mut h, "Join");
+    wait_for(&mut h, "the refusal", |a| a.state.join.error.is_some());
+    h.get_by_label_contains("the relay refused to join");
+    // A bad invite is refused before any network.
+    h.state_mut().state.join.invite.clear();
+    type_into(&mut h, "Invite", "https://example.com/nope");
+    click(&mut h, "Join");
+    h.get_by_label_contains("signalbox://");
+}
+
+/// The log draws only the rows in view: with 100 000 rows, a frame stays fast and the
+/// accessibility tree holds a screenful of rows, not 100 000.
+#[test]
+fn the_log_stays_virtualised_with_100_000_rows() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    for i in 0..100_000u64 {
+        h.state_mut().state.log.push(signalbox_desktop::log::Row {
+            number: 0,
+            time: "00:00:00.000".into(),
+            direction: signalbox_desktop::log::Direction::In { from: None },
+            sender: "relay".into(),
+            target: "everyone".into(),
+            r#type: "bulk".into(),
+            data: format!("row {i}"),
+            delivery: None,
+            seq: Some(i + 1),
+        });
+    }
+    h.step();
+    let start = Instant::now();
+    const FRAMES: u32 = 30;
+    for _ in 0..FRAMES {
+        h.step();
+    }
+    let per_frame = start.elapsed() / FRAMES;
+    eprintln!("log with 100 000 rows: {per_frame:?} per frame (debug build, no rendering)");
+    // Auto-scroll shows the newest rows; only a screenful exists as widgets.
+    h.get_by_label("row 99999");
+    assert!(h.query_by_label("row 50000").is_none());
+    assert!(h.query_all_by_label_contains("row ").count() < 100);
+}
