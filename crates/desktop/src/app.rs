@@ -115,3 +115,55 @@ impl eframe::App for SignalboxApp {
         eframe::set_value(storage, SETTINGS_KEY, &self.state.settings);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::settings::{PadButton, PadTarget};
+
+    /// eframe's storage, in memory.
+    #[derive(Default)]
+    struct Memory(HashMap<String, String>);
+
+    impl eframe::Storage for Memory {
+        fn get_string(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn set_string(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_owned(), value);
+        }
+        fn remove_string(&mut self, key: &str) {
+            self.0.remove(key);
+        }
+        fn flush(&mut self) {}
+    }
+
+    #[test]
+    fn settings_survive_a_restart() {
+        let mut storage = Memory::default();
+        let mut first = SignalboxApp::new(Settings::default());
+        first.state.settings.name = "ann".into();
+        first.state.settings.theme = Theme::Light;
+        first.state.settings.pad.push(PadButton {
+            label: "Lights".into(),
+            target: PadTarget::Named("lamp".into()),
+            r#type: "switch".into(),
+            data: "on".into(),
+            key: Some("L".into()),
+        });
+        first
+            .state
+            .settings
+            .remember("signalbox://h:1/s", "s @ h:1".into());
+        eframe::App::save(&mut first, &mut storage);
+        let second = SignalboxApp::from_storage(Some(&storage));
+        assert_eq!(second.state.settings, first.state.settings);
+        // No storage: defaults.
+        assert_eq!(
+            SignalboxApp::from_storage(None).state.settings,
+            Settings::default()
+        );
+    }
+}

@@ -111,3 +111,21 @@ pub fn icon() -> egui::IconData {
         height: size as u32,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use eframe::icon_data::IconDataExt;
+
+    /// `assets/icon.png` is the icon drawn by [`super::icon`]. To redraw it:
+    /// `SIGNALBOX_WRITE_ICON=1 cargo test -p signalbox-desktop icon_asset`.
+    #[test]
+    fn icon_asset_matches_the_drawn_icon() {
+        let png = super::icon().to_png_bytes().unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/icon.png");
+        if std::env::var_os("SIGNALBOX_WRITE_ICON").is_some() {
+            std::fs::write(path, &png).unwrap();
+        }
+        let on_disk = eframe::icon_data::from_png_bytes(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(on_disk, super::icon(), "assets/icon.png is out of date");
+    }
+}

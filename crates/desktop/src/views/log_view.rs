@@ -62,7 +62,7 @@ pub fn log_view(ui: &mut egui::Ui, st: &mut AppState) {
                 .resizable(true),
         )
         .column(
-            Column::initial(90.0)
+            Column::initial(116.0)
                 .at_least(40.0)
                 .clip(true)
                 .resizable(true),
