@@ -444,3 +444,67 @@ fn the_log_stays_virtualised_with_100_000_rows() {
     assert!(h.query_by_label("row 50000").is_none());
     assert!(h.query_all_by_label_contains("row ").count() < 100);
 }
+
+#[test]
+fn a_join_in_progress_shows_progress_and_can_be_cancelled() {
+    // A UDP port with nobody behind it: the QUIC handshake never completes.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let home = home();
+    let mut h = app(&home);
+    click(&mut h, "Or enter the relay's details");
+    type_into(&mut h, "Relay address", &format!("127.0.0.1:{port}"));
+    type_into(&mut h, "Session", "lobby");
+    type_into(&mut h, "Fingerprint", &"ab".repeat(32));
+    click(&mut h, "Join");
+    wait_for(&mut h, "connecting", |a| {
+        matches!(
+            a.state.conn,
+            signalbox_desktop::state::ConnState::Connecting { .. }
+        )
+    });
+    // Shown on the join screen and in the status bar.
+    assert_eq!(
+        h.query_all_by_label_contains("Connecting to 127.0.0.1:")
+            .count(),
+        2
+    );
+    click(&mut h, "Cancel");
+    wait_for(&mut h, "the cancel", |a| {
+        a.state.join.error.as_deref() == Some("cancelled")
+    });
+    assert!(!h.state().state.is_connected());
+    h.get_by_label("Join");
+}
+
+#[test]
+fn several_targets_and_ctrl_enter() {
+    let env = Env::new();
+    let (_bob, mut bob_ev) = env.peer("bob");
+    let (_carol, mut carol_ev) = env.peer("carol");
+    let (_dave, mut dave_ev) = env.peer("dave");
+    let home = home();
+    let mut h = app(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    click(&mut h, "Several");
+    // The checkboxes of the "Several" choice (the people list shows the same names as
+    // selectable labels, so pick the checkboxes by role).
+    for name in ["bob", "carol"] {
+        h.get_by_role_and_label(egui::accesskit::Role::CheckBox, name)
+            .click();
+        h.step();
+        h.step();
+    }
+    type_into(&mut h, "Type", "team");
+    type_into(&mut h, "Data", "bob and carol only");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    h.step();
+    h.step();
+    for ev in [&mut bob_ev, &mut carol_ev] {
+        let s = env.next_signal(ev);
+        assert_eq!((s.data.as_str(), s.to_all), ("bob and carol only", false));
+    }
+    env.no_signal(&mut dave_ev);
+    let target = &h.state().state.log.shown(0).unwrap().target;
+    assert!(target == "bob, carol" || target == "carol, bob", "{target}");
+}
