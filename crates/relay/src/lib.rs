@@ -57,4 +57,4 @@ pub use files::FileError;
 pub use identity::{Identity, IdentityError};
 pub use server::{Relay, RelayError, RelayHandle};
 pub use tokens::{TokenKeys, TokenRequest};
-pub use transport::TransportError;
+pub use transport::{TransportError, server_config};

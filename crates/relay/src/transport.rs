@@ -21,8 +21,10 @@ pub enum TransportError {
     Idle(#[from] quinn::VarIntBoundsExceeded),
 }
 
-/// The relay's quinn server configuration.
-pub(crate) fn server_config(
+/// The relay's quinn server configuration (TLS 1.3 with ALPN `signalbox/1`, the relay's
+/// transport limits). Public for tools that stand a bare QUIC server beside the relay with
+/// the same settings (the benchmark's floor).
+pub fn server_config(
     identity: &Identity,
     config: &RelayConfig,
 ) -> Result<quinn::ServerConfig, TransportError> {

@@ -1,0 +1,548 @@
+//! # signalbox-bench — Signalbox side by side with nats-server and a bare quinn forwarder
+//!
+//! One harness, one workload, several systems: the Signalbox relay (its own process, real
+//! clients from the client crate), nats-server plain and with TLS (`async-nats` clients;
+//! broadcast on one subject per session, targeted on one subject per connection), and a
+//! bare quinn forwarder with the same framing — the floor the relay's own work sits on.
+//! Each server runs pinned to one core, the load generator to the other.
+//!
+//! Throughput is closed-loop (each publisher at most 1000 messages ahead of its slowest
+//! receiver); latency is open-loop at fixed rates, measured from each message's *intended*
+//! send time; cost is the server's CPU seconds per million deliveries and its peak RSS from
+//! /proc. Every run checks itself: a lost or out-of-order message on loopback fails the run.
+//! `scripts/bench.sh [--quick]` runs it and writes `bench/results/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+mod backends;
+mod payload;
+mod quinn_fwd;
+mod run;
+mod scale;
+mod servers;
+mod stats;
+
+use backends::Kind;
+use run::{Latency, Throughput, Workload};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signalbox-bench",
+    about = "Signalbox vs nats-server vs raw QUIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    serve: Option<Serve>,
+    /// The headline rows only (under two minutes).
+    #[arg(long)]
+    quick: bool,
+    /// A tiny run that checks the harness (for CI; no timing claims).
+    #[arg(long)]
+    smoke: bool,
+    /// Systems to measure (default: all that are available).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<Kind>,
+    /// Repetitions of each throughput row (the median is reported).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Seconds measured per throughput run (after a warm-up).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Core for the servers (`taskset`); the script pins the harness to another one.
+    #[arg(long, default_value = "0")]
+    server_core: usize,
+    /// Don't pin servers to a core.
+    #[arg(long)]
+    no_pin: bool,
+    /// Clients in the scale run (0: skip).
+    #[arg(long)]
+    scale: Option<usize>,
+    /// Write `<name>.json` and `<name>.md` into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The results' file name (default: today's date).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Serve {
+    /// Run a Signalbox relay for the harness (prints `addr` and `fp`).
+    ServeRelay {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Run the bare quinn forwarder (prints `addr` and `fp`).
+    ServeQuinn {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    backend: &'static str,
+    workload: Workload,
+    label: String,
+    runs: Vec<Throughput>,
+    median_deliveries_per_s: f64,
+    min_deliveries_per_s: f64,
+    max_deliveries_per_s: f64,
+    median_cpu_s_per_m: f64,
+    peak_rss_kib: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyRow {
+    backend: &'static str,
+    label: String,
+    result: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    machine: String,
+    mode: &'static str,
+    throughput: Vec<Row>,
+    latency: Vec<LatencyRow>,
+    scale: Option<scale::Scale>,
+    failures: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.serve {
+        Some(Serve::ServeRelay { data_dir }) => serve(data_dir, false),
+        Some(Serve::ServeQuinn { data_dir }) => serve(data_dir, true),
+        None => harness(cli),
+    }
+}
+
+/// A server process: prints where it listens, then runs until killed.
+fn serve(data_dir: PathBuf, bare: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let config = signalbox_relay::RelayConfig {
+            open: true,
+            signals_per_second: 0,
+            ..signalbox_relay::RelayConfig::local(&data_dir)
+        };
+        if bare {
+            let identity = signalbox_relay::Identity::load_or_create(&data_dir)?;
+            let server = signalbox_relay::server_config(&identity, &config)?;
+            let endpoint = quinn::Endpoint::server(server, config.listen)?;
+            println!("addr {}", endpoint.local_addr()?);
+            println!("fp {}", identity.fingerprint);
+            quinn_fwd::serve(endpoint).await;
+        } else {
+            let relay = signalbox_relay::Relay::spawn(config).await?;
+            println!("addr {}", relay.quic_addr());
+            println!("fp {}", relay.fingerprint());
+            std::future::pending::<()>().await;
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn workloads(cli: &Cli) -> Vec<Workload> {
+    let w = |pubs, subs, size, targeted| Workload {
+        pubs,
+        subs,
+        size,
+        targeted,
+    };
+    if cli.smoke {
+        return vec![w(1, 3, 64, false), w(2, 3, 256, true)];
+    }
+    if cli.quick {
+        return vec![
+            w(1, 10, 64, false),
+            w(10, 10, 64, false),
+            w(1, 10, 1024, false),
+            w(1, 10, 64, true),
+        ];
+    }
+    let mut all = Vec::new();
+    for size in [64, 1024, 8192] {
+        for (pubs, subs) in [(1, 1), (1, 10), (10, 10), (1, 100), (50, 50)] {
+            all.push(w(pubs, subs, size, false));
+            if subs > 1 {
+                all.push(w(pubs, subs, size, true));
+            }
+        }
+    }
+    all
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {cores} cores available to the harness")
+}
+
+fn harness(cli: Cli) -> anyhow::Result<()> {
+    let mut kinds = if cli.backends.is_empty() {
+        vec![Kind::Signalbox, Kind::Nats, Kind::NatsTls, Kind::Quinn]
+    } else {
+        cli.backends.clone()
+    };
+    if !servers::nats_available() {
+        eprintln!("nats-server is not installed: measuring without it");
+        kinds.retain(|k| !matches!(k, Kind::Nats | Kind::NatsTls));
+    }
+    let (reps, seconds, warmup) = match (cli.smoke, cli.quick) {
+        (true, _) => (1, 0.5, 0.2),
+        (_, true) => (1, 2.0, 0.5),
+        _ => (3, 2.0, 0.5),
+    };
+    let reps = cli.reps.unwrap_or(reps);
+    let measure = Duration::from_secs_f64(cli.seconds.unwrap_or(seconds));
+    let warmup = Duration::from_secs_f64(warmup);
+    let core = (!cli.no_pin).then_some(cli.server_core);
+    let scale_n = cli.scale.unwrap_or(if cli.smoke {
+        50
+    } else if cli.quick {
+        0
+    } else {
+        3000
+    });
+    let dir = std::env::temp_dir().join(format!("signalbox-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut report = Report {
+        date: today(),
+        machine: machine(),
+        mode: if cli.smoke {
+            "smoke"
+        } else if cli.quick {
+            "quick"
+        } else {
+            "full"
+        },
+        throughput: Vec::new(),
+        latency: Vec::new(),
+        scale: None,
+        failures: Vec::new(),
+    };
+    let loads = workloads(&cli);
+    rt.block_on(async {
+        for &kind in &kinds {
+            let server_dir = dir.join(kind.name());
+            std::fs::create_dir_all(&server_dir)?;
+            let server = servers::start(kind, core, &server_dir)?;
+            for &w in &loads {
+                let mut runs = Vec::new();
+                for _ in 0..reps {
+                    let t = run::throughput(&server, w, warmup, measure)
+                        .await
+                        .with_context(|| format!("{} {}", kind.name(), w.label()))?;
+                    if t.lost > 0 || t.out_of_order > 0 {
+                        report.failures.push(format!(
+                            "{} {}: {} lost, {} out of order",
+                            kind.name(),
+                            w.label(),
+                            t.lost,
+                            t.out_of_order
+                        ));
+                    }
+                    runs.push(t);
+                }
+                let rates: Vec<f64> = runs.iter().map(|r| r.deliveries_per_s).collect();
+                let row = Row {
+                    backend: kind.name(),
+                    workload: w,
+                    label: w.label(),
+                    median_deliveries_per_s: median(rates.clone()),
+                    min_deliveries_per_s: rates.iter().copied().fold(f64::INFINITY, f64::min),
+                    max_deliveries_per_s: rates.iter().copied().fold(0.0, f64::max),
+                    median_cpu_s_per_m: median(runs.iter().map(|r| r.server_cpu_s_per_m).collect()),
+                    peak_rss_kib: runs.iter().map(|r| r.server_peak_rss_kib).max().unwrap_or(0),
+                    runs,
+                };
+                eprintln!(
+                    "{:<9} {:<28} {:>12.0} deliveries/s  cpu {:.3} s/M",
+                    kind.name(),
+                    row.label,
+                    row.median_deliveries_per_s,
+                    row.median_cpu_s_per_m
+                );
+                report.throughput.push(row);
+            }
+            // Latency at fixed rates on the headline fan-out, and at 50 % / 80 % of its max.
+            let head = Workload { pubs: 1, subs: 10, size: 64, targeted: false };
+            let max = report
+                .throughput
+                .iter()
+                .find(|r| r.backend == kind.name() && r.label == head.label())
+                .map(|r| r.median_deliveries_per_s)
+                .unwrap_or(0.0);
+            let mut rates = vec![1_000u64, 10_000];
+            if cli.smoke {
+                rates = vec![1_000];
+            } else if !cli.quick && max > 0.0 {
+                rates.extend([(max * 0.5) as u64, (max * 0.8) as u64]);
+            }
+            for rate in rates {
+                let l = run::latency(&server.target, head, rate, warmup, measure).await?;
+                if l.lost > 0 {
+                    report.failures.push(format!("{} latency at {rate}/s: {} lost", kind.name(), l.lost));
+                }
+                eprintln!(
+                    "{:<9} latency {} at {rate}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+                    kind.name(),
+                    head.label(),
+                    l.p50_us,
+                    l.p99_us,
+                    l.p999_us
+                );
+                report.latency.push(LatencyRow { backend: kind.name(), label: head.label(), result: l });
+            }
+            drop(server);
+        }
+        if scale_n > 0 && kinds.contains(&Kind::Signalbox) {
+            let server_dir = dir.join("scale");
+            std::fs::create_dir_all(&server_dir)?;
+            let server = servers::start(Kind::Signalbox, core, &server_dir)?;
+            let s = scale::run(&server, scale_n).await?;
+            if s.joined != s.clients || s.broadcast_reached != s.clients {
+                report.failures.push(format!(
+                    "scale: {} of {} joined, broadcast reached {}",
+                    s.joined, s.clients, s.broadcast_reached
+                ));
+            }
+            eprintln!(
+                "scale: {} clients joined in {:.1} s, broadcast reached {} in {:.2} s, {:.1} KiB per connection",
+                s.joined, s.join_all_s, s.broadcast_reached, s.broadcast_s, s.kib_per_idle_connection
+            );
+            report.scale = Some(s);
+        }
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let markdown = markdown(&report);
+    println!("{markdown}");
+    if let Some(out) = &cli.out {
+        std::fs::create_dir_all(out)?;
+        let name = cli.name.clone().unwrap_or_else(|| report.date.clone());
+        std::fs::write(
+            out.join(format!("{name}.json")),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        std::fs::write(out.join(format!("{name}.md")), &markdown)?;
+        eprintln!("wrote {}/{name}.json and .md", out.display());
+    }
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "the harness found lost or out-of-order messages: {:?}",
+            report.failures
+        );
+    }
+    Ok(())
+}
+
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else {
+        format!("{:.0} k/s", r / 1e3)
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Benchmark {} ({} mode) on {}\n",
+        r.date, r.mode, r.machine
+    );
+    let backends: Vec<&str> = {
+        let mut b: Vec<&str> = r.throughput.iter().map(|row| row.backend).collect();
+        b.dedup();
+        b
+    };
+    let labels: Vec<String> = {
+        let mut l: Vec<String> = Vec::new();
+        for row in &r.throughput {
+            if !l.contains(&row.label) {
+                l.push(row.label.clone());
+            }
+        }
+        l
+    };
+    let find = |b: &str, l: &str| {
+        r.throughput
+            .iter()
+            .find(|row| row.backend == b && row.label == l)
+    };
+    let _ = write!(out, "| deliveries/s (median, min–max) |");
+    for b in &backends {
+        let _ = write!(out, " {b} |");
+    }
+    let has = |b: &str| backends.contains(&b);
+    let ratios: Vec<(&str, &str)> = [
+        ("nats-tls", "÷ nats-tls"),
+        ("nats", "÷ nats"),
+        ("quinn", "÷ quinn"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| has(b) && has("signalbox"))
+    .collect();
+    for (_, title) in &ratios {
+        let _ = write!(out, " signalbox {title} |");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---|".repeat(backends.len() + ratios.len()));
+    for l in &labels {
+        let _ = write!(out, "| {l} |");
+        for b in &backends {
+            match find(b, l) {
+                Some(row) if row.runs.len() > 1 => {
+                    let _ = write!(
+                        out,
+                        " {} ({}–{}) |",
+                        fmt_rate(row.median_deliveries_per_s),
+                        fmt_rate(row.min_deliveries_per_s),
+                        fmt_rate(row.max_deliveries_per_s)
+                    );
+                }
+                Some(row) => {
+                    let _ = write!(out, " {} |", fmt_rate(row.median_deliveries_per_s));
+                }
+                None => {
+                    let _ = write!(out, " – |");
+                }
+            }
+        }
+        for (b, _) in &ratios {
+            match (find("signalbox", l), find(b, l)) {
+                (Some(s), Some(o)) if o.median_deliveries_per_s > 0.0 => {
+                    let _ = write!(
+                        out,
+                        " {:.2}× |",
+                        s.median_deliveries_per_s / o.median_deliveries_per_s
+                    );
+                }
+                _ => {
+                    let _ = write!(out, " – |");
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "\n| server CPU s per million deliveries, peak RSS |{}",
+        backends
+            .iter()
+            .map(|b| format!(" {b} |"))
+            .collect::<String>()
+    );
+    let _ = writeln!(out, "|---|{}", "---|".repeat(backends.len()));
+    for l in &labels {
+        let _ = write!(out, "| {l} |");
+        for b in &backends {
+            match find(b, l) {
+                Some(row) => {
+                    let _ = write!(
+                        out,
+                        " {:.3} s, {} MiB |",
+                        row.median_cpu_s_per_m,
+                        row.peak_rss_kib / 1024
+                    );
+                }
+                None => {
+                    let _ = write!(out, " – |");
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if !r.latency.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| latency (µs, from intended send time) | rate | p50 | p90 | p99 | p99.9 | max |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        for row in &r.latency {
+            let l = &row.result;
+            let _ = writeln!(
+                out,
+                "| {} {} | {}/s | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                row.backend, row.label, l.rate, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+            );
+        }
+    }
+    if let Some(s) = &r.scale {
+        let _ = writeln!(
+            out,
+            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s (connect+join p50 {:.1} ms); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB ({:.1} KiB per idle connection).",
+            s.joined,
+            s.clients,
+            s.join_all_s,
+            s.connect_join_p50_ms,
+            s.broadcast_reached,
+            s.broadcast_s,
+            s.rss_before_kib / 1024,
+            s.rss_after_kib / 1024,
+            s.kib_per_idle_connection
+        );
+    }
+    if r.failures.is_empty() {
+        let _ = writeln!(out, "\nEvery run: no message lost, none out of order.");
+    } else {
+        let _ = writeln!(out, "\nFAILURES: {:?}", r.failures);
+    }
+    out
+}

@@ -1,0 +1,122 @@
+//! Scale and cost of idle connections: many clients in one session on this machine.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use signalbox_client::{Client, ConnectOptions, Event, Signal};
+use signalbox_proto::SessionId;
+
+use crate::servers::Server;
+
+/// What the scale run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Scale {
+    pub(crate) clients: usize,
+    pub(crate) joined: usize,
+    pub(crate) join_all_s: f64,
+    pub(crate) connect_join_p50_ms: f64,
+    pub(crate) broadcast_reached: usize,
+    pub(crate) broadcast_s: f64,
+    pub(crate) rss_before_kib: u64,
+    pub(crate) rss_after_kib: u64,
+    pub(crate) kib_per_idle_connection: f64,
+}
+
+/// Joins `n` clients to one session (over a few shared UDP sockets), then broadcasts one
+/// signal and waits until every client has it.
+pub(crate) async fn run(server: &Server, n: usize) -> anyhow::Result<Scale> {
+    let target = &server.target;
+    let endpoints: Vec<quinn::Endpoint> = (0..(n / 200).max(1))
+        .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid")))
+        .collect::<Result<_, _>>()?;
+    let options = |i: usize| {
+        let mut o = ConnectOptions::new(
+            "127.0.0.1",
+            target.addr.port(),
+            SessionId::new("scale").expect("valid"),
+        );
+        o.fingerprint = target.fingerprint;
+        o.name = Some(format!("c{i}"));
+        o.connect_timeout = Duration::from_secs(60);
+        o
+    };
+    let rss_before = server.rss_kib();
+    let start = Instant::now();
+    let mut clients = Vec::with_capacity(n);
+    let mut join_times = Vec::with_capacity(n);
+    // Join in waves of 50 concurrent connects; every client drains its events (presence).
+    for wave in (0..n).collect::<Vec<_>>().chunks(50) {
+        let mut handles = Vec::new();
+        for &i in wave {
+            let ep = endpoints[i % endpoints.len()].clone();
+            let o = options(i);
+            handles.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let r = Client::connect_with(ep, o).await;
+                (r, t.elapsed())
+            }));
+        }
+        for h in handles {
+            let (r, took) = h.await?;
+            let (client, mut events) = r.context("join")?;
+            join_times.push(took);
+            let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
+            let started = Instant::now();
+            tokio::spawn(async move {
+                let mut tx = Some(tx);
+                while let Some(e) = events.next().await {
+                    if let Event::Signal(s) = e
+                        && s.r#type == "scale"
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(started.elapsed());
+                    }
+                }
+            });
+            clients.push((client, rx));
+        }
+    }
+    let join_all = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = server.rss_kib();
+    join_times.sort();
+    let p50 = join_times
+        .get(join_times.len() / 2)
+        .copied()
+        .unwrap_or_default();
+
+    let sent_at = Instant::now();
+    let (sender, _) = &clients[0];
+    sender
+        .send(Signal::to_all("scale", "hello, everyone"))
+        .await?
+        .accepted()
+        .await?;
+    let mut reached = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (_, rx) in clients.iter_mut() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, rx)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            reached += 1;
+        }
+    }
+    let broadcast = sent_at.elapsed();
+    for (c, _) in &clients {
+        c.close();
+    }
+    Ok(Scale {
+        clients: n,
+        joined: clients.len(),
+        join_all_s: join_all.as_secs_f64(),
+        connect_join_p50_ms: p50.as_secs_f64() * 1000.0,
+        broadcast_reached: reached,
+        broadcast_s: broadcast.as_secs_f64(),
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        kib_per_idle_connection: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+    })
+}

@@ -1,0 +1,193 @@
+//! Starting each system under test as its own process, pinned to one core, and reading its
+//! CPU time and memory from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use signalbox_proto::Fingerprint;
+
+use crate::backends::{Kind, Target};
+
+/// A running server process.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) target: Target,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `command` under `taskset -c core` when a core is given.
+fn pinned(core: Option<usize>, program: &Path) -> Command {
+    match core {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Makes a self-signed certificate for 127.0.0.1 (nats-server TLS), returns (cert, key) paths.
+pub(crate) fn tls_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let cert = dir.join("nats-cert.pem");
+    let key = dir.join("nats-key.pem");
+    std::fs::write(&cert, made.cert.pem())?;
+    std::fs::write(&key, made.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+/// Starts `kind` on `core`, with files in `dir`.
+pub(crate) fn start(kind: Kind, core: Option<usize>, dir: &Path) -> anyhow::Result<Server> {
+    match kind {
+        Kind::Signalbox | Kind::Quinn => {
+            let me = std::env::current_exe()?;
+            let mut cmd = pinned(core, &me);
+            cmd.arg(if kind == Kind::Signalbox {
+                "serve-relay"
+            } else {
+                "serve-quinn"
+            })
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+            let mut child = cmd.spawn().context("starting the server")?;
+            let stdout = child.stdout.take().context("server stdout")?;
+            let mut lines = BufReader::new(stdout).lines();
+            let addr: SocketAddr = lines
+                .next()
+                .context("server exited")??
+                .strip_prefix("addr ")
+                .context("addr line")?
+                .parse()?;
+            let fp: Fingerprint = lines
+                .next()
+                .context("server exited")??
+                .strip_prefix("fp ")
+                .context("fp line")?
+                .parse()?;
+            Ok(Server {
+                child,
+                target: Target {
+                    kind,
+                    addr,
+                    fingerprint: Some(fp),
+                    ca_file: None,
+                },
+            })
+        }
+        Kind::Nats | Kind::NatsTls => {
+            let program = which("nats-server")
+                .context("nats-server is not installed (apt-get install nats-server)")?;
+            let port = free_port()?;
+            let mut cmd = pinned(core, &program);
+            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut ca_file = None;
+            if kind == Kind::NatsTls {
+                let (cert, key) = tls_files(dir)?;
+                cmd.arg("--tls")
+                    .arg("--tlscert")
+                    .arg(&cert)
+                    .arg("--tlskey")
+                    .arg(&key);
+                ca_file = Some(cert);
+            }
+            let child = cmd.spawn().context("starting nats-server")?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(addr).is_err() {
+                if Instant::now() > deadline {
+                    bail!("nats-server did not start");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Server {
+                child,
+                target: Target {
+                    kind,
+                    addr,
+                    fingerprint: None,
+                    ca_file,
+                },
+            })
+        }
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether nats-server can be started here.
+pub(crate) fn nats_available() -> bool {
+    which("nats-server").is_some()
+}
+
+impl Server {
+    /// CPU seconds the server has used (user + system).
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let pid = self.server_pid();
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return 0.0;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// The server's peak resident memory, in KiB.
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The server's resident memory now, in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        let pid = self.server_pid();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The pid of the server itself (taskset execs it, so the pid is the same).
+    fn server_pid(&self) -> u32 {
+        self.child.id()
+    }
+}
