@@ -641,3 +641,51 @@ async fn idle_delivery_streams_close_and_reopen_in_order() {
         .collect();
     assert_eq!(got, expected);
 }
+
+/// A connection that only sends is left out of signals to everyone, but signals addressed
+/// to it and presence still reach it.
+#[tokio::test]
+async fn a_send_only_connection_gets_no_broadcasts_but_its_own_signals() {
+    let relay = TestRelay::start().await;
+    let (listener, mut l_ev) = relay.join("listener").await;
+    let (sender, mut s_ev) = Client::connect(
+        relay
+            .options(Role::Publisher, "sender")
+            .with_receive_broadcasts(false),
+    )
+    .await
+    .unwrap();
+    sender
+        .send(Signal::to_all("all", "one"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    assert_eq!(next_signal(&mut l_ev).await.data, "one");
+    listener
+        .send(Signal::to_all("all", "two"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    listener
+        .send(Signal::to_one(sender.me().id, "dm", "three"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    let got = next_signal(&mut s_ev).await;
+    assert_eq!(
+        got.data, "three",
+        "neither its own broadcast nor the listener's reach it"
+    );
+    // Presence still does.
+    let (_late, _) = relay.join("late").await;
+    expect(&mut s_ev, "presence", |e| {
+        matches!(e, Event::Joined(_)).then_some(())
+    })
+    .await;
+}

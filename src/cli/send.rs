@@ -60,8 +60,12 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         (None, None, false) => Some(make(String::new())),
     };
 
-    let (client, mut events) = super::connect(&args.invite, args.name.clone()).await?;
-    // Drain events (a broadcast comes back to its sender too); stop on disconnect.
+    let mut options: signalbox_client::ConnectOptions = args.invite.parse()?;
+    options.name = args.name.clone();
+    // A sender has no use for the session's broadcasts (nor its own coming back).
+    options.receive_broadcasts = false;
+    let (client, mut events) = signalbox_client::Client::connect(options).await?;
+    // Drain events (presence, signals addressed to us); stop on disconnect.
     let (gone_tx, mut gone_rx) = tokio::sync::watch::channel(None::<String>);
     tokio::spawn(async move {
         while let Some(event) = events.next().await {

@@ -158,6 +158,7 @@ impl Raw {
             token,
             name: Some("raw".into()),
             resume: None,
+            receive_broadcasts: true,
         });
         control
             .write_all(&codec::frame(&hello, MAX_CONTROL_FRAME).unwrap())

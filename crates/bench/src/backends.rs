@@ -178,9 +178,9 @@ async fn connect_signalbox(
     let ids = Arc::new(ids);
     let mut publishers = Vec::new();
     for p in 0..pubs {
-        let (client, mut events) =
-            Client::connect_with(endpoint.clone(), options(format!("pub{p}"))).await?;
-        // A broadcast also comes back to its sender (Vonage's rule): drain it, uncounted.
+        // Publishers only send, as nats-server's publishers (which subscribe to nothing).
+        let o = options(format!("pub{p}")).with_receive_broadcasts(false);
+        let (client, mut events) = Client::connect_with(endpoint.clone(), o).await?;
         tokio::spawn(async move { while events.next().await.is_some() {} });
         publishers.push(Publisher::Signalbox {
             client,

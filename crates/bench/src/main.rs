@@ -62,6 +62,12 @@ struct Cli {
     /// Clients in the scale run (0: skip).
     #[arg(long)]
     scale: Option<usize>,
+    /// Only the workloads whose label contains this (e.g. "10→10", "targeted, 64 B").
+    #[arg(long)]
+    filter: Option<String>,
+    /// Skip the latency runs.
+    #[arg(long)]
+    no_latency: bool,
     /// Write `<name>.json` and `<name>.md` into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -256,7 +262,10 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         scale: None,
         failures: Vec::new(),
     };
-    let loads = workloads(&cli);
+    let mut loads = workloads(&cli);
+    if let Some(f) = &cli.filter {
+        loads.retain(|w| w.label().contains(f.as_str()));
+    }
     rt.block_on(async {
         for &kind in &kinds {
             let server_dir = dir.join(kind.name());
@@ -309,7 +318,9 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 .map(|r| r.median_deliveries_per_s)
                 .unwrap_or(0.0);
             let mut rates = vec![1_000u64, 10_000];
-            if cli.smoke {
+            if cli.no_latency {
+                rates.clear();
+            } else if cli.smoke {
                 rates = vec![1_000];
             } else if !cli.quick && max > 0.0 {
                 rates.extend([(max * 0.5) as u64, (max * 0.8) as u64]);

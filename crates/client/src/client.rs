@@ -21,12 +21,15 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use crate::error::{ConnectError, RequestError, SendError};
-use crate::events::{Event, Events, ReceivedSignal, Signal};
+use crate::events::{Event, EventTx, Events, ReceivedSignal, Signal};
 use crate::options::ConnectOptions;
 use crate::tls;
 
-/// Events that may wait for the application before the client stops reading.
-const EVENT_QUEUE: usize = 4096;
+/// Batches of events that may wait for the application before the client stops reading
+/// (each batch holds at most [`EVENT_BATCH`] events).
+const EVENT_QUEUE: usize = 64;
+/// The most signals handed over in one batch.
+const EVENT_BATCH: usize = 64;
 /// Encoded signals that may wait for the send stream before `send` waits.
 const SEND_QUEUE: usize = 1024;
 /// The most bytes merged into one write of the send stream.
@@ -304,6 +307,13 @@ fn transport() -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(4096u32.into());
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Duration::from_secs(30).try_into().ok());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(signalbox_proto::PATH_MTU_UPPER_BOUND);
+    t.mtu_discovery_config(Some(mtu));
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
+        .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
+    t.ack_frequency_config(Some(ack));
     t
 }
 
@@ -390,6 +400,7 @@ async fn connect_inner(
         token: options.token.clone(),
         name: options.name.clone(),
         resume: None,
+        receive_broadcasts: options.receive_broadcasts,
     });
     let frame = codec::frame(&hello, MAX_CONTROL_FRAME)
         .map_err(|e| ConnectError::Protocol(e.to_string()))?;
@@ -453,7 +464,7 @@ async fn connect_inner(
     });
     tokio::spawn(send_writer(conn.clone(), send_rx));
     tokio::spawn(run(inner.clone(), frames, events_tx));
-    Ok((Client { inner }, Events { rx: events_rx }))
+    Ok((Client { inner }, Events::new(events_rx)))
 }
 
 /// Writes this client's signals to its send stream, merging what is queued.
@@ -490,7 +501,7 @@ async fn send_writer(conn: quinn::Connection, mut rx: mpsc::Receiver<Bytes>) {
 
 /// Reads the control stream and the delivery streams until the connection ends, then
 /// reports the end as the last event.
-async fn run(inner: Arc<Inner>, mut control: Frames, events: mpsc::Sender<Event>) {
+async fn run(inner: Arc<Inner>, mut control: Frames, events: EventTx) {
     let mut readers = JoinSet::new();
     let mut headers = FuturesOrdered::new();
     // For each sender, the previous delivery stream's "done" (with its last seq): a new
@@ -523,7 +534,9 @@ async fn run(inner: Arc<Inner>, mut control: Frames, events: mpsc::Sender<Event>
     while readers.join_next().await.is_some() {}
     lock(&inner.send_state).waiting.clear();
     let (reason, message) = describe_close(inner.conn.closed().await);
-    let _ = events.send(Event::Disconnected { reason, message }).await;
+    let _ = events
+        .send(vec![Event::Disconnected { reason, message }])
+        .await;
 }
 
 /// Why the connection ended, as a presence reason and a sentence.
@@ -559,37 +572,58 @@ async fn read_deliveries(
     mut frames: Frames,
     prev: Option<oneshot::Receiver<u64>>,
     done: oneshot::Sender<u64>,
-    events: mpsc::Sender<Event>,
+    events: EventTx,
 ) {
+    use futures_util::FutureExt;
     let mut last_seq = match prev {
         Some(prev) => prev.await.unwrap_or(0),
         None => 0,
     };
-    while let Some(Ok(frame)) = frames.next().await {
-        let Ok(msg) = codec::decode::<Incoming<'_>>(&frame) else {
-            tracing::warn!("malformed signal from the relay; ignoring the rest of its stream");
-            break;
-        };
-        if msg.seq <= last_seq {
-            continue; // a duplicate
+    let mut malformed = false;
+    'stream: while let Some(Ok(first)) = frames.next().await {
+        // This frame and every other one already read, as one batch.
+        let mut batch = Vec::new();
+        let mut frame = first;
+        loop {
+            match codec::decode::<Incoming<'_>>(&frame) {
+                Ok(msg) if msg.seq > last_seq => {
+                    last_seq = msg.seq;
+                    batch.push(Event::Signal(ReceivedSignal {
+                        from,
+                        seq: msg.seq,
+                        to_all: msg.to_all,
+                        r#type: msg.r#type.into_owned(),
+                        data: msg.data.into_owned(),
+                    }));
+                }
+                Ok(_) => {} // a duplicate
+                Err(_) => {
+                    malformed = true;
+                    break;
+                }
+            }
+            if batch.len() >= EVENT_BATCH {
+                break;
+            }
+            match frames.next().now_or_never() {
+                Some(Some(Ok(f))) => frame = f,
+                _ => break,
+            }
         }
-        last_seq = msg.seq;
-        inner.signals_in.fetch_add(1, Ordering::Relaxed);
-        let signal = ReceivedSignal {
-            from,
-            seq: msg.seq,
-            to_all: msg.to_all,
-            r#type: msg.r#type.into_owned(),
-            data: msg.data.into_owned(),
-        };
-        if events.send(Event::Signal(signal)).await.is_err() {
-            break;
+        inner
+            .signals_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if (!batch.is_empty() && events.send(batch).await.is_err()) || malformed {
+            break 'stream;
         }
+    }
+    if malformed {
+        tracing::warn!("malformed signal from the relay; ignoring the rest of its stream");
     }
     let _ = done.send(last_seq);
 }
 
-async fn control_reader(inner: &Inner, frames: &mut Frames, events: &mpsc::Sender<Event>) {
+async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx) {
     while let Some(Ok(frame)) = frames.next().await {
         let msg = match codec::decode::<RelayMessage>(&frame) {
             Ok(m) => m,
@@ -642,7 +676,7 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &mpsc::Sende
             RelayMessage::Welcome(_) | RelayMessage::Refused(_) => None,
         };
         if let Some(event) = event
-            && events.send(event).await.is_err()
+            && events.send(vec![event]).await.is_err()
         {
             return;
         }

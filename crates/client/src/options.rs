@@ -23,6 +23,9 @@ pub struct ConnectOptions {
     pub fingerprint: Option<Fingerprint>,
     /// How long to wait for the relay before giving up.
     pub connect_timeout: Duration,
+    /// Whether signals to everyone reach this client (true). Turn it off for a client that
+    /// only sends; signals addressed to it, and presence, still arrive.
+    pub receive_broadcasts: bool,
 }
 
 impl ConnectOptions {
@@ -36,6 +39,7 @@ impl ConnectOptions {
             name: None,
             fingerprint: None,
             connect_timeout: Duration::from_secs(10),
+            receive_broadcasts: true,
         }
     }
 
@@ -57,6 +61,12 @@ impl ConnectOptions {
     /// Sets the token.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sets whether signals to everyone reach this client.
+    pub fn with_receive_broadcasts(mut self, receive: bool) -> Self {
+        self.receive_broadcasts = receive;
         self
     }
 

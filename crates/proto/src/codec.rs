@@ -48,7 +48,7 @@ pub fn encode_frame<T: Serialize + ?Sized>(
 ) -> Result<(), FrameError> {
     let start = buf.len();
     buf.put_u32(0);
-    let buf = postcard::to_extend(msg, ExtendBytes(buf))?.0;
+    let buf = postcard::serialize_with_flavor(msg, Appender(buf))?;
     let len = buf.len() - start - 4;
     if len > max_frame_bytes {
         buf.truncate(start);
@@ -81,12 +81,24 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError
     Ok(msg)
 }
 
-/// `BytesMut` as a postcard output (postcard takes its writer by value).
-struct ExtendBytes<'a>(&'a mut BytesMut);
+/// Appends postcard's output to a `BytesMut`, whole slices at a time.
+struct Appender<'a>(&'a mut BytesMut);
 
-impl Extend<u8> for ExtendBytes<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
+impl<'a> postcard::ser_flavors::Flavor for Appender<'a> {
+    type Output = &'a mut BytesMut;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Self::Output> {
+        Ok(self.0)
     }
 }
 

@@ -40,7 +40,8 @@ pub use fingerprint::Fingerprint;
 pub use ids::{ConnectionId, SessionId};
 pub use invite::Invite;
 pub use messages::{
-    ALPN, ClientMessage, CloseCode, ConnectionInfo, DeliveryHeader, Hello, Incoming, LeftReason,
-    Outgoing, PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, Welcome,
+    ACK_ELICITING_THRESHOLD, ALPN, ClientMessage, CloseCode, ConnectionInfo, DeliveryHeader, Hello,
+    Incoming, LeftReason, MAX_ACK_DELAY, Outgoing, PATH_MTU_UPPER_BOUND, PROTOCOL_VERSION,
+    RefuseCode, Refused, RelayMessage, ResumeTicket, Role, Welcome,
 };
 pub use signal::{Limits, SignalError, Target};

@@ -20,6 +20,17 @@ use crate::signal::{Limits, SignalError, Target};
 pub const PROTOCOL_VERSION: u16 = 1;
 /// The TLS ALPN of the protocol.
 pub const ALPN: &[u8] = b"signalbox/1";
+/// The largest UDP payload that both sides' path MTU discovery tries (jumbo-frame size).
+/// Signals are small and many, and every packet costs a system call and a seal, so paths
+/// that carry larger packets (jumbo-frame LANs, loopback) should get them; ordinary
+/// 1500-byte paths settle at 1452 as usual.
+pub const PATH_MTU_UPPER_BOUND: u16 = 8952;
+/// Both sides ask their peer (QUIC ACK frequency extension) to acknowledge after this many
+/// packets rather than every second one: a stream of small signals otherwise costs the
+/// receiver an encrypted ACK for every other packet it gets.
+pub const ACK_ELICITING_THRESHOLD: u32 = 10;
+/// ... or after this long, whichever comes first.
+pub const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What a connection may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -110,6 +121,10 @@ pub struct Hello {
     pub name: Option<String>,
     /// Resume an earlier connection.
     pub resume: Option<ResumeTicket>,
+    /// Whether signals to everyone reach this connection (true, as in Vonage). A connection
+    /// that only sends — a script, a sensor — turns it off; signals addressed to it, and
+    /// presence, still reach it.
+    pub receive_broadcasts: bool,
 }
 
 /// The relay's answer to an accepted `Hello`.

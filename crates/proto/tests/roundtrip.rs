@@ -120,14 +120,18 @@ fn hello() -> impl Strategy<Value = Hello> {
         proptest::option::of(".{0,300}"),
         proptest::option::of(".{0,64}"),
         proptest::option::of(ticket()),
+        any::<bool>(),
     )
-        .prop_map(|(protocol, session, token, name, resume)| Hello {
-            protocol,
-            session,
-            token,
-            name,
-            resume,
-        })
+        .prop_map(
+            |(protocol, session, token, name, resume, receive_broadcasts)| Hello {
+                protocol,
+                session,
+                token,
+                name,
+                resume,
+                receive_broadcasts,
+            },
+        )
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {

@@ -48,8 +48,9 @@ fn client_messages() {
             token: None,
             name: Some("ann".into()),
             resume: None,
+            receive_broadcasts: true,
         }),
-        "00 01 05 6c 6f 62 62 79 00 01 03 61 6e 6e 00",
+        "00 01 05 6c 6f 62 62 79 00 01 03 61 6e 6e 00 01",
     );
     golden!(
         ClientMessage,

@@ -27,6 +27,9 @@ use crate::server::Shared;
 const CONTROL_QUEUE: usize = 8192;
 /// Signals handled before the reader lets the connection's other work run.
 const YIELD_EVERY: u32 = 128;
+/// The least time between two `Accepted` notices to one sender: a sender at full speed gets
+/// a few hundred notices a second, not one per read batch.
+const ACCEPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
 
@@ -194,6 +197,7 @@ async fn serve(
         conn.clone(),
         control_tx,
         shared.cancel.child_token(),
+        hello.receive_broadcasts,
     ));
     let (session, peers) = match shared.registry.join(&hello.session, member.clone()) {
         Ok(x) => x,
@@ -277,6 +281,8 @@ async fn control_writer(
 ) {
     let mut reported = 0u64;
     let mut buf = BytesMut::new();
+    let mut next_notice = tokio::time::Instant::now();
+    let mut notice_due = false;
     loop {
         tokio::select! {
             biased;
@@ -284,17 +290,29 @@ async fn control_writer(
                 Some(f) => buf.extend_from_slice(&f),
                 None => return,
             },
-            _ = acceptance.notify.notified() => {}
+            _ = acceptance.notify.notified(), if !notice_due => notice_due = true,
+            _ = tokio::time::sleep_until(next_notice), if notice_due => {}
         }
-        let up_to = acceptance.up_to.load(Ordering::Acquire);
-        while let Ok(f) = rx.try_recv() {
-            buf.extend_from_slice(&f);
-        }
-        if up_to > reported {
-            if encode_frame(&RelayMessage::Accepted { up_to }, &mut buf, 64).is_err() {
-                return;
+        let now = tokio::time::Instant::now();
+        if notice_due && now >= next_notice {
+            // Read the level first, then take every frame queued before it: a `Rejected`
+            // is always written before the `Accepted` that covers it.
+            let up_to = acceptance.up_to.load(Ordering::Acquire);
+            while let Ok(f) = rx.try_recv() {
+                buf.extend_from_slice(&f);
             }
-            reported = up_to;
+            if up_to > reported {
+                if encode_frame(&RelayMessage::Accepted { up_to }, &mut buf, 64).is_err() {
+                    return;
+                }
+                reported = up_to;
+            }
+            notice_due = false;
+            next_notice = now + ACCEPT_INTERVAL;
+        } else {
+            while let Ok(f) = rx.try_recv() {
+                buf.extend_from_slice(&f);
+            }
         }
         if buf.is_empty() {
             continue;
@@ -463,10 +481,10 @@ async fn signal_reader(
                 let bytes = enc.split().freeze();
                 let delivered = match &out.to {
                     Target::All => {
-                        for m in roster.members.values() {
+                        for m in &roster.broadcast {
                             fanout.deliver(m, &bytes);
                         }
-                        roster.members.len()
+                        roster.broadcast.len()
                     }
                     Target::One(id) => {
                         if let Some(m) = roster.members.get(id) {

@@ -86,7 +86,7 @@ impl Fanout {
     /// Queues an encoded signal frame for `to`. Never waits: a receiver that cannot keep up
     /// is disconnected instead.
     pub(crate) fn deliver(&mut self, to: &Arc<Member>, frame: &Bytes) {
-        if to.gone.is_cancelled() {
+        if to.is_closing() {
             return;
         }
         let cost = frame.len() + ENTRY_OVERHEAD;
@@ -132,7 +132,7 @@ impl Fanout {
                     // The route finished its idle stream (or the receiver is gone). Start a
                     // new one that waits until the old stream is fully acknowledged.
                     let old = self.routes.remove(&to.id());
-                    if to.gone.is_cancelled() || attempt > 0 {
+                    if to.is_closing() || attempt > 0 {
                         break;
                     }
                     prev = old.map(|r| r.task);
@@ -186,26 +186,33 @@ async fn run_route(
     }
     let mut stream: Option<quinn::SendStream> = None;
     let mut buf = BytesMut::new();
+    // Made once, not per batch: registering a waiter or a timer on every batch costs more
+    // than the write itself when signals are small.
+    let gone = to.gone.cancelled();
+    tokio::pin!(gone);
+    let mut idle = tokio::time::interval(settings.stream_idle);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    idle.tick().await;
+    let mut active = true;
     loop {
-        let next = tokio::select! {
+        let first = tokio::select! {
             biased;
-            _ = to.gone.cancelled() => return,
-            next = tokio::time::timeout(settings.stream_idle, rx.recv()) => next,
-        };
-        let first = match next {
-            Ok(Some(frame)) => frame,
-            // The sender is gone: finish the stream after what was written.
-            Ok(None) => break,
-            Err(_idle) => {
-                // Refuse new signals (the sender then starts a new route), then write what
-                // raced in before the refusal.
+            _ = &mut gone => return,
+            next = rx.recv() => match next {
+                Some(frame) => frame,
+                // The sender is gone: finish the stream after what was written.
+                None => break,
+            },
+            _ = idle.tick() => {
+                if std::mem::take(&mut active) {
+                    continue;
+                }
+                // A whole idle period without signals: refuse new ones (the sender then
+                // starts a new route), then write what raced in before the refusal.
                 rx.close();
                 while let Ok(frame) = rx.try_recv() {
                     let cost = frame.len() + ENTRY_OVERHEAD;
-                    if write(&to, &header, &mut stream, frame, &settings)
-                        .await
-                        .is_err()
-                    {
+                    if write(&to, &header, &mut stream, frame, &settings).await.is_err() {
                         return;
                     }
                     to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
@@ -213,6 +220,7 @@ async fn run_route(
                 break;
             }
         };
+        active = true;
         let (chunk, cost) = batch(first, &mut rx, &mut buf);
         if write(&to, &header, &mut stream, chunk, &settings)
             .await

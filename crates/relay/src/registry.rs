@@ -33,6 +33,8 @@ pub(crate) struct Member {
     closing: OnceLock<LeftReason>,
     /// Cancelled when the member is closing; its delivery tasks stop.
     pub(crate) gone: CancellationToken,
+    /// Whether signals to everyone reach it.
+    pub(crate) receives_broadcasts: bool,
 }
 
 impl Member {
@@ -41,6 +43,7 @@ impl Member {
         conn: quinn::Connection,
         control: mpsc::Sender<Bytes>,
         gone: CancellationToken,
+        receives_broadcasts: bool,
     ) -> Self {
         Self {
             info,
@@ -49,6 +52,7 @@ impl Member {
             queued_bytes: AtomicUsize::new(0),
             closing: OnceLock::new(),
             gone,
+            receives_broadcasts,
         }
     }
 
@@ -63,6 +67,11 @@ impl Member {
             self.conn.close(code.as_u32().into(), reason.as_bytes());
             self.gone.cancel();
         }
+    }
+
+    /// Whether the member is closing (a lock-free check for the hot path).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.get().is_some()
     }
 
     /// Why the member is going, if someone closed it.
@@ -84,6 +93,8 @@ impl Member {
 #[derive(Debug, Default)]
 pub(crate) struct Roster {
     pub(crate) members: HashMap<ConnectionId, Arc<Member>>,
+    /// The members that signals to everyone reach.
+    pub(crate) broadcast: Vec<Arc<Member>>,
 }
 
 /// A session: its members and their published roster.
@@ -111,6 +122,11 @@ impl Session {
     fn publish(&self, members: &HashMap<ConnectionId, Arc<Member>>) {
         self.roster.store(Arc::new(Roster {
             members: members.clone(),
+            broadcast: members
+                .values()
+                .filter(|m| m.receives_broadcasts)
+                .cloned()
+                .collect(),
         }));
     }
 }
