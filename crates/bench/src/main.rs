@@ -145,6 +145,8 @@ fn serve(data_dir: PathBuf, bare: bool) -> anyhow::Result<()> {
         let config = signalbox_relay::RelayConfig {
             open: true,
             signals_per_second: 0,
+            // As much as nats-server lets wait for one subscriber (max_pending, 64 MiB).
+            receiver_queue_bytes: 64 << 20,
             ..signalbox_relay::RelayConfig::local(&data_dir)
         };
         if bare {

@@ -13,9 +13,15 @@ fn the_harness_runs_and_finds_no_loss() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("| 1→3 broadcast, 64 B |"), "{stdout}");
-    assert!(stdout.contains("Every run: no message lost, none out of order."), "{stdout}");
+    assert!(
+        stdout.contains("Every run: no message lost, none out of order."),
+        "{stdout}"
+    );
     for backend in ["signalbox", "quinn"] {
-        assert!(stderr.contains(&format!("{backend:<9} 1→3 broadcast, 64 B")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{backend:<9} 1→3 broadcast, 64 B")),
+            "{stderr}"
+        );
     }
     assert!(stderr.contains("scale: 50 clients joined"), "{stderr}");
 }

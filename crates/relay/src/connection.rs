@@ -17,7 +17,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::Instrument;
 
-use crate::delivery::Fanout;
+use crate::delivery::{self, Fanout};
 use crate::frames;
 use crate::ratelimit::TokenBucket;
 use crate::registry::{Member, Roster, Session};
@@ -479,31 +479,7 @@ async fn signal_reader(
                     return protocol(format!("cannot encode signal: {e}"));
                 }
                 let bytes = enc.split().freeze();
-                let delivered = match &out.to {
-                    Target::All => {
-                        for m in &roster.broadcast {
-                            fanout.deliver(m, &bytes);
-                        }
-                        roster.broadcast.len()
-                    }
-                    Target::One(id) => {
-                        if let Some(m) = roster.members.get(id) {
-                            fanout.deliver(m, &bytes);
-                        }
-                        1
-                    }
-                    Target::List(ids) => {
-                        let mut ids = ids.clone();
-                        ids.sort_unstable();
-                        ids.dedup();
-                        for id in &ids {
-                            if let Some(m) = roster.members.get(id) {
-                                fanout.deliver(m, &bytes);
-                            }
-                        }
-                        ids.len()
-                    }
-                };
+                let delivered = delivery::fan_out(&mut fanout, &roster, &out.to, &bytes);
                 shared.metrics.signal(frame.len(), delivered);
             }
         }

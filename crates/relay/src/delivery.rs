@@ -23,12 +23,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use signalbox_proto::{CloseCode, ConnectionId, DeliveryHeader, codec};
+use signalbox_proto::{CloseCode, ConnectionId, DeliveryHeader, Target, codec};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::registry::Member;
+use crate::registry::{Member, Roster};
 
 /// What each queued signal costs beyond its bytes, for the byte bound.
 const ENTRY_OVERHEAD: usize = 64;
@@ -146,6 +146,39 @@ impl Fanout {
     /// Forgets routes whose task has ended (receiver gone, or stream finished when idle).
     pub(crate) fn prune(&mut self) {
         self.routes.retain(|_, r| !r.task.is_finished());
+    }
+}
+
+/// Queues an encoded signal for its targets in `roster`; returns how many it reached.
+/// Targets must already be checked (every one present).
+pub(crate) fn fan_out(fanout: &mut Fanout, roster: &Roster, to: &Target, frame: &Bytes) -> usize {
+    match to {
+        Target::All => {
+            for m in &roster.broadcast {
+                fanout.deliver(m, frame);
+            }
+            roster.broadcast.len()
+        }
+        Target::One(id) => match roster.members.get(id) {
+            Some(m) => {
+                fanout.deliver(m, frame);
+                1
+            }
+            None => 0,
+        },
+        Target::List(ids) => {
+            let mut ids = ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut n = 0;
+            for id in &ids {
+                if let Some(m) = roster.members.get(id) {
+                    fanout.deliver(m, frame);
+                    n += 1;
+                }
+            }
+            n
+        }
     }
 }
 

@@ -48,6 +48,7 @@ pub mod net;
 pub mod paths;
 mod ratelimit;
 mod registry;
+mod rest;
 mod server;
 pub mod tokens;
 mod transport;

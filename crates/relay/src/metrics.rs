@@ -13,6 +13,11 @@ struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -29,6 +34,7 @@ pub(crate) struct Metrics {
     signal_bytes_in: Counter,
     deliveries: Counter,
     rejected: Family<CodeLabel, Counter>,
+    rest_requests: Family<StatusLabel, Counter>,
 }
 
 impl Metrics {
@@ -43,6 +49,7 @@ impl Metrics {
             signal_bytes_in: Counter::default(),
             deliveries: Counter::default(),
             rejected: Family::default(),
+            rest_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -77,6 +84,11 @@ impl Metrics {
             "Signals rejected, by error code",
             m.rejected.clone(),
         );
+        registry.register(
+            "rest_requests",
+            "REST API answers, by status",
+            m.rest_requests.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -96,6 +108,12 @@ impl Metrics {
         self.signals_in.inc();
         self.signal_bytes_in.inc_by(frame_bytes as u64);
         self.deliveries.inc_by(deliveries as u64);
+    }
+
+    pub(crate) fn rest_request(&self, status: u16) {
+        self.rest_requests
+            .get_or_create(&StatusLabel { status })
+            .inc();
     }
 
     pub(crate) fn rejected(&self, error: &SignalError) {

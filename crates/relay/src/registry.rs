@@ -18,6 +18,7 @@ use signalbox_proto::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::Fanout;
 use crate::frames;
 
 /// One connection in a session, as the rest of the relay sees it.
@@ -103,6 +104,8 @@ pub(crate) struct Session {
     pub(crate) id: SessionId,
     members: Mutex<HashMap<ConnectionId, Arc<Member>>>,
     roster: ArcSwap<Roster>,
+    /// The relay's own sender in this session (REST signals): its routes and its seq.
+    pub(crate) relay_sender: Mutex<Option<(Fanout, u64)>>,
 }
 
 impl Session {
@@ -111,6 +114,7 @@ impl Session {
             id,
             members: Mutex::new(HashMap::new()),
             roster: ArcSwap::from_pointee(Roster::default()),
+            relay_sender: Mutex::new(None),
         }
     }
 
@@ -139,7 +143,7 @@ pub(crate) struct SessionRegistry {
     max_per_session: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the maps half-changed (each change is
     // one insert or remove), so a poisoned lock is still consistent.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -219,6 +223,11 @@ impl SessionRegistry {
         if members.is_empty() {
             sessions.remove(&session.id);
         }
+    }
+
+    /// A session, if it exists.
+    pub(crate) fn get(&self, session: &SessionId) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(session).cloned()
     }
 
     /// Every session, for listing.

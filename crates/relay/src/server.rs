@@ -5,16 +5,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use signalbox_proto::{CloseCode, Fingerprint, Invite, Limits, SessionId};
+use signalbox_proto::{
+    CloseCode, Fingerprint, Incoming, Invite, Limits, SessionId, SignalError, Target, codec, signal,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, RelayConfig};
-use crate::delivery::DeliverySettings;
+use crate::delivery::{self, DeliverySettings, Fanout};
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
-use crate::registry::SessionRegistry;
+use crate::registry::{Session, SessionRegistry, lock};
 use crate::tokens::TokenKeys;
 use crate::{connection, files, net, paths, transport};
 
@@ -36,6 +38,14 @@ pub enum RelayError {
     /// The QUIC or TLS settings are unusable.
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -57,6 +67,60 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+}
+
+impl Shared {
+    /// The counters in Prometheus text format.
+    pub(crate) fn metrics_text(&self) -> String {
+        self.metrics.render(
+            self.registry.connection_count(),
+            self.registry.sessions().len(),
+        )
+    }
+
+    /// Sends a signal from the relay itself (`from: null`) into `session`, with the same
+    /// rules as a client's. The relay's signals in one session are ordered among themselves.
+    pub(crate) fn relay_signal(
+        &self,
+        session: &Session,
+        to: Target,
+        ty: &str,
+        data: &str,
+    ) -> Result<(), SignalError> {
+        signal::validate_signal(ty, data, &to, &self.limits)?;
+        let roster = session.roster();
+        let missing = match &to {
+            Target::All => None,
+            Target::One(id) => (!roster.members.contains_key(id)).then_some(*id),
+            Target::List(ids) => ids
+                .iter()
+                .find(|id| !roster.members.contains_key(id))
+                .copied(),
+        };
+        if let Some(connection) = missing {
+            return Err(SignalError::TargetNotFound { connection });
+        }
+        let mut sender = lock(&session.relay_sender);
+        let (fanout, seq) = sender.get_or_insert_with(|| {
+            (
+                Fanout::new(None, self.delivery.clone(), self.tracker.clone()),
+                0,
+            )
+        });
+        *seq += 1;
+        let incoming = Incoming {
+            seq: *seq,
+            to_all: to.is_all(),
+            r#type: ty.into(),
+            data: data.into(),
+        };
+        let frame = codec::frame(&incoming, usize::MAX)
+            .map_err(|_| SignalError::EmptyTargetList)?
+            .freeze();
+        let delivered = delivery::fan_out(fanout, &roster, &to, &frame);
+        self.metrics.signal(frame.len(), delivered);
+        Ok(())
+    }
 }
 
 /// The relay, as a library: start it with [`Relay::spawn`].
@@ -110,10 +174,32 @@ impl Relay {
             config,
         });
         tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
+        let http_addr = match shared.config.http {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RelayError::HttpBind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| RelayError::HttpBind { addr, source })?;
+                let router = crate::rest::router(shared.clone());
+                let stop = cancel.clone();
+                tracker.spawn(async move {
+                    let serve = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { stop.cancelled().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "REST API stopped");
+                    }
+                });
+                tracing::info!(%bound, "REST API listening");
+                Some(bound)
+            }
+            None => None,
+        };
         tracing::info!(%quic_addr, fingerprint = %identity.fingerprint, open = shared.config.open, "relay started");
         Ok(RelayHandle {
             quic_addr,
-            http_addr: None,
+            http_addr,
             fingerprint: identity.fingerprint,
             data_dir,
             endpoint,
@@ -197,10 +283,7 @@ impl RelayHandle {
 
     /// The relay's counters in Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let registry = &self.shared.registry;
-        self.shared
-            .metrics
-            .render(registry.connection_count(), registry.sessions().len())
+        self.shared.metrics_text()
     }
 
     /// How many connections are in sessions now.
