@@ -353,16 +353,30 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
         "the client refuses at once"
     );
 
-    // Shutdown tells everyone relayShutdown.
+    // Shutdown tells everyone relayShutdown: a client that reconnects (the default) starts
+    // doing so, one that does not is disconnected.
+    let (_d, mut d_ev) = Client::connect({
+        let mut o = relay.options(Role::Publisher, "dora");
+        o.reconnect = false;
+        o
+    })
+    .await
+    .unwrap();
     relay.handle.shutdown().await;
     for ev in [&mut m_ev, &mut c_ev] {
         let reason = expect(ev, "shutdown", |e| match e {
-            Event::Disconnected { reason, .. } => Some(reason),
+            Event::Reconnecting { reason, .. } => Some(reason),
             _ => None,
         })
         .await;
         assert_eq!(reason, LeftReason::RelayShutdown);
     }
+    let reason = expect(&mut d_ev, "shutdown", |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, LeftReason::RelayShutdown);
 }
 
 #[tokio::test]

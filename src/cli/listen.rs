@@ -172,6 +172,27 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                     format!("missed {count} signals while away")
                 }
             }
+            Event::Reconnecting { reason, message } => {
+                if args.json {
+                    json!({"event": "reconnecting", "reason": reason, "message": message})
+                        .to_string()
+                } else {
+                    format!(
+                        "{}  connection lost ({reason}: {message}); reconnecting…",
+                        clock()
+                    )
+                }
+            }
+            Event::Reconnected { resumed, me } => {
+                names.me = me.id;
+                if args.json {
+                    json!({"event": "reconnected", "resumed": resumed, "me": {"id": me.id, "name": me.name, "role": me.role}}).to_string()
+                } else if *resumed {
+                    format!("{}  reconnected (resumed; nothing missed)", clock())
+                } else {
+                    format!("{}  reconnected as a new connection {}", clock(), me.id)
+                }
+            }
             Event::Disconnected { reason, message } => {
                 let line = if args.json {
                     json!({"event": "disconnected", "reason": reason, "message": message})

@@ -159,6 +159,7 @@ impl Raw {
             name: Some("raw".into()),
             resume: None,
             receive_broadcasts: true,
+            seen: vec![],
         });
         control
             .write_all(&codec::frame(&hello, MAX_CONTROL_FRAME).unwrap())

@@ -103,6 +103,24 @@ pub enum Event {
         /// How many.
         count: u64,
     },
+    /// The connection to the relay was lost; the client is reconnecting (Vonage's
+    /// `sessionReconnecting`). Sent signals wait, unless `retry_after_reconnect` is off.
+    Reconnecting {
+        /// Why the connection was lost.
+        reason: LeftReason,
+        /// The explanation.
+        message: String,
+    },
+    /// Back (Vonage's `sessionReconnected`). `resumed`: the same connection — nothing was
+    /// missed and peers saw no change. Otherwise the relay no longer held it (it restarted,
+    /// or the grace period passed) and this is a new connection, `me`, in the same session;
+    /// presence events before this one bring the participant list up to date.
+    Reconnected {
+        /// Whether this is the same connection as before.
+        resumed: bool,
+        /// This connection now.
+        me: ConnectionInfo,
+    },
     /// The connection ended; no more events follow.
     Disconnected {
         /// Why.

@@ -14,6 +14,12 @@
 //! rule that it breaks), and [`Client::send`] returns a [`Receipt`] that resolves when the
 //! relay has taken the signal — or tells why it did not.
 //!
+//! Reliability: when the network fails or the relay restarts, the client reconnects by
+//! itself with back-off. Within the relay's grace period it *resumes* as the same
+//! connection: peers notice nothing, signals sent to it meanwhile arrive (each sender's in
+//! order, none twice), and signals it sent that the relay had not accepted are sent again
+//! (the relay drops duplicates). Later, it joins again as a new connection and says so.
+//!
 //! Trust: with a fingerprint (`fp=` in the invite) the client accepts only the relay whose
 //! certificate has that SHA-256 digest, and says so plainly when another answers; without
 //! one it checks the certificate against the platform's root certificates.
@@ -36,12 +42,15 @@
 mod client;
 mod error;
 mod events;
+mod link;
 mod options;
+mod supervisor;
 mod tls;
 
-pub use client::{Client, Receipt, client_config};
+pub use client::{Client, Receipt};
 pub use error::{ConnectError, NOT_CONNECTED, RequestError, SendError};
 pub use events::{Event, Events, ReceivedSignal, Signal};
+pub use link::client_config;
 pub use options::ConnectOptions;
 pub use signalbox_proto as proto;
 pub use tls::TlsSetupError;

@@ -26,6 +26,20 @@ pub struct ConnectOptions {
     /// Whether signals to everyone reach this client (true). Turn it off for a client that
     /// only sends; signals addressed to it, and presence, still arrive.
     pub receive_broadcasts: bool,
+    /// Reconnect by itself when the network fails or the relay restarts (true).
+    pub reconnect: bool,
+    /// Give up reconnecting after this long (then `Disconnected { networkDisconnected }`).
+    pub reconnect_timeout: Duration,
+    /// Keep signals sent while reconnecting and send them once back (true, as in Vonage's
+    /// `retryAfterReconnect`); when off, sending while reconnecting fails at once.
+    pub retry_after_reconnect: bool,
+    /// The most signals not yet accepted by the relay (sent, or waiting for a reconnect);
+    /// past it, `send` fails with `QueueFull`.
+    pub max_unaccepted: usize,
+    /// A connection silent for this long is lost.
+    pub idle_timeout: Duration,
+    /// Interval of QUIC keep-alive packets.
+    pub keep_alive: Duration,
 }
 
 impl ConnectOptions {
@@ -40,6 +54,12 @@ impl ConnectOptions {
             fingerprint: None,
             connect_timeout: Duration::from_secs(10),
             receive_broadcasts: true,
+            reconnect: true,
+            reconnect_timeout: Duration::from_secs(60),
+            retry_after_reconnect: true,
+            max_unaccepted: 10_000,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
         }
     }
 

@@ -118,6 +118,20 @@ pub enum Event {
     },
     /// A request was refused by the relay.
     Denied(String),
+    /// The connection was lost; the client is reconnecting by itself.
+    Reconnecting {
+        /// Why it was lost.
+        reason: LeftReason,
+        /// The explanation.
+        message: String,
+    },
+    /// Back: as the same connection (`resumed`), or as a new one (`me`).
+    Reconnected {
+        /// Whether it is the same connection.
+        resumed: bool,
+        /// This connection now.
+        me: ConnectionInfo,
+    },
     /// The connection ended.
     Disconnected {
         /// Why.
@@ -443,6 +457,20 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
         }
         Command::StopHost => {
             if let Some(relay) = st.relay.take() {
+                // Joined to the relay being stopped: leave it rather than reconnect to it.
+                let own = st.client.as_ref().is_some_and(|(c, _)| {
+                    c.session_address().is_some_and(|a| {
+                        a.port() == relay.quic_addr().port() && a.ip().is_loopback()
+                    })
+                });
+                if own && let Some((client, _)) = st.client.take() {
+                    client.leave().await;
+                    out.send(Event::Disconnected {
+                        reason: LeftReason::ClientDisconnected,
+                        message: "you stopped the relay you were joined to".into(),
+                    })
+                    .await;
+                }
                 relay.shutdown().await;
                 out.send(Event::HostStopped).await;
             }
@@ -501,6 +529,8 @@ async fn forward(event: ClientEvent, st: &mut State, out: &Outbox) {
         ClientEvent::Missed { count } => {
             Event::Denied(format!("missed {count} signals while away"))
         }
+        ClientEvent::Reconnecting { reason, message } => Event::Reconnecting { reason, message },
+        ClientEvent::Reconnected { resumed, me } => Event::Reconnected { resumed, me },
         ClientEvent::Disconnected { reason, message } => {
             st.client = None;
             Event::Disconnected { reason, message }

@@ -27,6 +27,13 @@ pub enum ConnState {
         /// `host:port`.
         address: String,
     },
+    /// The network failed; reconnecting by itself (signals sent meanwhile wait).
+    Reconnecting {
+        /// `host:port`.
+        address: String,
+        /// What happened.
+        message: String,
+    },
     /// The last connection ended.
     Disconnected {
         /// Why.
@@ -246,9 +253,12 @@ impl AppState {
         }
     }
 
-    /// Whether joined to a session.
+    /// Whether joined to a session (also while reconnecting: the session view stays).
     pub fn is_connected(&self) -> bool {
-        matches!(self.conn, ConnState::Connected { .. })
+        matches!(
+            self.conn,
+            ConnState::Connected { .. } | ConnState::Reconnecting { .. }
+        )
     }
 
     /// Whether this connection may remove others.
@@ -414,6 +424,33 @@ impl AppState {
                 self.composer.error = Some(format!("error {code}: {message}"));
             }
             Event::Denied(message) => self.notice = Some(message),
+            Event::Reconnecting { reason, message } => {
+                let address = match &self.conn {
+                    ConnState::Connected { address } | ConnState::Reconnecting { address, .. } => {
+                        address.clone()
+                    }
+                    _ => String::new(),
+                };
+                self.conn = ConnState::Reconnecting {
+                    address,
+                    message: format!("{reason}: {message}"),
+                };
+                self.stats.rtt = None;
+            }
+            Event::Reconnected { resumed, me } => {
+                if let ConnState::Reconnecting { address, .. } = &self.conn {
+                    self.conn = ConnState::Connected {
+                        address: address.clone(),
+                    };
+                }
+                if !resumed {
+                    self.notice = Some(format!(
+                        "Rejoined as a new connection ({}): the relay no longer held the old one.",
+                        me.id.short()
+                    ));
+                }
+                self.me = Some(me);
+            }
             Event::Disconnected { reason, message } => {
                 self.conn = ConnState::Disconnected {
                     reason: Some(reason),

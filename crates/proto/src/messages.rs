@@ -25,6 +25,10 @@ pub const ALPN: &[u8] = b"signalbox/1";
 /// that carry larger packets (jumbo-frame LANs, loopback) should get them; ordinary
 /// 1500-byte paths settle at 1452 as usual.
 pub const PATH_MTU_UPPER_BOUND: u16 = 8952;
+/// The stream receive window clients give the relay's delivery streams (bytes): how much a
+/// client may have received but not yet read on one stream. The relay keeps at least this
+/// much of each stream for replay after a resume.
+pub const CLIENT_STREAM_WINDOW: u32 = 256 * 1024;
 /// Both sides ask their peer (QUIC ACK frequency extension) to acknowledge after this many
 /// packets rather than every second one: a stream of small signals otherwise costs the
 /// receiver an encrypted ACK for every other packet it gets.
@@ -125,6 +129,18 @@ pub struct Hello {
     /// that only sends — a script, a sensor — turns it off; signals addressed to it, and
     /// presence, still reach it.
     pub receive_broadcasts: bool,
+    /// On resume: the last `seq` received from each sender, so the relay sends only what
+    /// is newer. Empty on a first join.
+    pub seen: Vec<Seen>,
+}
+
+/// The last signal a resuming client received from one sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The sender (`None`: the relay).
+    pub from: Option<ConnectionId>,
+    /// Its last `seq` received.
+    pub seq: u64,
 }
 
 /// The relay's answer to an accepted `Hello`.
@@ -159,6 +175,9 @@ pub enum RefuseCode {
     RelayFull,
     /// The client speaks a protocol version the relay does not. 426
     UnsupportedProtocol,
+    /// The connection to resume is gone (the grace period ended, or the relay restarted);
+    /// join afresh. 410
+    ResumeFailed,
 }
 
 impl RefuseCode {
@@ -171,6 +190,7 @@ impl RefuseCode {
             RefuseCode::SessionFull => 1027,
             RefuseCode::RelayFull => 503,
             RefuseCode::UnsupportedProtocol => 426,
+            RefuseCode::ResumeFailed => 410,
         }
     }
 }

@@ -110,6 +110,7 @@ fn refuse_code() -> impl Strategy<Value = RefuseCode> {
         Just(RefuseCode::SessionFull),
         Just(RefuseCode::RelayFull),
         Just(RefuseCode::UnsupportedProtocol),
+        Just(RefuseCode::ResumeFailed),
     ]
 }
 
@@ -121,15 +122,21 @@ fn hello() -> impl Strategy<Value = Hello> {
         proptest::option::of(".{0,64}"),
         proptest::option::of(ticket()),
         any::<bool>(),
+        prop::collection::vec(
+            (proptest::option::of(conn_id()), any::<u64>())
+                .prop_map(|(from, seq)| Seen { from, seq }),
+            0..4,
+        ),
     )
         .prop_map(
-            |(protocol, session, token, name, resume, receive_broadcasts)| Hello {
+            |(protocol, session, token, name, resume, receive_broadcasts, seen)| Hello {
                 protocol,
                 session,
                 token,
                 name,
                 resume,
                 receive_broadcasts,
+                seen,
             },
         )
 }

@@ -49,8 +49,9 @@ fn client_messages() {
             name: Some("ann".into()),
             resume: None,
             receive_broadcasts: true,
+            seen: vec![],
         }),
-        "00 01 05 6c 6f 62 62 79 00 01 03 61 6e 6e 00 01",
+        "00 01 05 6c 6f 62 62 79 00 01 03 61 6e 6e 00 01 00",
     );
     golden!(
         ClientMessage,

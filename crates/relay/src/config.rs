@@ -95,6 +95,12 @@ pub struct RelayConfig {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 
+    /// A client whose connection is lost may resume within this time as the same connection
+    /// (peers see nothing; what was sent to it meanwhile is delivered). 0 turns it off.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
+
     /// A delivery stream idle for this long is finished (a new one opens on the next signal).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     #[serde(with = "humantime_serde")]
@@ -123,6 +129,7 @@ impl Default for RelayConfig {
             receiver_queue_bytes: 8 << 20,
             receiver_queue_signals: 16_384,
             write_timeout: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(15),
             stream_idle: Duration::from_secs(10),
         }
     }

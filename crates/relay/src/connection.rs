@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME, encode_frame};
 use signalbox_proto::{
@@ -13,14 +13,14 @@ use signalbox_proto::{
     PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SignalError, Target,
     Welcome, signal, token,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::Instrument;
 
 use crate::delivery::{self, Fanout};
 use crate::frames;
 use crate::ratelimit::TokenBucket;
-use crate::registry::{Member, Roster, Session};
+use crate::registry::{Member, Roster, Session, lock};
 use crate::server::Shared;
 
 /// Encoded control frames that may wait for one connection.
@@ -180,24 +180,26 @@ struct Acceptance {
 
 async fn serve(
     conn: quinn::Connection,
-    mut send: quinn::SendStream,
-    mut frames: Frames,
+    send: quinn::SendStream,
+    frames: Frames,
     hello: Hello,
     shared: Arc<Shared>,
 ) {
+    if let Some(ticket) = &hello.resume {
+        return resume(conn, send, frames, &hello, ticket, shared).await;
+    }
     let id = ConnectionId::random();
     tracing::Span::current().record("id", tracing::field::display(id));
     let info = match authorize(&hello, &shared, id) {
         Ok(info) => info,
         Err(refused) => return refuse(&conn, send, refused, &shared).await,
     };
-    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let member = Arc::new(Member::new(
         info.clone(),
         conn.clone(),
-        control_tx,
         shared.cancel.child_token(),
         hello.receive_broadcasts,
+        CONTROL_QUEUE,
     ));
     let (session, peers) = match shared.registry.join(&hello.session, member.clone()) {
         Ok(x) => x,
@@ -205,31 +207,112 @@ async fn serve(
     };
     tracing::info!(session = %hello.session, name = %info.name, role = %info.role, "joined");
     shared.metrics.joined();
-
-    let mut secret = [0u8; 16];
-    secret.copy_from_slice(&ConnectionId::random().as_bytes()[..]);
-    let welcome = RelayMessage::Welcome(Welcome {
+    let welcome = Welcome {
         me: info,
         peers,
         limits: shared.limits,
         resume: ResumeTicket {
             connection: id,
-            secret,
+            secret: member.secret,
         },
         accepted_up_to: 0,
+    };
+    run_member(conn, send, frames, session, member, 0, welcome, shared).await;
+}
+
+/// A client comes back within the grace period: the same member, a new connection.
+async fn resume(
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    frames: Frames,
+    hello: &Hello,
+    ticket: &ResumeTicket,
+    shared: Arc<Shared>,
+) {
+    tracing::Span::current().record("id", tracing::field::display(ticket.connection));
+    let found = shared
+        .registry
+        .member(&hello.session, ticket.connection)
+        .filter(|(_, m)| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                &m.secret[..],
+                &ticket.secret[..],
+            ))
+        });
+    let seen = hello.seen.iter().map(|s| (s.from, s.seq)).collect();
+    let attached = found.and_then(|(session, member)| {
+        member
+            .attach(conn.clone(), seen)
+            .map(|g| (session, member, g))
     });
-    let welcomed = match frames::control(&welcome) {
+    let Some((session, member, generation)) = attached else {
+        let refused = Refused {
+            code: RefuseCode::ResumeFailed,
+            message: format!(
+                "connection {} is no longer in session '{}' (its grace period ended, or the relay restarted); join again",
+                ticket.connection, hello.session
+            ),
+        };
+        return refuse(&conn, send, refused, &shared).await;
+    };
+    tracing::info!(session = %hello.session, "resumed");
+    let peers = session
+        .roster()
+        .members
+        .values()
+        .filter(|m| m.id() != member.id())
+        .map(|m| m.info.clone())
+        .collect();
+    let welcome = Welcome {
+        me: member.info.clone(),
+        peers,
+        limits: shared.limits,
+        resume: ticket.clone(),
+        accepted_up_to: member.last_seq.load(Ordering::Acquire),
+    };
+    run_member(
+        conn, send, frames, session, member, generation, welcome, shared,
+    )
+    .await;
+}
+
+/// Serves a member on one connection (its `generation`) until the connection ends; then the
+/// member leaves, or — if the network took the connection — waits a grace period for its
+/// client to resume.
+#[allow(clippy::too_many_arguments)]
+async fn run_member(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut frames: Frames,
+    session: Arc<Session>,
+    member: Arc<Member>,
+    generation: u64,
+    welcome: Welcome,
+    shared: Arc<Shared>,
+) {
+    let accepted = welcome.accepted_up_to;
+    let welcomed = match frames::control(&RelayMessage::Welcome(welcome)) {
         Some(frame) => send.write_chunk(frame).await.is_ok(),
         None => false,
     };
-
+    let missed = member.missed.swap(0, Ordering::AcqRel);
+    if missed > 0
+        && let Some(frame) = frames::control(&RelayMessage::Missed { count: missed })
+    {
+        member.send_control(frame);
+    }
     let acceptance = Acceptance {
-        up_to: AtomicU64::new(0),
+        up_to: AtomicU64::new(accepted),
         notify: Notify::new(),
     };
+    if accepted > 0 {
+        // After a resume, tell again how far the relay got (after any rejections queued
+        // meanwhile): the client may have lost the last notice with its connection.
+        acceptance.notify.notify_one();
+    }
     let end = if welcomed {
-        let writer = control_writer(send, control_rx, &acceptance);
-        let reader = control_reader(&mut frames, &member, &session);
+        let writer = control_writer(send, &member, &acceptance, 0);
+        let reader = control_reader(&mut frames, &member, &conn, &session);
         let signals = signal_reader(&conn, &member, &session, &shared, &acceptance);
         tokio::pin!(writer, reader, signals);
         tokio::select! {
@@ -250,13 +333,44 @@ async fn serve(
         }
         member.close(*code, reason);
     }
+    if member.generation() != generation {
+        // The client resumed on another connection: that one serves the member now.
+        return;
+    }
     let reason = member
         .closing_reason()
         .unwrap_or_else(|| reason_from(conn.close_reason()));
+    let grace = shared.config.resume_grace;
+    if member.closing_reason().is_none()
+        && reason == LeftReason::NetworkDisconnected
+        && !grace.is_zero()
+    {
+        member.set_away();
+        tracing::info!(grace = ?grace, "connection lost; waiting for the client to resume");
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = shared2.cancel.cancelled() => {}
+            }
+            if member.expire(generation) {
+                tracing::info!(conn = %member.id(), "grace period over");
+                leave(&shared2, &session, &member, LeftReason::NetworkDisconnected);
+            }
+        });
+        return;
+    }
+    leave(&shared, &session, &member, reason);
+}
+
+/// The member leaves the session for good.
+fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason) {
     member.gone.cancel();
-    shared.registry.leave(&session, id, reason);
+    // Its routes to others end once they have written what they hold.
+    drop(lock(&member.fanout).take());
+    shared.registry.leave(session, member.id(), reason);
     shared.metrics.left(reason);
-    tracing::info!(%reason, "left");
+    tracing::info!(conn = %member.id(), %reason, "left");
 }
 
 /// Why a connection that nobody on the relay closed has ended.
@@ -276,10 +390,13 @@ fn reason_from(err: Option<quinn::ConnectionError>) -> LeftReason {
 /// every frame queued before it (so a `Rejected` always precedes the `Accepted` covering it).
 async fn control_writer(
     mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Bytes>,
+    member: &Member,
     acceptance: &Acceptance,
+    reported: u64,
 ) {
-    let mut reported = 0u64;
+    // The member's control queue: whichever connection serves the member now holds it.
+    let mut rx = member.control_rx.lock().await;
+    let mut reported = reported;
     let mut buf = BytesMut::new();
     let mut next_notice = tokio::time::Instant::now();
     let mut notice_due = false;
@@ -325,12 +442,17 @@ async fn control_writer(
 }
 
 /// Reads control messages after `Hello`: `Kick` and `Leave`.
-async fn control_reader(frames: &mut Frames, member: &Arc<Member>, session: &Session) -> End {
+async fn control_reader(
+    frames: &mut Frames,
+    member: &Arc<Member>,
+    conn: &quinn::Connection,
+    session: &Session,
+) -> End {
     loop {
         let frame = match frames.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                if member.conn.close_reason().is_some() {
+                if conn.close_reason().is_some() {
                     return End::Lost;
                 }
                 return protocol(format!("control stream: {e}"));
@@ -419,17 +541,14 @@ async fn signal_reader(
     };
     let max_frame = shared.limits.max_frame_bytes();
     let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
-    let mut fanout = Fanout::new(
-        Some(member.id()),
-        shared.delivery.clone(),
-        shared.tracker.clone(),
-    );
     let mut bucket = TokenBucket::new(
         shared.limits.signals_per_second,
         shared.limits.signal_burst,
         Instant::now(),
     );
-    let mut last_seq = 0u64;
+    // Kept in the member across resumes: duplicates of signals taken before a reconnect are
+    // dropped, and routes (hence order) survive.
+    let mut last_seq = member.last_seq.load(Ordering::Acquire);
     let mut enc = BytesMut::new();
     let mut handled = 0u32;
     while let Some(frame) = frames.next().await {
@@ -450,14 +569,25 @@ async fn signal_reader(
             if out.seq == 0 {
                 return protocol("signal seq must start at 1");
             }
-            // Already taken (a resend after a reconnect): drop the duplicate.
+            // Already taken (a resend after a reconnect): drop the duplicate — but tell
+            // again if it was rejected, in case that notice was lost with the connection.
+            if let Some(error) = member.rejection(out.seq)
+                && let Some(f) = frames::control(&RelayMessage::Rejected {
+                    seq: out.seq,
+                    error,
+                })
+            {
+                member.send_control(f);
+            }
             continue;
         }
         last_seq = out.seq;
+        member.last_seq.store(last_seq, Ordering::Release);
         let roster = session.roster();
         match admit(&out, member, &roster, &mut bucket, shared) {
             Err(error) => {
                 shared.metrics.rejected(&error);
+                member.remember_rejection(out.seq, error.clone());
                 if let Some(f) = frames::control(&RelayMessage::Rejected {
                     seq: out.seq,
                     error,
@@ -479,7 +609,17 @@ async fn signal_reader(
                     return protocol(format!("cannot encode signal: {e}"));
                 }
                 let bytes = enc.split().freeze();
-                let delivered = delivery::fan_out(&mut fanout, &roster, &out.to, &bytes);
+                let delivered = {
+                    let mut fanout = lock(&member.fanout);
+                    let fanout = fanout.get_or_insert_with(|| {
+                        Fanout::new(
+                            Some(member.id()),
+                            shared.delivery.clone(),
+                            shared.tracker.clone(),
+                        )
+                    });
+                    delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes)
+                };
                 shared.metrics.signal(frame.len(), delivered);
             }
         }
@@ -487,8 +627,10 @@ async fn signal_reader(
         acceptance.notify.notify_one();
         handled = handled.wrapping_add(1);
         if handled.is_multiple_of(YIELD_EVERY) {
-            if handled.is_multiple_of(YIELD_EVERY * 64) {
-                fanout.prune();
+            if handled.is_multiple_of(YIELD_EVERY * 64)
+                && let Some(f) = lock(&member.fanout).as_mut()
+            {
+                f.prune();
             }
             tokio::task::yield_now().await;
         }

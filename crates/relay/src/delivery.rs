@@ -15,8 +15,15 @@
 //! - What waits for a receiver is bounded, in bytes across all its senders and in signals per
 //!   sender; past either bound, or when its stream takes nothing for `write_timeout`, the
 //!   receiver is disconnected as a slow consumer. The sender never waits for a receiver.
+//! - Each route keeps the frames it wrote most recently (at least as many bytes as a client's
+//!   stream window, so every frame the client has not read yet is among them). When the
+//!   receiver's connection is lost, the route keeps its queue and waits; when the client
+//!   resumes, it replays the kept frames newer than what the client says it has, then goes on.
+//!   While the receiver is away, what does not fit its queue is counted and reported to it
+//!   (`Missed`) when it comes back — never dropped silently.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +41,9 @@ use crate::registry::{Member, Roster};
 const ENTRY_OVERHEAD: usize = 64;
 /// The most bytes merged into one write.
 const MAX_BATCH: usize = 64 * 1024;
+/// Bytes of recently written frames each route keeps for a resume. Must exceed the
+/// clients' stream receive window (`signalbox_proto::CLIENT_STREAM_WINDOW`).
+const REPLAY_BYTES: usize = 2 * signalbox_proto::CLIENT_STREAM_WINDOW as usize;
 
 /// Bounds and timings of delivery, from the relay's configuration.
 #[derive(Debug, Clone)]
@@ -44,13 +54,17 @@ pub(crate) struct DeliverySettings {
     pub(crate) stream_idle: Duration,
 }
 
+/// A signal frame with its sender's seq.
+type Frame = (u64, Bytes);
+
 struct Route {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Frame>,
     task: JoinHandle<()>,
 }
 
 /// One sender's routes to its receivers.
 pub(crate) struct Fanout {
+    from: Option<ConnectionId>,
     header: Bytes,
     routes: HashMap<ConnectionId, Route>,
     settings: Arc<DeliverySettings>,
@@ -76,6 +90,7 @@ impl Fanout {
             .map(BytesMut::freeze)
             .unwrap_or_default();
         Self {
+            from,
             header,
             routes: HashMap::new(),
             settings,
@@ -83,9 +98,10 @@ impl Fanout {
         }
     }
 
-    /// Queues an encoded signal frame for `to`. Never waits: a receiver that cannot keep up
-    /// is disconnected instead.
-    pub(crate) fn deliver(&mut self, to: &Arc<Member>, frame: &Bytes) {
+    /// Queues an encoded signal frame (with its seq) for `to`. Never waits: a receiver that
+    /// cannot keep up is disconnected instead — or, while it is away, told later what it
+    /// missed.
+    pub(crate) fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: &Bytes) {
         if to.is_closing() {
             return;
         }
@@ -93,14 +109,10 @@ impl Fanout {
         let queued = to.queued_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
         if queued > self.settings.queue_bytes {
             to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-            tracing::warn!(conn = %to.id(), queued, "receiver queue over its byte bound; disconnecting slow consumer");
-            to.close(
-                CloseCode::SlowConsumer,
-                "slow consumer: too much data waiting",
-            );
+            overflow(to, "slow consumer: too much data waiting");
             return;
         }
-        let mut frame = frame.clone();
+        let mut item = (seq, frame.clone());
         let mut prev = None;
         for attempt in 0..2 {
             let route = match self.routes.entry(to.id()) {
@@ -109,6 +121,7 @@ impl Fanout {
                     let (tx, rx) = mpsc::channel(self.settings.queue_signals);
                     let task = self.tracker.spawn(run_route(
                         to.clone(),
+                        self.from,
                         self.header.clone(),
                         rx,
                         prev.take(),
@@ -117,15 +130,11 @@ impl Fanout {
                     e.insert(Route { tx, task })
                 }
             };
-            match route.tx.try_send(frame) {
+            match route.tx.try_send(item) {
                 Ok(()) => return,
                 Err(TrySendError::Full(_)) => {
                     to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                    tracing::warn!(conn = %to.id(), "receiver queue full; disconnecting slow consumer");
-                    to.close(
-                        CloseCode::SlowConsumer,
-                        "slow consumer: too many signals waiting",
-                    );
+                    overflow(to, "slow consumer: too many signals waiting");
                     return;
                 }
                 Err(TrySendError::Closed(f)) => {
@@ -136,7 +145,7 @@ impl Fanout {
                         break;
                     }
                     prev = old.map(|r| r.task);
-                    frame = f;
+                    item = f;
                 }
             }
         }
@@ -149,19 +158,36 @@ impl Fanout {
     }
 }
 
+/// A receiver's queue is full: a slow consumer is disconnected; one that is away (its
+/// connection lost, waiting to resume) has the signal counted as missed instead.
+fn overflow(to: &Member, why: &str) {
+    if to.is_away() {
+        to.missed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        tracing::warn!(conn = %to.id(), "{why}; disconnecting");
+        to.close(CloseCode::SlowConsumer, why);
+    }
+}
+
 /// Queues an encoded signal for its targets in `roster`; returns how many it reached.
 /// Targets must already be checked (every one present).
-pub(crate) fn fan_out(fanout: &mut Fanout, roster: &Roster, to: &Target, frame: &Bytes) -> usize {
+pub(crate) fn fan_out(
+    fanout: &mut Fanout,
+    roster: &Roster,
+    to: &Target,
+    seq: u64,
+    frame: &Bytes,
+) -> usize {
     match to {
         Target::All => {
             for m in &roster.broadcast {
-                fanout.deliver(m, frame);
+                fanout.deliver(m, seq, frame);
             }
             roster.broadcast.len()
         }
         Target::One(id) => match roster.members.get(id) {
             Some(m) => {
-                fanout.deliver(m, frame);
+                fanout.deliver(m, seq, frame);
                 1
             }
             None => 0,
@@ -173,7 +199,7 @@ pub(crate) fn fan_out(fanout: &mut Fanout, roster: &Roster, to: &Target, frame: 
             let mut n = 0;
             for id in &ids {
                 if let Some(m) = roster.members.get(id) {
-                    fanout.deliver(m, frame);
+                    fanout.deliver(m, seq, frame);
                     n += 1;
                 }
             }
@@ -182,21 +208,75 @@ pub(crate) fn fan_out(fanout: &mut Fanout, roster: &Roster, to: &Target, frame: 
     }
 }
 
+/// The frames a route wrote most recently, for replay after a resume.
+#[derive(Default)]
+struct Ring {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    /// Seqs of frames pushed out (bounded), to count what a resume cannot replay.
+    evicted: VecDeque<u64>,
+}
+
+impl Ring {
+    fn push(&mut self, frame: Frame) {
+        self.bytes += frame.1.len();
+        self.frames.push_back(frame);
+        while self.bytes > REPLAY_BYTES {
+            let Some((seq, f)) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= f.len();
+            if self.evicted.len() == 4096 {
+                self.evicted.pop_front();
+            }
+            self.evicted.push_back(seq);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.evicted.clear();
+        self.bytes = 0;
+    }
+
+    /// The kept frames newer than `seen`, as one chunk, and how many newer ones are lost.
+    fn after(&self, seen: u64) -> (Bytes, u64) {
+        let mut buf = BytesMut::new();
+        for (seq, f) in &self.frames {
+            if *seq > seen {
+                buf.extend_from_slice(f);
+            }
+        }
+        let lost = self.evicted.iter().filter(|&&s| s > seen).count() as u64;
+        (buf.freeze(), lost)
+    }
+}
+
 /// Takes `first` and whatever else is queued (up to [`MAX_BATCH`]) as one chunk, with the
-/// bytes it accounted for.
-fn batch(first: Bytes, rx: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut) -> (Bytes, usize) {
-    let mut cost = first.len() + ENTRY_OVERHEAD;
+/// bytes it accounted for; every frame also goes to the replay ring.
+fn batch(
+    first: Frame,
+    rx: &mut mpsc::Receiver<Frame>,
+    buf: &mut BytesMut,
+    ring: &mut Ring,
+) -> (Bytes, usize) {
+    let mut cost = first.1.len() + ENTRY_OVERHEAD;
     let Ok(second) = rx.try_recv() else {
-        return (first, cost);
+        let chunk = first.1.clone();
+        ring.push(first);
+        return (chunk, cost);
     };
-    buf.extend_from_slice(&first);
-    buf.extend_from_slice(&second);
-    cost += second.len() + ENTRY_OVERHEAD;
+    buf.extend_from_slice(&first.1);
+    buf.extend_from_slice(&second.1);
+    cost += second.1.len() + ENTRY_OVERHEAD;
+    ring.push(first);
+    ring.push(second);
     while buf.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(f) => {
-                cost += f.len() + ENTRY_OVERHEAD;
-                buf.extend_from_slice(&f);
+                cost += f.1.len() + ENTRY_OVERHEAD;
+                buf.extend_from_slice(&f.1);
+                ring.push(f);
             }
             Err(_) => break,
         }
@@ -204,11 +284,22 @@ fn batch(first: Bytes, rx: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut) -> (B
     (buf.split().freeze(), cost)
 }
 
+/// How a write ended.
+enum Written {
+    /// The bytes are with quinn.
+    Done,
+    /// The receiver's connection is gone; it may resume.
+    Lost,
+    /// The receiver is closing for good.
+    Stop,
+}
+
 /// A route's task: owns the delivery stream from one sender to one receiver.
 async fn run_route(
     to: Arc<Member>,
+    from: Option<ConnectionId>,
     header: Bytes,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Frame>,
     prev: Option<JoinHandle<()>>,
     settings: Arc<DeliverySettings>,
 ) {
@@ -217,7 +308,15 @@ async fn run_route(
         // before this one opens: order holds across streams.
         let _ = prev.await;
     }
-    let mut stream: Option<quinn::SendStream> = None;
+    let mut route = RouteStream {
+        to: &to,
+        from,
+        header,
+        stream: None,
+        generation: to.generation(),
+        ring: Ring::default(),
+        settings: &settings,
+    };
     let mut buf = BytesMut::new();
     // Made once, not per batch: registering a waiter or a timer on every batch costs more
     // than the write itself when signals are small.
@@ -237,15 +336,17 @@ async fn run_route(
                 None => break,
             },
             _ = idle.tick() => {
-                if std::mem::take(&mut active) {
+                if std::mem::take(&mut active) || to.is_away() {
                     continue;
                 }
                 // A whole idle period without signals: refuse new ones (the sender then
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
                 while let Ok(frame) = rx.try_recv() {
-                    let cost = frame.len() + ENTRY_OVERHEAD;
-                    if write(&to, &header, &mut stream, frame, &settings).await.is_err() {
+                    let cost = frame.1.len() + ENTRY_OVERHEAD;
+                    let chunk = frame.1.clone();
+                    route.ring.push(frame);
+                    if !route.write_or_resume(chunk).await {
                         return;
                     }
                     to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
@@ -254,62 +355,136 @@ async fn run_route(
             }
         };
         active = true;
-        let (chunk, cost) = batch(first, &mut rx, &mut buf);
-        if write(&to, &header, &mut stream, chunk, &settings)
-            .await
-            .is_err()
-        {
+        let (chunk, cost) = batch(first, &mut rx, &mut buf, &mut route.ring);
+        if !route.write_or_resume(chunk).await {
             return;
         }
         to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
     }
-    if let Some(mut stream) = stream {
-        let _ = stream.finish();
-        match tokio::time::timeout(settings.write_timeout, stream.stopped()).await {
-            Ok(_) => {}
-            Err(_) => {
-                if !to.gone.is_cancelled() {
-                    to.close(
-                        CloseCode::SlowConsumer,
-                        "slow consumer: delivery stream not acknowledged",
-                    );
+    route.finish().await;
+}
+
+/// The stream side of a route: its current QUIC stream and the frames kept for replay.
+struct RouteStream<'a> {
+    to: &'a Member,
+    from: Option<ConnectionId>,
+    header: Bytes,
+    stream: Option<quinn::SendStream>,
+    /// The receiver's attachment the stream belongs to.
+    generation: u64,
+    ring: Ring,
+    settings: &'a DeliverySettings,
+}
+
+impl RouteStream<'_> {
+    /// Writes `chunk` (already in the ring); if the receiver's connection is lost, waits for
+    /// it to resume and replays what it has not seen. False when the route should end.
+    async fn write_or_resume(&mut self, chunk: Bytes) -> bool {
+        match self.write(chunk).await {
+            Written::Done => true,
+            Written::Stop => false,
+            Written::Lost => self.resume().await,
+        }
+    }
+
+    /// Waits for the receiver to come back, then replays the ring on a new stream.
+    async fn resume(&mut self) -> bool {
+        loop {
+            self.stream = None;
+            let mut attach = self.to.watch_attach();
+            loop {
+                let current = *attach.borrow_and_update();
+                if current != self.generation && !self.to.is_away() {
+                    self.generation = current;
+                    break;
                 }
+                tokio::select! {
+                    _ = self.to.gone.cancelled() => return false,
+                    changed = attach.changed() => if changed.is_err() { return false },
+                }
+            }
+            let (replay, lost) = self.ring.after(self.to.seen_from(self.from));
+            if lost > 0 {
+                self.to.missed.fetch_add(lost, Ordering::Relaxed);
+            }
+            if replay.is_empty() {
+                return true;
+            }
+            match self.write(replay).await {
+                Written::Done => return true,
+                Written::Stop => return false,
+                Written::Lost => continue,
             }
         }
     }
-}
 
-/// Writes one chunk, opening the stream (and sending its header) first if needed.
-async fn write(
-    to: &Member,
-    header: &Bytes,
-    stream: &mut Option<quinn::SendStream>,
-    chunk: Bytes,
-    settings: &DeliverySettings,
-) -> Result<(), ()> {
-    let result = tokio::time::timeout(settings.write_timeout, async {
-        let s = match stream {
-            Some(s) => s,
-            None => {
-                let mut s = to.conn.open_uni().await?;
-                s.write_chunk(header.clone()).await?;
-                stream.insert(s)
+    /// Writes one chunk, opening the stream (and sending its header) first if needed.
+    async fn write(&mut self, chunk: Bytes) -> Written {
+        let to = self.to;
+        let stream = &mut self.stream;
+        let header = &self.header;
+        let result = tokio::time::timeout(self.settings.write_timeout, async {
+            let s = match stream {
+                Some(s) => s,
+                None => {
+                    let mut s = to.conn().open_uni().await?;
+                    s.write_chunk(header.clone()).await?;
+                    stream.insert(s)
+                }
+            };
+            s.write_chunk(chunk).await?;
+            Ok::<(), WriteFailed>(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Written::Done,
+            Ok(Err(e)) => {
+                tracing::debug!(conn = %to.id(), error = %e.0, "delivery stream failed");
+                if to.is_closing() {
+                    Written::Stop
+                } else {
+                    Written::Lost
+                }
             }
-        };
-        s.write_chunk(chunk).await?;
-        Ok::<(), WriteFailed>(())
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
-            tracing::debug!(conn = %to.id(), error = %e.0, "delivery stream failed");
-            Err(())
+            Err(_) => {
+                if to.is_away() {
+                    return Written::Lost;
+                }
+                tracing::warn!(conn = %to.id(), "delivery made no progress; disconnecting slow consumer");
+                to.close(CloseCode::SlowConsumer, "slow consumer: no progress");
+                Written::Stop
+            }
         }
-        Err(_) => {
-            tracing::warn!(conn = %to.id(), "delivery made no progress; disconnecting slow consumer");
-            to.close(CloseCode::SlowConsumer, "slow consumer: no progress");
-            Err(())
+    }
+
+    /// Finishes the stream once everything written is acknowledged; the kept frames are then
+    /// no longer needed. A connection lost meanwhile is resumed and finished again.
+    async fn finish(&mut self) {
+        loop {
+            let Some(mut stream) = self.stream.take() else {
+                return;
+            };
+            let _ = stream.finish();
+            match tokio::time::timeout(self.settings.write_timeout, stream.stopped()).await {
+                Ok(Ok(_)) => {
+                    self.ring.clear();
+                    return;
+                }
+                Ok(Err(_)) => {
+                    if self.to.is_closing() || !self.resume().await {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    if !self.to.is_closing() && !self.to.is_away() {
+                        self.to.close(
+                            CloseCode::SlowConsumer,
+                            "slow consumer: delivery stream not acknowledged",
+                        );
+                    }
+                    return;
+                }
+            }
         }
     }
 }

@@ -6,54 +6,90 @@
 //! signal) only loads the current snapshot, without a lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, LeftReason, RefuseCode, Refused, RelayMessage,
-    SessionId,
+    SessionId, SignalError,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Fanout;
 use crate::frames;
 
-/// One connection in a session, as the rest of the relay sees it.
+/// One connection in a session, as the rest of the relay sees it. It outlives a network
+/// failure of its QUIC connection: for the grace period it is *away* (peers see nothing), and
+/// a client that resumes is attached to it again.
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) info: ConnectionInfo,
-    pub(crate) conn: quinn::Connection,
-    /// Encoded control frames for this connection's control stream (bounded).
+    /// The current QUIC connection (replaced when the client resumes).
+    conn: ArcSwap<quinn::Connection>,
+    /// Bumped on every attach; routes to an away member wait for it to change.
+    attached: watch::Sender<u64>,
+    /// Whether the connection is lost and the member waits for its client to resume.
+    away: AtomicBool,
+    /// Makes "resume" and "grace period over" exclusive.
+    transition: Mutex<()>,
+    /// What the client said it has from each sender when it resumed.
+    seen: Mutex<HashMap<Option<ConnectionId>, u64>>,
+    /// The secret of the resume ticket.
+    pub(crate) secret: [u8; 16],
+    /// Encoded control frames for this member's control stream (bounded).
     control: mpsc::Sender<Bytes>,
+    /// Their receiving end, taken by whichever connection serves the member now.
+    pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     /// Bytes waiting in delivery queues toward this member, across all senders.
     pub(crate) queued_bytes: AtomicUsize,
-    /// Set once, by whoever closes the connection first: why it is going.
+    /// Signals for this member dropped while it was away and its queue was full.
+    pub(crate) missed: AtomicU64,
+    /// Set once, by whoever closes the member first: why it is going.
     closing: OnceLock<LeftReason>,
     /// Cancelled when the member is closing; its delivery tasks stop.
     pub(crate) gone: CancellationToken,
     /// Whether signals to everyone reach it.
     pub(crate) receives_broadcasts: bool,
+    /// As a sender: the highest seq taken (duplicates after a resume are dropped).
+    pub(crate) last_seq: AtomicU64,
+    /// As a sender: its routes to receivers, kept across resumes so order holds.
+    pub(crate) fanout: Mutex<Option<Fanout>>,
+    /// As a sender: its most recent rejections, told again if the signal is resent.
+    rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
 }
 
 impl Member {
     pub(crate) fn new(
         info: ConnectionInfo,
         conn: quinn::Connection,
-        control: mpsc::Sender<Bytes>,
         gone: CancellationToken,
         receives_broadcasts: bool,
+        control_capacity: usize,
     ) -> Self {
+        let (control, control_rx) = mpsc::channel(control_capacity);
+        let mut secret = [0u8; 16];
+        secret.copy_from_slice(ConnectionId::random().as_bytes());
         Self {
             info,
-            conn,
+            conn: ArcSwap::from_pointee(conn),
+            attached: watch::Sender::new(0),
+            away: AtomicBool::new(false),
+            transition: Mutex::new(()),
+            seen: Mutex::new(HashMap::new()),
+            secret,
             control,
+            control_rx: tokio::sync::Mutex::new(control_rx),
             queued_bytes: AtomicUsize::new(0),
+            missed: AtomicU64::new(0),
             closing: OnceLock::new(),
             gone,
             receives_broadcasts,
+            last_seq: AtomicU64::new(0),
+            fanout: Mutex::new(None),
+            rejections: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -61,11 +97,97 @@ impl Member {
         self.info.id
     }
 
+    /// The current QUIC connection.
+    pub(crate) fn conn(&self) -> Arc<quinn::Connection> {
+        self.conn.load_full()
+    }
+
+    /// Which attachment is current (0 for the first connection).
+    pub(crate) fn generation(&self) -> u64 {
+        *self.attached.borrow()
+    }
+
+    /// Wakes when the member is attached to a new connection.
+    pub(crate) fn watch_attach(&self) -> watch::Receiver<u64> {
+        self.attached.subscribe()
+    }
+
+    /// Whether the member waits for its client to resume.
+    pub(crate) fn is_away(&self) -> bool {
+        self.away.load(Ordering::Acquire)
+    }
+
+    /// The member's connection was lost to the network: it waits for a resume.
+    pub(crate) fn set_away(&self) {
+        self.away.store(true, Ordering::Release);
+    }
+
+    /// Attaches a resumed connection; fails if the member is already gone. Returns the new
+    /// generation. The previous connection, if still open, is closed.
+    pub(crate) fn attach(
+        &self,
+        conn: quinn::Connection,
+        seen: HashMap<Option<ConnectionId>, u64>,
+    ) -> Option<u64> {
+        let _t = lock(&self.transition);
+        if self.is_closing() {
+            return None;
+        }
+        *lock(&self.seen) = seen;
+        let old = self.conn.swap(Arc::new(conn));
+        old.close(
+            CloseCode::Normal.as_u32().into(),
+            b"resumed on another connection",
+        );
+        self.away.store(false, Ordering::Release);
+        let mut generation = 0;
+        self.attached.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        Some(generation)
+    }
+
+    /// Ends the grace period of generation `generation`: true if the member was still away
+    /// in it (and is now closing), false if it resumed meanwhile.
+    pub(crate) fn expire(&self, generation: u64) -> bool {
+        let _t = lock(&self.transition);
+        if self.generation() != generation || !self.is_away() {
+            return false;
+        }
+        if self.closing.set(LeftReason::NetworkDisconnected).is_ok() {
+            self.gone.cancel();
+        }
+        true
+    }
+
+    /// Remembers a rejected signal (the last 64), in case the client resends it.
+    pub(crate) fn remember_rejection(&self, seq: u64, error: SignalError) {
+        let mut r = lock(&self.rejections);
+        if r.len() == 64 {
+            r.pop_front();
+        }
+        r.push_back((seq, error));
+    }
+
+    /// Why signal `seq` was rejected, if it was recently.
+    pub(crate) fn rejection(&self, seq: u64) -> Option<SignalError> {
+        lock(&self.rejections)
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// What the client has from `from`, as it said when it resumed.
+    pub(crate) fn seen_from(&self, from: Option<ConnectionId>) -> u64 {
+        lock(&self.seen).get(&from).copied().unwrap_or(0)
+    }
+
     /// Closes the connection with `code`; the first close wins and sets the reason that
     /// everyone else is told.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         if self.closing.set(code.left_reason()).is_ok() {
-            self.conn.close(code.as_u32().into(), reason.as_bytes());
+            self.conn().close(code.as_u32().into(), reason.as_bytes());
             self.gone.cancel();
         }
     }
@@ -223,6 +345,17 @@ impl SessionRegistry {
         if members.is_empty() {
             sessions.remove(&session.id);
         }
+    }
+
+    /// A member of a session, if both exist.
+    pub(crate) fn member(
+        &self,
+        session: &SessionId,
+        id: ConnectionId,
+    ) -> Option<(Arc<Session>, Arc<Member>)> {
+        let s = self.get(session)?;
+        let m = s.roster().members.get(&id).cloned()?;
+        Some((s, m))
     }
 
     /// A session, if it exists.

@@ -117,7 +117,7 @@ impl Shared {
         let frame = codec::frame(&incoming, usize::MAX)
             .map_err(|_| SignalError::EmptyTargetList)?
             .freeze();
-        let delivered = delivery::fan_out(fanout, &roster, &to, &frame);
+        let delivered = delivery::fan_out(fanout, &roster, &to, *seq, &frame);
         self.metrics.signal(frame.len(), delivered);
         Ok(())
     }
@@ -140,14 +140,34 @@ impl Relay {
             (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
             _ => Identity::load_or_create(&data_dir)?,
         };
-        let tokens = TokenKeys::load_or_create(&data_dir)?;
+        let secret = crate::tokens::secret(&data_dir)?;
+        let tokens = TokenKeys::from_secret(&secret);
         let server_config = transport::server_config(&identity, &config)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            RelayError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        // A stateless-reset key derived from the relay's secret: after a restart with the same
+        // data directory, the relay can tell clients at once that their connection is gone
+        // (instead of leaving them to time out), and they reconnect right away.
+        let reset = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+                b"signalbox stateless reset",
+            )
+            .as_ref(),
+        );
+        let bind = |source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind(std::io::Error::other("no async runtime")))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(Arc::new(reset)),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(bind)?;
         let quic_addr = endpoint.local_addr().map_err(|source| RelayError::Bind {
             addr: config.listen,
             source,

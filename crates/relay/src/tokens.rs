@@ -78,6 +78,14 @@ impl TokenKeys {
 
     /// Loads the secret from `data_dir`, making a random one on first use.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, FileError> {
+        Ok(Self::from_secret(&secret(data_dir)?))
+    }
+}
+
+/// The relay's secret (made on first use), from which its token keys and its QUIC
+/// stateless-reset key derive: both survive a restart with the same data directory.
+pub(crate) fn secret(data_dir: &Path) -> Result<Vec<u8>, FileError> {
+    {
         let path = data_dir.join(SECRET_FILE);
         if !path.exists() {
             let mut secret = [0u8; 32];
@@ -91,9 +99,11 @@ impl TokenKeys {
         }
         let text = files::read(&path)?;
         let text = String::from_utf8_lossy(&text);
-        Ok(Self::from_secret(text.trim().as_bytes()))
+        Ok(text.trim().as_bytes().to_vec())
     }
+}
 
+impl TokenKeys {
     /// Makes a signed token.
     pub fn mint(&self, req: &TokenRequest) -> Result<String, MintError> {
         if req.session != token::ANY_SESSION {

@@ -65,6 +65,10 @@ pub fn status_bar(ui: &mut egui::Ui, st: &mut AppState) {
                     st.session.as_ref().map(|s| s.as_str()).unwrap_or("")
                 ),
             ),
+            ConnState::Reconnecting { address, message } => (
+                egui::Color32::from_rgb(240, 170, 40),
+                format!("Reconnecting to {address}… ({message})"),
+            ),
             ConnState::Disconnected { reason, message } => (
                 egui::Color32::from_rgb(220, 80, 60),
                 format!(

@@ -1,0 +1,199 @@
+//! Dialling the relay: the QUIC connection, the control stream, `Hello`, and the relay's
+//! first answer. Used for the first join and for every reconnect.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
+use signalbox_proto::{
+    ClientMessage, CloseCode, ConnectionId, Hello, PROTOCOL_VERSION, Refused, RelayMessage,
+    ResumeTicket, Seen, Welcome,
+};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use crate::error::ConnectError;
+use crate::options::ConnectOptions;
+use crate::tls;
+
+pub(crate) type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
+
+/// One QUIC connection to the relay, joined.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) conn: quinn::Connection,
+    /// The client's side of the control stream (kick, leave).
+    pub(crate) control: tokio::sync::Mutex<quinn::SendStream>,
+}
+
+/// How a dial ended.
+pub(crate) enum Dialed {
+    /// Joined (or resumed): the link, the rest of the control stream, and the welcome.
+    Joined(Box<(Link, Frames, Welcome)>),
+    /// The relay said no.
+    Refused(Refused),
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
+    let mut addrs =
+        tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ConnectError::Resolve {
+                host: host.to_owned(),
+                message: e.to_string(),
+            })?;
+    addrs.next().ok_or_else(|| ConnectError::Resolve {
+        host: host.to_owned(),
+        message: "no addresses".into(),
+    })
+}
+
+/// The QUIC transport settings of a client connection.
+fn transport(idle_timeout: Duration, keep_alive: Duration) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(0u32.into());
+    // One stream per active sender, and a session holds 3000 at most.
+    t.max_concurrent_uni_streams(4096u32.into());
+    // What may be received but not yet read on one delivery stream; the relay keeps at least
+    // this much of each stream to replay after a resume.
+    t.stream_receive_window(signalbox_proto::CLIENT_STREAM_WINDOW.into());
+    t.keep_alive_interval(Some(keep_alive));
+    t.max_idle_timeout(idle_timeout.try_into().ok());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(signalbox_proto::PATH_MTU_UPPER_BOUND);
+    t.mtu_discovery_config(Some(mtu));
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
+        .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
+    t.ack_frequency_config(Some(ack));
+    t
+}
+
+/// The quinn client configuration Signalbox clients use: TLS 1.3 with ALPN `signalbox/1`,
+/// pinned to `fingerprint` when given, and the client's transport settings. For tools that
+/// speak the protocol directly (benchmarks, tests, other clients).
+pub fn client_config(
+    fingerprint: Option<signalbox_proto::Fingerprint>,
+) -> Result<quinn::ClientConfig, crate::TlsSetupError> {
+    let defaults = ConnectOptions::new("", 0, "x".parse().expect("valid"));
+    config(fingerprint, tls::Seen::default(), &defaults)
+}
+
+fn config(
+    fingerprint: Option<signalbox_proto::Fingerprint>,
+    seen: tls::Seen,
+    options: &ConnectOptions,
+) -> Result<quinn::ClientConfig, crate::TlsSetupError> {
+    let crypto = tls::client_crypto(fingerprint, seen)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(
+        options.idle_timeout,
+        options.keep_alive,
+    )));
+    Ok(config)
+}
+
+/// A UDP endpoint for talking to `options`' relay.
+pub(crate) async fn endpoint_for(
+    options: &ConnectOptions,
+) -> Result<quinn::Endpoint, ConnectError> {
+    let remote = resolve(&options.host, options.port).await?;
+    let bind: SocketAddr = if remote.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    quinn::Endpoint::client(bind).map_err(ConnectError::Socket)
+}
+
+/// Connects, sends `Hello` (resuming `resume` when given) and reads the relay's answer.
+pub(crate) async fn dial(
+    endpoint: &quinn::Endpoint,
+    options: &ConnectOptions,
+    resume: Option<ResumeTicket>,
+    seen: Vec<(Option<ConnectionId>, u64)>,
+) -> Result<Dialed, ConnectError> {
+    let address = options.address();
+    let unreachable = |e: &dyn std::fmt::Display| ConnectError::Unreachable {
+        address: address.clone(),
+        message: e.to_string(),
+    };
+    let remote = resolve(&options.host, options.port).await?;
+    let pinned = tls::Seen::default();
+    let config = config(options.fingerprint, pinned.clone(), options)?;
+    let server_name =
+        if options.host.parse::<std::net::IpAddr>().is_ok() || options.fingerprint.is_none() {
+            options.host.clone()
+        } else {
+            // Pinned: the name is not checked, but must be a valid DNS name for TLS.
+            "signalbox.local".to_owned()
+        };
+    let connecting = endpoint
+        .connect_with(config, remote, &server_name)
+        .map_err(|e| unreachable(&e))?;
+    let conn = match connecting.await {
+        Ok(c) => c,
+        Err(e) => {
+            let actual = pinned.lock().ok().and_then(|mut s| s.take());
+            if let (Some(expected), Some(actual)) = (options.fingerprint, actual)
+                && expected != actual
+            {
+                return Err(ConnectError::FingerprintMismatch {
+                    address,
+                    expected,
+                    actual,
+                });
+            }
+            return Err(unreachable(&e));
+        }
+    };
+    let (mut control, recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
+    let hello = ClientMessage::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        session: options.session.clone(),
+        token: options.token.clone(),
+        name: options.name.clone(),
+        resume,
+        receive_broadcasts: options.receive_broadcasts,
+        seen: seen
+            .into_iter()
+            .map(|(from, seq)| Seen { from, seq })
+            .collect(),
+    });
+    let frame = codec::frame(&hello, MAX_CONTROL_FRAME)
+        .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+    control
+        .write_chunk(frame.freeze())
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let mut frames = FramedRead::new(recv, codec::codec(MAX_CONTROL_FRAME));
+    let first = match frames.next().await {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return Err(ConnectError::Protocol(format!("control stream: {e}"))),
+        None => {
+            return Err(match conn.close_reason() {
+                Some(e) => unreachable(&e),
+                None => ConnectError::Protocol("the relay closed the control stream".into()),
+            });
+        }
+    };
+    match codec::decode::<RelayMessage>(&first) {
+        Ok(RelayMessage::Welcome(w)) => Ok(Dialed::Joined(Box::new((
+            Link {
+                conn,
+                control: tokio::sync::Mutex::new(control),
+            },
+            frames,
+            w,
+        )))),
+        Ok(RelayMessage::Refused(r)) => {
+            conn.close(CloseCode::Normal.as_u32().into(), b"refused");
+            Ok(Dialed::Refused(r))
+        }
+        Ok(other) => Err(ConnectError::Protocol(format!(
+            "expected Welcome, got {other:?}"
+        ))),
+        Err(e) => Err(ConnectError::Protocol(e.to_string())),
+    }
+}

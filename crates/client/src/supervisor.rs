@@ -1,0 +1,475 @@
+//! The client's tasks: a supervisor that serves one link after another (reconnecting with
+//! back-off when the network fails), the readers of the control and delivery streams, and
+//! the writer of the client's own signals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use signalbox_proto::codec;
+use signalbox_proto::{
+    CloseCode, ConnectionId, ConnectionInfo, DeliveryHeader, Incoming, LeftReason, RefuseCode,
+    RelayMessage, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::client::{Inner, State, lock};
+use crate::events::{Event, EventTx, Events, ReceivedSignal};
+use crate::link::{self, Dialed, Frames};
+
+/// Batches of events that may wait for the application before the client stops reading
+/// (each batch holds at most [`EVENT_BATCH`] events).
+const EVENT_QUEUE: usize = 64;
+/// The most signals handed over in one batch.
+const EVENT_BATCH: usize = 64;
+/// The most bytes merged into one write of the send stream.
+const MAX_BATCH: usize = 64 * 1024;
+/// Back-off between reconnect attempts: from this…
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// …doubling up to this.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// Starts the supervisor and the writer; returns the client's events.
+pub(crate) fn start(
+    inner: Arc<Inner>,
+    frames: Frames,
+    send_rx: mpsc::Receiver<(u64, Bytes)>,
+) -> Events {
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(writer(inner.clone(), send_rx));
+    tokio::spawn(supervise(inner, frames, events_tx));
+    Events::new(events_rx)
+}
+
+/// Serves links until the client closes, is removed, or cannot reconnect in time.
+async fn supervise(inner: Arc<Inner>, mut frames: Frames, events: EventTx) {
+    loop {
+        let (reason, message) = serve_link(&inner, frames, &events).await;
+        let retry = inner.options.reconnect
+            && !inner.closing.load(Ordering::Acquire)
+            && matches!(
+                reason,
+                LeftReason::NetworkDisconnected | LeftReason::RelayShutdown
+            );
+        if !retry {
+            return finish(&inner, &events, reason, message).await;
+        }
+        inner.set_state(State::Reconnecting);
+        if !inner.options.retry_after_reconnect {
+            // Nothing waits for the link to come back: what was not accepted fails now.
+            lock(&inner.send_state).abandon();
+        }
+        let _ = events
+            .send(vec![Event::Reconnecting {
+                reason,
+                message: message.clone(),
+            }])
+            .await;
+        match reconnect(&inner).await {
+            Ok((link, next, welcome)) => {
+                frames = next;
+                let resumed = welcome.me.id == inner.me.load().id;
+                let mut out = Vec::new();
+                install(&inner, link, welcome, resumed, &mut out);
+                out.push(Event::Reconnected {
+                    resumed,
+                    me: ConnectionInfo::clone(&inner.me.load()),
+                });
+                let _ = events.send(out).await;
+            }
+            Err(message) => {
+                return finish(&inner, &events, LeftReason::NetworkDisconnected, message).await;
+            }
+        }
+    }
+}
+
+/// The end: no more links.
+async fn finish(inner: &Inner, events: &EventTx, reason: LeftReason, message: String) {
+    inner.set_state(State::Closed);
+    lock(&inner.send_state).abandon();
+    let _ = events
+        .send(vec![Event::Disconnected { reason, message }])
+        .await;
+}
+
+/// Dials again until it works or `reconnect_timeout` passes: resuming the same connection
+/// while the relay holds it, else joining afresh.
+async fn reconnect(inner: &Inner) -> Result<(link::Link, Frames, Welcome), String> {
+    let options = &inner.options;
+    let deadline = Instant::now() + options.reconnect_timeout;
+    let mut delay = FIRST_RETRY;
+    loop {
+        if inner.closing.load(Ordering::Acquire) {
+            return Err("closed while reconnecting".into());
+        }
+        let ticket = lock(&inner.ticket).clone();
+        let seen: Vec<(Option<ConnectionId>, u64)> = if ticket.is_some() {
+            lock(&inner.seen).iter().map(|(k, v)| (*k, *v)).collect()
+        } else {
+            Vec::new()
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(
+            options
+                .connect_timeout
+                .min(left.max(Duration::from_millis(200))),
+            link::dial(&inner.endpoint, options, ticket, seen),
+        )
+        .await;
+        let last_error = match attempt {
+            Ok(Ok(Dialed::Joined(joined))) => return Ok(*joined),
+            Ok(Ok(Dialed::Refused(r))) if r.code == RefuseCode::ResumeFailed => {
+                // The relay no longer holds us: join again as a new connection, now.
+                tracing::info!(reason = %r.message, "cannot resume; joining again");
+                *lock(&inner.ticket) = None;
+                continue;
+            }
+            Ok(Ok(Dialed::Refused(r))) => {
+                return Err(format!(
+                    "the relay refused to rejoin: {} (code {})",
+                    r.message,
+                    r.code.code()
+                ));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer from the relay".into(),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "could not reconnect within {} s: {last_error}",
+                options.reconnect_timeout.as_secs()
+            ));
+        }
+        // Jittered exponential back-off (the jitter spreads many clients of one relay).
+        let jitter = Duration::from_nanos(
+            u64::from(std::process::id() ^ (delay.subsec_nanos())) % 50_000_000,
+        );
+        tokio::time::sleep(
+            (delay + jitter).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        delay = (delay * 2).min(MAX_RETRY);
+    }
+}
+
+/// Puts a new link in place, updates who is here (reporting differences as presence
+/// events), and wakes the writer to send what the relay has not accepted.
+fn install(inner: &Inner, link: link::Link, welcome: Welcome, resumed: bool, out: &mut Vec<Event>) {
+    if !resumed {
+        // A new connection: the relay's senders are new too.
+        lock(&inner.seen).clear();
+    }
+    inner.me.store(Arc::new(welcome.me));
+    *lock(&inner.limits) = welcome.limits;
+    *lock(&inner.ticket) = Some(welcome.resume);
+    {
+        let mut peers = lock(&inner.peers);
+        let now: HashMap<ConnectionId, ConnectionInfo> =
+            welcome.peers.into_iter().map(|p| (p.id, p)).collect();
+        for (id, p) in peers.iter() {
+            if !now.contains_key(id) {
+                out.push(Event::Left {
+                    peer: p.clone(),
+                    reason: LeftReason::NetworkDisconnected,
+                });
+            }
+        }
+        for (id, p) in &now {
+            if !peers.contains_key(id) {
+                out.push(Event::Joined(p.clone()));
+            }
+        }
+        *peers = now;
+    }
+    inner.link.store(Arc::new(link));
+    inner.set_state(State::Connected);
+    inner.link_generation.send_modify(|g| *g += 1);
+}
+
+/// Writes this client's signals to its send stream, merging what is queued. Every time it
+/// opens a send stream (on a new link) it first writes every signal the relay has not
+/// accepted yet, in order (the relay drops duplicates by seq), so a reconnect loses nothing.
+async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(u64, Bytes)>) {
+    let mut generation = inner.link_generation.subscribe();
+    let mut stream: Option<quinn::SendStream> = None;
+    // The highest seq written on the current stream.
+    let mut written_up_to = 0u64;
+    let mut buf = BytesMut::new();
+    loop {
+        if stream.is_none() {
+            match open_send(&inner, &mut generation, &mut rx, &mut written_up_to).await {
+                Some(s) => stream = Some(s),
+                None => return,
+            }
+        }
+        let Some((first_seq, first)) = rx.recv().await else {
+            return;
+        };
+        if generation.has_changed().unwrap_or(true) {
+            // A new link: this frame (still unaccepted) goes with the resend there.
+            stream = None;
+            continue;
+        }
+        // Merge what is queued, leaving out what a resend already wrote.
+        let mut last_seq = 0;
+        for (seq, frame) in std::iter::once((first_seq, first))
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096))
+        {
+            if seq > written_up_to {
+                buf.extend_from_slice(&frame);
+                last_seq = seq;
+            }
+            if buf.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        let Some(s) = stream.as_mut() else { continue };
+        if s.write_chunk(buf.split().freeze()).await.is_ok() {
+            written_up_to = last_seq;
+        } else {
+            // The link is gone; what was in the chunk is unaccepted and will be resent.
+            stream = None;
+        }
+    }
+}
+
+/// A send stream on the current link, after writing again everything unaccepted; waits for
+/// the supervisor's next link when there is none (draining the queue meanwhile: its signals
+/// are all in the unaccepted set). `None` when the client is closed.
+async fn open_send(
+    inner: &Inner,
+    generation: &mut tokio::sync::watch::Receiver<u64>,
+    rx: &mut mpsc::Receiver<(u64, Bytes)>,
+    written_up_to: &mut u64,
+) -> Option<quinn::SendStream> {
+    loop {
+        if inner.state() == State::Closed {
+            return None;
+        }
+        generation.borrow_and_update();
+        let conn = inner.link.load().conn.clone();
+        if inner.state() == State::Connected
+            && conn.close_reason().is_none()
+            && let Ok(mut s) = conn.open_uni().await
+        {
+            let resend: Vec<(u64, Bytes)> = lock(&inner.send_state)
+                .unacked
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let mut again = BytesMut::new();
+            let mut up_to = 0;
+            for (seq, frame) in &resend {
+                again.extend_from_slice(frame);
+                up_to = *seq;
+            }
+            if again.is_empty() || s.write_chunk(again.freeze()).await.is_ok() {
+                *written_up_to = up_to;
+                return Some(s);
+            }
+        }
+        // Wait for the next link.
+        loop {
+            tokio::select! {
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    break;
+                }
+                frame = rx.recv() => {
+                    frame.as_ref()?;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one link's control stream and delivery streams until the connection ends; returns
+/// why it ended.
+async fn serve_link(
+    inner: &Arc<Inner>,
+    mut control: Frames,
+    events: &EventTx,
+) -> (LeftReason, String) {
+    let conn = inner.link.load().conn.clone();
+    let mut readers = JoinSet::new();
+    let mut headers = FuturesOrdered::new();
+    // For each sender, the previous delivery stream's "done": a new stream from the same
+    // sender is read only after the previous one, so order holds.
+    let mut chains: HashMap<Option<ConnectionId>, oneshot::Receiver<()>> = HashMap::new();
+    let max_frame = lock(&inner.limits).max_frame_bytes();
+    let control_done = control_reader(inner, &mut control, events);
+    tokio::pin!(control_done);
+    loop {
+        tokio::select! {
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => headers.push_back(read_header(recv, max_frame)),
+                Err(_) => break,
+            },
+            Some(header) = headers.next() => {
+                let Some((from, frames)) = header else { continue };
+                if chains.len() > 1024 {
+                    chains.retain(|_, rx| rx.is_empty() && !rx.is_terminated());
+                }
+                let prev = chains.remove(&from);
+                let (done_tx, done_rx) = oneshot::channel();
+                chains.insert(from, done_rx);
+                readers.spawn(read_deliveries(inner.clone(), from, frames, prev, done_tx, events.clone()));
+            },
+            Some(_) = readers.join_next(), if !readers.is_empty() => {},
+            _ = &mut control_done => break,
+        }
+    }
+    // Let the readers hand over what they already have.
+    while readers.join_next().await.is_some() {}
+    describe_close(conn.closed().await)
+}
+
+/// Why a connection ended, as a presence reason and a sentence.
+fn describe_close(err: quinn::ConnectionError) -> (LeftReason, String) {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let text = String::from_utf8_lossy(&close.reason).into_owned();
+            let code = CloseCode::from_u32(close.error_code.into_inner() as u32);
+            let reason = code.map_or(LeftReason::NetworkDisconnected, CloseCode::left_reason);
+            (reason, text)
+        }
+        quinn::ConnectionError::LocallyClosed => (
+            LeftReason::ClientDisconnected,
+            "closed by this client".into(),
+        ),
+        other => (LeftReason::NetworkDisconnected, other.to_string()),
+    }
+}
+
+async fn read_header(
+    recv: quinn::RecvStream,
+    max_frame: usize,
+) -> Option<(Option<ConnectionId>, Frames)> {
+    let mut frames = tokio_util::codec::FramedRead::new(recv, codec::codec(max_frame));
+    let frame = frames.next().await?.ok()?;
+    let header: DeliveryHeader = codec::decode(&frame).ok()?;
+    Some((header.from, frames))
+}
+
+async fn read_deliveries(
+    inner: Arc<Inner>,
+    from: Option<ConnectionId>,
+    mut frames: Frames,
+    prev: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+    events: EventTx,
+) {
+    if let Some(prev) = prev {
+        let _ = prev.await;
+    }
+    // What was already received from this sender, on any link: anything not newer is a
+    // duplicate (a replay after a resume).
+    let mut last_seq = lock(&inner.seen).get(&from).copied().unwrap_or(0);
+    let mut malformed = false;
+    'stream: while let Some(Ok(first)) = frames.next().await {
+        // This frame and every other one already read, as one batch.
+        let mut batch = Vec::new();
+        let mut frame = first;
+        loop {
+            match codec::decode::<Incoming<'_>>(&frame) {
+                Ok(msg) if msg.seq > last_seq => {
+                    last_seq = msg.seq;
+                    batch.push(Event::Signal(ReceivedSignal {
+                        from,
+                        seq: msg.seq,
+                        to_all: msg.to_all,
+                        r#type: msg.r#type.into_owned(),
+                        data: msg.data.into_owned(),
+                    }));
+                }
+                Ok(_) => {} // a duplicate
+                Err(_) => {
+                    malformed = true;
+                    break;
+                }
+            }
+            if batch.len() >= EVENT_BATCH {
+                break;
+            }
+            match frames.next().now_or_never() {
+                Some(Some(Ok(f))) => frame = f,
+                _ => break,
+            }
+        }
+        if !batch.is_empty() {
+            lock(&inner.seen).insert(from, last_seq);
+            inner
+                .signals_in
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if events.send(batch).await.is_err() {
+                break 'stream;
+            }
+        }
+        if malformed {
+            tracing::warn!("malformed signal from the relay; ignoring the rest of its stream");
+            break;
+        }
+    }
+    let _ = done.send(());
+}
+
+async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx) {
+    while let Some(Ok(frame)) = frames.next().await {
+        let msg = match codec::decode::<RelayMessage>(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed control message from the relay");
+                continue;
+            }
+        };
+        let event = match msg {
+            // Presence is applied to the roster and reported only when it changes it (after
+            // a resume, queued notices may repeat what the new welcome already said).
+            RelayMessage::Joined(info) => {
+                let new = lock(&inner.peers).insert(info.id, info.clone()).is_none();
+                new.then_some(Event::Joined(info))
+            }
+            RelayMessage::Left { connection, reason } => lock(&inner.peers)
+                .remove(&connection)
+                .map(|peer| Event::Left { peer, reason }),
+            RelayMessage::Accepted { up_to } => {
+                lock(&inner.send_state).accepted(up_to);
+                None
+            }
+            RelayMessage::Rejected { seq, error } => {
+                let waiter = {
+                    let mut state = lock(&inner.send_state);
+                    state.unacked.remove(&seq);
+                    state.waiting.remove(&seq)
+                };
+                match waiter {
+                    // Nobody awaits the receipt any more: report it as an event instead.
+                    Some(w) => match w.send(Err(error)) {
+                        Ok(()) => None,
+                        Err(back) => back.err().map(|error| Event::Rejected { seq, error }),
+                    },
+                    None => Some(Event::Rejected { seq, error }),
+                }
+            }
+            RelayMessage::Denied { message } => Some(Event::Denied { message }),
+            RelayMessage::Missed { count } => Some(Event::Missed { count }),
+            RelayMessage::Welcome(_) | RelayMessage::Refused(_) => None,
+        };
+        if let Some(event) = event
+            && events.send(vec![event]).await.is_err()
+        {
+            return;
+        }
+    }
+}
