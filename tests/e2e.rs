@@ -552,11 +552,17 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
         c.receiver_queue_bytes = 2 << 20;
     })
     .await;
-    let (sender, mut s_ev) = relay.join("sender").await;
+    // A pure sender: its own broadcasts do not come back to it.
+    let (sender, mut s_ev) = Client::connect(
+        relay
+            .options(Role::Publisher, "sender")
+            .with_receive_broadcasts(false),
+    )
+    .await
+    .unwrap();
     let (_good, mut good_ev) = relay.join("good").await;
     let (slow, slow_ev) = relay.join("slow").await;
-    // `slow` never reads its events; `good` and the sender (who gets its own broadcasts)
-    // read everything.
+    // `slow` never reads its events; `good` reads everything.
     tokio::spawn(async move { while s_ev.next().await.is_some() {} });
     const N: u64 = 20_000;
     // The sender stays at most 1000 signals ahead of the reading receiver, as a well-paced

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod faulty;
+
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal};

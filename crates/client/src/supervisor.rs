@@ -377,7 +377,7 @@ async fn read_deliveries(
     // duplicate (a replay after a resume).
     let mut last_seq = lock(&inner.seen).get(&from).copied().unwrap_or(0);
     let mut malformed = false;
-    'stream: while let Some(Ok(first)) = frames.next().await {
+    while let Some(Ok(first)) = frames.next().await {
         // This frame and every other one already read, as one batch.
         let mut batch = Vec::new();
         let mut frame = first;
@@ -412,9 +412,9 @@ async fn read_deliveries(
             inner
                 .signals_in
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if events.send(batch).await.is_err() {
-                break 'stream;
-            }
+            // Without a listener the signals are dropped, but the stream is still read, so
+            // the relay never sees this client as slow.
+            let _ = events.send(batch).await;
         }
         if malformed {
             tracing::warn!("malformed signal from the relay; ignoring the rest of its stream");
@@ -466,10 +466,10 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx) {
             RelayMessage::Missed { count } => Some(Event::Missed { count }),
             RelayMessage::Welcome(_) | RelayMessage::Refused(_) => None,
         };
-        if let Some(event) = event
-            && events.send(vec![event]).await.is_err()
-        {
-            return;
+        if let Some(event) = event {
+            // Nobody may be listening (the `Events` were dropped): keep reading anyway, for
+            // the relay's notices still settle this client's receipts.
+            let _ = events.send(vec![event]).await;
         }
     }
 }

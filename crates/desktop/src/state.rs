@@ -681,6 +681,41 @@ mod tests {
     }
 
     #[test]
+    fn reconnecting_keeps_the_session_and_a_rejoin_is_noticed() {
+        let me = info("me");
+        let mut st = connected(&me, vec![info("bob")]);
+        st.apply(Event::Reconnecting {
+            reason: LeftReason::NetworkDisconnected,
+            message: "timed out".into(),
+        });
+        assert!(
+            matches!(&st.conn, ConnState::Reconnecting { address, message } if address == "h:1" && message.contains("timed out"))
+        );
+        assert!(
+            st.is_connected(),
+            "the session view stays while reconnecting"
+        );
+        let again = info("me");
+        st.apply(Event::Reconnected {
+            resumed: false,
+            me: again.clone(),
+        });
+        assert_eq!(
+            st.conn,
+            ConnState::Connected {
+                address: "h:1".into()
+            }
+        );
+        assert_eq!(st.me, Some(again));
+        assert!(
+            st.notice
+                .as_deref()
+                .unwrap_or("")
+                .contains("new connection")
+        );
+    }
+
+    #[test]
     fn join_form_builds_options() {
         let mut form = JoinForm {
             address: "10.0.0.2:5000".into(),

@@ -1,0 +1,564 @@
+//! Reliability under a bad network, through `FaultyLink` (a seeded loopback proxy that
+//! drops, reorders, duplicates and blackholes datagrams): loss, blackouts within and past the
+//! relay's grace period, a relay restart, bounded queues. Real relay, real clients, real QUIC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::faulty::{Faults, FaultyLink};
+use common::*;
+use signalbox_client::{Client, ConnectOptions, Event, Events, SendError, Signal};
+use signalbox_proto::{ConnectionId, LeftReason, Role};
+use signalbox_relay::{Relay, RelayConfig};
+
+/// Client options through `link`: quick to notice a dead network (1 s), quick to retry.
+fn via(relay: &TestRelay, link: &FaultyLink, name: &str) -> ConnectOptions {
+    let mut o = relay.options(Role::Publisher, name);
+    o.port = link.addr().port();
+    o.idle_timeout = Duration::from_secs(1);
+    o.keep_alive = Duration::from_millis(200);
+    o.connect_timeout = Duration::from_secs(1);
+    o
+}
+
+/// A relay that also notices a dead network within a second.
+async fn relay_with(grace: Duration, tune: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+    TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.idle_timeout = Duration::from_secs(1);
+        c.keep_alive = Duration::from_millis(200);
+        c.resume_grace = grace;
+        tune(c);
+    })
+    .await
+}
+
+/// Collects signals (by sender) until `n` arrived; also returns the other events seen.
+async fn collect(
+    events: &mut Events,
+    n: usize,
+    within: Duration,
+) -> (HashMap<Option<ConnectionId>, Vec<u64>>, Vec<Event>) {
+    let mut by_sender: HashMap<Option<ConnectionId>, Vec<u64>> = HashMap::new();
+    let mut others = Vec::new();
+    let mut got = 0;
+    let deadline = Instant::now() + within;
+    while got < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.next()).await {
+            Ok(Some(Event::Signal(s))) => {
+                by_sender
+                    .entry(s.from)
+                    .or_default()
+                    .push(s.data.parse().unwrap());
+                got += 1;
+            }
+            Ok(Some(other)) => others.push(other),
+            Ok(None) => panic!("events ended after {got} of {n} signals: {others:?}"),
+            Err(_) => {
+                let missing: Vec<Vec<u64>> = by_sender
+                    .values()
+                    .map(|v| {
+                        let max = v.iter().copied().max().unwrap_or(0);
+                        (1..=max).filter(|i| !v.contains(i)).collect()
+                    })
+                    .collect();
+                let lens: Vec<(usize, Option<u64>, Option<u64>)> = by_sender
+                    .values()
+                    .map(|v| (v.len(), v.first().copied(), v.last().copied()))
+                    .collect();
+                panic!(
+                    "only {got} of {n} signals within {within:?}; missing inside: {missing:?}; per sender (count, first, last): {lens:?}; other events: {others:?}"
+                )
+            }
+        }
+    }
+    (by_sender, others)
+}
+
+fn in_order(seqs: &[u64], n: u64) {
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>().as_slice(),
+        "every signal once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_in_order_under_loss_reordering_and_duplication() {
+    let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
+    let faults = Faults {
+        drop: 0.05,
+        duplicate: 0.03,
+        reorder: 0.05,
+        delay: Duration::ZERO,
+    };
+    let mut links = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..3 {
+        let link = FaultyLink::start(relay.handle.quic_addr(), 100 + i, faults).await;
+        let mut o = relay.options(Role::Publisher, &format!("r{i}"));
+        o.port = link.addr().port();
+        receivers.push(Client::connect(o).await.unwrap());
+        links.push(link);
+    }
+    let mut senders = Vec::new();
+    for i in 0..3 {
+        let link = FaultyLink::start(relay.handle.quic_addr(), 200 + i, faults).await;
+        let mut o = relay
+            .options(Role::Publisher, &format!("s{i}"))
+            .with_receive_broadcasts(false);
+        o.port = link.addr().port();
+        senders.push(Client::connect(o).await.unwrap().0);
+        links.push(link);
+    }
+    const N: u64 = 5000;
+    let mut tasks = Vec::new();
+    for s in senders.clone() {
+        tasks.push(tokio::spawn(async move {
+            let mut last = None;
+            for i in 1..=N {
+                last = Some(s.send(Signal::to_all("n", i.to_string())).await.unwrap());
+            }
+            last.unwrap().accepted().await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), N);
+    }
+    for (_, events) in &mut receivers {
+        let (by_sender, _) = collect(events, 3 * N as usize, Duration::from_secs(120)).await;
+        for s in &senders {
+            in_order(&by_sender[&Some(s.me().id)], N);
+        }
+        no_signal(events, Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends `n` numbered signals to everyone, one every `every`, from `sender`.
+fn sending(
+    sender: Client,
+    n: u64,
+    every: Duration,
+) -> tokio::task::JoinHandle<Vec<Result<u64, SendError>>> {
+    tokio::spawn(async move {
+        let mut receipts = Vec::new();
+        for i in 1..=n {
+            receipts.push(
+                sender
+                    .send(Signal::to_all("n", i.to_string()))
+                    .await
+                    .unwrap(),
+            );
+            tokio::time::sleep(every).await;
+        }
+        let mut out = Vec::new();
+        for r in receipts {
+            out.push(r.accepted().await);
+        }
+        out
+    })
+}
+
+/// Keeps every event of a client, so a test can wait for one without losing the others.
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+}
+
+impl Recorder {
+    fn start(mut events: Events) -> Self {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                s2.lock().unwrap().push(e);
+            }
+        });
+        Self { seen }
+    }
+
+    async fn until(&self, what: &str, mut done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            {
+                let seen = self.seen.lock().unwrap();
+                if done(&seen) {
+                    return seen.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| !matches!(e, Event::Signal(_)))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn signal_seqs(events: &[Event], from: ConnectionId) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Signal(s) if s.from == Some(from) => s.data.parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn wait_for(events: &mut Events, what: &str, mut pick: impl FnMut(&Event) -> bool) -> Event {
+    expect(events, what, |e| pick(&e).then_some(e)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_blacked_out_within_the_grace_period_misses_nothing() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 1, Faults::default()).await;
+    let (receiver, r_ev) = Client::connect(via(&relay, &link, "receiver"))
+        .await
+        .unwrap();
+    let receiver_id = receiver.me().id;
+    let r = Recorder::start(r_ev);
+    let (_observer, o_ev) = relay.join("observer").await;
+    let o = Recorder::start(o_ev);
+    let (sender, _s_ev) = Client::connect(
+        relay
+            .options(Role::Publisher, "sender")
+            .with_receive_broadcasts(false),
+    )
+    .await
+    .unwrap();
+    let from = sender.me().id;
+    const N: u64 = 600;
+    let send = sending(sender.clone(), N, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    link.blackhole(true);
+    r.until("the receiver noticing", |e| {
+        e.iter().any(|e| matches!(e, Event::Reconnecting { .. }))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    link.blackhole(false);
+    assert!(send.await.unwrap().iter().all(Result::is_ok));
+    let seen = r
+        .until("every signal", |e| signal_seqs(e, from).len() >= N as usize)
+        .await;
+    in_order(&signal_seqs(&seen, from), N);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Reconnected { resumed: true, .. })),
+        "resumed as the same connection"
+    );
+    assert_eq!(receiver.me().id, receiver_id);
+    // The observer saw every signal too, and never saw the receiver leave.
+    let seen = o
+        .until("every signal", |e| signal_seqs(e, from).len() >= N as usize)
+        .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Left { peer, .. } if peer.id == receiver_id)),
+        "peers never saw the receiver leave"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        signal_seqs(&r.seen.lock().unwrap(), from).len(),
+        N as usize,
+        "and nothing twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_blacked_out_keeps_sending_and_nothing_is_lost() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 2, Faults::default()).await;
+    let (sender, mut s_ev) =
+        Client::connect(via(&relay, &link, "sender").with_receive_broadcasts(false))
+            .await
+            .unwrap();
+    let (_receiver, mut r_ev) = relay.join("receiver").await;
+    const N: u64 = 600;
+    let send = sending(sender.clone(), N, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    link.blackhole(true);
+    wait_for(&mut s_ev, "the sender noticing", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    link.blackhole(false);
+    let receipts = send.await.unwrap();
+    assert_eq!(receipts.len(), N as usize);
+    assert!(
+        receipts.iter().all(Result::is_ok),
+        "every signal accepted once back"
+    );
+    let (by_sender, _) = collect(&mut r_ev, N as usize, Duration::from_secs(30)).await;
+    in_order(&by_sender[&Some(sender.me().id)], N);
+    no_signal(&mut r_ev, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackout_past_the_grace_period_leaves_then_rejoins() {
+    let relay = relay_with(Duration::from_secs(2), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 3, Faults::default()).await;
+    let (client, mut c_ev) = Client::connect(via(&relay, &link, "wanderer"))
+        .await
+        .unwrap();
+    let old_id = client.me().id;
+    let (_observer, mut o_ev) = relay.join("observer").await;
+    link.blackhole(true);
+    let left = wait_for(&mut o_ev, "the wanderer leaving", |e| {
+        matches!(e, Event::Left { .. })
+    })
+    .await;
+    let Event::Left { peer, reason } = left else {
+        unreachable!()
+    };
+    assert_eq!((peer.id, reason), (old_id, LeftReason::NetworkDisconnected));
+    link.blackhole(false);
+    let back = wait_for(&mut c_ev, "rejoining", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    let Event::Reconnected { resumed, me } = back else {
+        unreachable!()
+    };
+    assert!(
+        !resumed,
+        "a new connection: the relay had let the old one go"
+    );
+    assert_ne!(me.id, old_id);
+    assert_eq!(client.me().id, me.id);
+    let joined = wait_for(&mut o_ev, "the new connection joining", |e| {
+        matches!(e, Event::Joined(_))
+    })
+    .await;
+    assert!(matches!(joined, Event::Joined(p) if p.id == me.id && p.name == "wanderer"));
+    // And it works as before.
+    client
+        .send(Signal::to_all("t", "back"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    assert_eq!(next_signal(&mut o_ev).await.data, "back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_come_back_by_themselves_after_a_relay_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |addr: std::net::SocketAddr| RelayConfig {
+        listen: addr,
+        signals_per_second: 0,
+        ..RelayConfig::local(dir.path())
+    };
+    let relay = Relay::spawn(config("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = relay.quic_addr();
+    let test = TestRelay {
+        handle: relay,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    // The sender goes through a link we can cut, so it comes back only after the receiver.
+    let link = FaultyLink::start(addr, 4, Faults::default()).await;
+    let mut so = test
+        .options(Role::Publisher, "sender")
+        .with_receive_broadcasts(false);
+    so.port = link.addr().port();
+    let (sender, mut s_ev) = Client::connect(so).await.unwrap();
+    let (receiver, mut r_ev) = test.join("receiver").await;
+    let old_receiver = receiver.me().id;
+
+    drop(test); // the relay stops (its clients are told relayShutdown)
+    wait_for(&mut r_ev, "the receiver noticing", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    wait_for(&mut s_ev, "the sender noticing", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    link.blackhole(true);
+    // Signals sent while the relay is down wait in the sender.
+    let mut receipts = Vec::new();
+    for i in 1..=10u64 {
+        receipts.push(
+            sender
+                .send(Signal::to_all("queued", i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    // The same data directory: the same identity and token secret, the same port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let relay = loop {
+        match Relay::spawn(config(addr)).await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    };
+    let back = wait_for(&mut r_ev, "the receiver back", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert!(matches!(back, Event::Reconnected { resumed: false, ref me } if me.id != old_receiver));
+    link.blackhole(false);
+    wait_for(&mut s_ev, "the sender back", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    for r in receipts {
+        r.accepted().await.unwrap();
+    }
+    let (by_sender, _) = collect(&mut r_ev, 10, Duration::from_secs(10)).await;
+    in_order(&by_sender[&Some(sender.me().id)], 10);
+    no_signal(&mut r_ev, Duration::from_millis(300)).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retry_after_reconnect_sending_while_away_fails_at_once() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 5, Faults::default()).await;
+    let mut o = via(&relay, &link, "impatient");
+    o.retry_after_reconnect = false;
+    let (client, mut ev) = Client::connect(o).await.unwrap();
+    link.blackhole(true);
+    wait_for(&mut ev, "the loss", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    let started = Instant::now();
+    let err = client.send(Signal::to_all("t", "now?")).await.unwrap_err();
+    assert_eq!(err, SendError::NotConnected);
+    assert_eq!(err.code(), 1010);
+    assert!(started.elapsed() < Duration::from_millis(100), "at once");
+    link.blackhole(false);
+    wait_for(&mut ev, "back", |e| matches!(e, Event::Reconnected { .. })).await;
+    client
+        .send(Signal::to_all("t", "now"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_away_receiver_is_told_what_it_missed_instead_of_growing_the_relay() {
+    // A small queue per receiver: what does not fit while it is away is counted, not kept.
+    let relay = relay_with(Duration::from_secs(15), |c| {
+        c.receiver_queue_bytes = 32 * 1024
+    })
+    .await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 6, Faults::default()).await;
+    let (_receiver, mut r_ev) = Client::connect(via(&relay, &link, "receiver"))
+        .await
+        .unwrap();
+    let (sender, _s_ev) = Client::connect(
+        relay
+            .options(Role::Publisher, "sender")
+            .with_receive_broadcasts(false),
+    )
+    .await
+    .unwrap();
+    link.blackhole(true);
+    wait_for(&mut r_ev, "the loss", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    // The relay notices too (same idle timeout), then the flood comes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    const N: u64 = 3000;
+    let data = "x".repeat(200);
+    let mut last = None;
+    for _ in 1..=N {
+        last = Some(
+            sender
+                .send(Signal::to_all("flood", data.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    last.unwrap().accepted().await.unwrap();
+    link.blackhole(false);
+    let mut got = Vec::new();
+    let mut missed = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while missed.is_none() || (got.len() as u64) + missed.unwrap_or(0) < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, r_ev.next()).await {
+            Ok(Some(Event::Signal(s))) => got.push(s.seq),
+            Ok(Some(Event::Missed { count })) => missed = Some(count),
+            Ok(Some(_)) => {}
+            other => panic!(
+                "stalled with {} signals, missed {missed:?}: {other:?}",
+                got.len()
+            ),
+        }
+    }
+    let missed = missed.unwrap();
+    assert!(
+        missed > 0 && (got.len() as u64) < N,
+        "the bound held: got {}, missed {missed}",
+        got.len()
+    );
+    assert_eq!(
+        got.len() as u64 + missed,
+        N,
+        "every signal either delivered or counted"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "what arrived is in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gives_up_after_its_reconnect_timeout() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 7, Faults::default()).await;
+    let mut o = via(&relay, &link, "patient");
+    o.reconnect_timeout = Duration::from_secs(2);
+    let (client, mut ev) = Client::connect(o).await.unwrap();
+    link.blackhole(true);
+    wait_for(&mut ev, "the loss", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    let started = Instant::now();
+    let end = wait_for(&mut ev, "giving up", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    let Event::Disconnected { reason, message } = end else {
+        unreachable!()
+    };
+    assert_eq!(reason, LeftReason::NetworkDisconnected);
+    assert!(
+        message.contains("could not reconnect within 2 s"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(!client.is_connected() && !client.is_reconnecting());
+    assert_eq!(
+        client.send(Signal::ping()).await.unwrap_err(),
+        SendError::NotConnected
+    );
+}
