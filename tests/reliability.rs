@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::faulty::{Faults, FaultyLink};
 use common::*;
 use signalbox_client::{Client, ConnectOptions, Event, Events, SendError, Signal};
-use signalbox_proto::{ConnectionId, LeftReason, Role};
+use signalbox_proto::{CloseCode, ConnectionId, LeftReason, RefuseCode, RelayMessage, Role};
 use signalbox_relay::{Relay, RelayConfig};
 
 /// Client options through `link`: quick to notice a dead network (1 s), quick to retry.
@@ -560,5 +560,39 @@ async fn a_client_gives_up_after_its_reconnect_timeout() {
     assert_eq!(
         client.send(Signal::ping()).await.unwrap_err(),
         SendError::NotConnected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_the_client_gave_up_on_is_not_a_leave() {
+    // A client whose dial timed out just as the relay answered closes that connection with
+    // `Abandoned`: the member stays away, and the client's next attempt resumes it. A close
+    // with `Normal` is a leave, and its resume ticket is spent.
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let (_peer, mut peer_ev) = relay.join("peer").await;
+    let token = || Some(relay.token(Role::Publisher, "dialer"));
+
+    let (raw, _) = Raw::join(&relay, token()).await;
+    let welcome = raw.welcome.clone().expect("welcome");
+    raw.conn
+        .close(CloseCode::Abandoned.as_u32().into(), b"dial abandoned");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_again, answer) = Raw::join_resuming(&relay, token(), Some(welcome.resume)).await;
+    match answer {
+        RelayMessage::Welcome(w) => assert_eq!(w.me.id, welcome.me.id, "the same member"),
+        other => panic!("an abandoned dial ended the member: {other:?}"),
+    }
+
+    let (raw, _) = Raw::join(&relay, token()).await;
+    let welcome = raw.welcome.clone().expect("welcome");
+    raw.conn.close(CloseCode::Normal.as_u32().into(), b"bye");
+    wait_for(&mut peer_ev, "the leave", |e| {
+        matches!(e, Event::Left { peer, reason: LeftReason::ClientDisconnected } if peer.id == welcome.me.id)
+    })
+    .await;
+    let (_again, answer) = Raw::join_resuming(&relay, token(), Some(welcome.resume)).await;
+    assert!(
+        matches!(&answer, RelayMessage::Refused(r) if r.code == RefuseCode::ResumeFailed),
+        "{answer:?}"
     );
 }

@@ -146,6 +146,15 @@ pub struct Raw {
 impl Raw {
     /// Connects and sends `Hello`; reads the first answer into `welcome` (or returns it).
     pub async fn join(relay: &TestRelay, token: Option<String>) -> (Self, RelayMessage) {
+        Self::join_resuming(relay, token, None).await
+    }
+
+    /// As `join`, resuming the connection of `resume`.
+    pub async fn join_resuming(
+        relay: &TestRelay,
+        token: Option<String>,
+        resume: Option<signalbox_proto::ResumeTicket>,
+    ) -> (Self, RelayMessage) {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let config = signalbox_client::client_config(Some(relay.handle.fingerprint())).unwrap();
         let conn = endpoint
@@ -159,7 +168,7 @@ impl Raw {
             session: TestRelay::session(),
             token,
             name: Some("raw".into()),
-            resume: None,
+            resume,
             receive_broadcasts: true,
             seen: vec![],
         });

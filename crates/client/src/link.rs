@@ -60,9 +60,6 @@ fn transport(idle_timeout: Duration, keep_alive: Duration) -> quinn::TransportCo
     t.stream_receive_window(signalbox_proto::CLIENT_STREAM_WINDOW.into());
     t.keep_alive_interval(Some(keep_alive));
     t.max_idle_timeout(idle_timeout.try_into().ok());
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(signalbox_proto::PATH_MTU_UPPER_BOUND);
-    t.mtu_discovery_config(Some(mtu));
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
         .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
@@ -107,6 +104,33 @@ pub(crate) async fn endpoint_for(
     quinn::Endpoint::client(bind).map_err(ConnectError::Socket)
 }
 
+/// A connection being dialed. If the dial ends without handing it on — timed out by the
+/// caller, or failed — it is closed with [`CloseCode::Abandoned`]: dropping it would close it
+/// with code 0, which tells the relay that the client left on purpose, and a relay that had
+/// just resumed the member on it would end the member for good.
+struct Abandon(Option<quinn::Connection>);
+
+impl Abandon {
+    fn keep(mut self) -> quinn::Connection {
+        self.0.take().expect("kept once")
+    }
+}
+
+impl std::ops::Deref for Abandon {
+    type Target = quinn::Connection;
+    fn deref(&self) -> &quinn::Connection {
+        self.0.as_ref().expect("not yet kept")
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.close(CloseCode::Abandoned.as_u32().into(), b"dial abandoned");
+        }
+    }
+}
+
 /// Connects, sends `Hello` (resuming `resume` when given) and reads the relay's answer.
 pub(crate) async fn dial(
     endpoint: &quinn::Endpoint,
@@ -133,7 +157,7 @@ pub(crate) async fn dial(
         .connect_with(config, remote, &server_name)
         .map_err(|e| unreachable(&e))?;
     let conn = match connecting.await {
-        Ok(c) => c,
+        Ok(c) => Abandon(Some(c)),
         Err(e) => {
             let actual = pinned.lock().ok().and_then(|mut s| s.take());
             if let (Some(expected), Some(actual)) = (options.fingerprint, actual)
@@ -181,7 +205,7 @@ pub(crate) async fn dial(
     match codec::decode::<RelayMessage>(&first) {
         Ok(RelayMessage::Welcome(w)) => Ok(Dialed::Joined(Box::new((
             Link {
-                conn,
+                conn: conn.keep(),
                 control: tokio::sync::Mutex::new(control),
             },
             frames,

@@ -20,11 +20,6 @@ use crate::signal::{Limits, SignalError, Target};
 pub const PROTOCOL_VERSION: u16 = 1;
 /// The TLS ALPN of the protocol.
 pub const ALPN: &[u8] = b"signalbox/1";
-/// The largest UDP payload that both sides' path MTU discovery tries (jumbo-frame size).
-/// Signals are small and many, and every packet costs a system call and a seal, so paths
-/// that carry larger packets (jumbo-frame LANs, loopback) should get them; ordinary
-/// 1500-byte paths settle at 1452 as usual.
-pub const PATH_MTU_UPPER_BOUND: u16 = 8952;
 /// The stream receive window clients give the relay's delivery streams (bytes): how much a
 /// client may have received but not yet read on one stream. The relay keeps at least this
 /// much of each stream for replay after a resume.
@@ -350,6 +345,10 @@ pub enum CloseCode {
     RelayShutdown = 5,
     /// The client did not send `Hello` in time.
     HandshakeTimeout = 6,
+    /// The client gave up on this connection while dialing (it timed out waiting for the
+    /// answer): not a leave. A member it joined or resumed stays away for the grace period,
+    /// as after a network failure, so that the client's next attempt can resume it.
+    Abandoned = 7,
 }
 
 impl CloseCode {
@@ -363,6 +362,7 @@ impl CloseCode {
             4 => CloseCode::SlowConsumer,
             5 => CloseCode::RelayShutdown,
             6 => CloseCode::HandshakeTimeout,
+            7 => CloseCode::Abandoned,
             _ => return None,
         })
     }
@@ -379,9 +379,10 @@ impl CloseCode {
             CloseCode::Kicked => LeftReason::ForceDisconnected,
             CloseCode::SlowConsumer => LeftReason::SlowConsumer,
             CloseCode::RelayShutdown => LeftReason::RelayShutdown,
-            CloseCode::ProtocolError | CloseCode::Refused | CloseCode::HandshakeTimeout => {
-                LeftReason::NetworkDisconnected
-            }
+            CloseCode::ProtocolError
+            | CloseCode::Refused
+            | CloseCode::HandshakeTimeout
+            | CloseCode::Abandoned => LeftReason::NetworkDisconnected,
         }
     }
 }

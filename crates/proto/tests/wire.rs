@@ -194,11 +194,12 @@ fn close_codes_are_stable() {
         CloseCode::SlowConsumer,
         CloseCode::RelayShutdown,
         CloseCode::HandshakeTimeout,
+        CloseCode::Abandoned,
     ]
     .iter()
     .map(|c| c.as_u32())
     .collect();
-    assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7]);
     for c in codes {
         assert_eq!(CloseCode::from_u32(c).unwrap().as_u32(), c);
     }

@@ -45,9 +45,6 @@ pub fn server_config(
     t.keep_alive_interval(Some(config.keep_alive));
     // What the relay may have in flight toward one client, across all its delivery streams.
     t.send_window(4 << 20);
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(signalbox_proto::PATH_MTU_UPPER_BOUND);
-    t.mtu_discovery_config(Some(mtu));
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
         .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
