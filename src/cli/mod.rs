@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod credentials;
 mod invite;
 mod kick;
 mod listen;
@@ -33,7 +34,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a relay (the headless daemon).
-    Relay(relay::RelayArgs),
+    Relay(Box<relay::RelayArgs>),
     /// Print a join token signed by a relay's secret.
     Token(token::TokenArgs),
     /// Print an invite URL (address, session, fingerprint, token) for a relay on this machine.
@@ -44,6 +45,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Remove a connection from a session (moderators).
     Kick(kick::KickArgs),
+    /// Print the relay's Vonage-compatible API key and secret (for the OpenTok server SDKs).
+    Credentials(credentials::CredentialsArgs),
 }
 
 /// Parses the command line, keeping the matches (to tell flags given from defaults).
@@ -88,13 +91,14 @@ pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     match command {
         Command::Relay(args) => {
             let sub = matches.subcommand_matches("relay").unwrap_or(matches);
-            runtime()?.block_on(relay::run(args, sub))
+            runtime()?.block_on(relay::run(*args, sub))
         }
         Command::Token(args) => token::run(args),
         Command::Invite(args) => invite::run(args),
         Command::Send(args) => runtime()?.block_on(send::run(args)),
         Command::Listen(args) => runtime()?.block_on(listen::run(args)),
         Command::Kick(args) => runtime()?.block_on(kick::run(args)),
+        Command::Credentials(args) => credentials::run(args),
     }
 }
 

@@ -95,6 +95,15 @@ pub struct RelayConfig {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 
+    /// The API key of the Vonage-compatible surface (default: made on first start in the
+    /// data directory). Set with `vonage_api_secret`, in `relay.toml`.
+    #[arg(skip)]
+    pub vonage_api_key: Option<String>,
+
+    /// The API secret of the Vonage-compatible surface (see `vonage_api_key`).
+    #[arg(skip)]
+    pub vonage_api_secret: Option<String>,
+
     /// A client whose connection is lost may resume within this time as the same connection
     /// (peers see nothing; what was sent to it meanwhile is delivered). 0 turns it off.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
@@ -130,6 +139,8 @@ impl Default for RelayConfig {
             receiver_queue_signals: 16_384,
             write_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(15),
+            vonage_api_key: None,
+            vonage_api_secret: None,
             stream_idle: Duration::from_secs(10),
         }
     }
@@ -144,6 +155,9 @@ pub enum ConfigError {
     /// A limit that must be positive is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// Only one of `vonage_api_key` and `vonage_api_secret` is set.
+    #[error("vonage_api_key and vonage_api_secret must be set together")]
+    VonageHalf,
     /// The TOML file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -192,6 +206,9 @@ impl RelayConfig {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.vonage_api_key.is_some() != self.vonage_api_secret.is_some() {
+            return Err(ConfigError::VonageHalf);
         }
         Ok(())
     }

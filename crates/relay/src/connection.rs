@@ -123,10 +123,25 @@ fn authorize(hello: &Hello, shared: &Shared, id: ConnectionId) -> Result<Connect
         });
     }
     let (role, token_name, data) = match &hello.token {
-        Some(t) => {
-            let claims = shared.tokens.verify(t, hello.session.as_str())?;
-            (claims.role, claims.name, claims.data.unwrap_or_default())
-        }
+        Some(t) => match shared.tokens.verify(t, hello.session.as_str()) {
+            Ok(claims) => (claims.role, claims.name, claims.data.unwrap_or_default()),
+            // Not one of ours: perhaps a token an OpenTok server SDK made with this relay's
+            // Vonage-compatible API secret.
+            Err(ours) => {
+                match crate::vonage::verify_client_token(&shared.vonage, t, hello.session.as_str())
+                {
+                    Ok(grant) => (grant.role, None, grant.data),
+                    // Report the more telling refusal: a legacy token's own, or (for a JWT) the
+                    // Vonage check's when it got further than "not signed by us".
+                    Err(theirs) => {
+                        let vonage_shaped = t.starts_with("T1==")
+                            || (ours.code == RefuseCode::InvalidToken
+                                && theirs.code != RefuseCode::InvalidToken);
+                        return Err(if vonage_shaped { theirs } else { ours });
+                    }
+                }
+            }
+        },
         None if shared.config.open => (Role::Publisher, None, String::new()),
         None => {
             return Err(Refused {

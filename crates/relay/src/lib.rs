@@ -52,6 +52,7 @@ mod rest;
 mod server;
 pub mod tokens;
 mod transport;
+pub mod vonage;
 
 pub use config::{ConfigError, RelayConfig};
 pub use files::FileError;

@@ -32,7 +32,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -156,9 +156,9 @@ fn no_session(sid: &SessionId) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignalBody {
     #[serde(default, rename = "type")]
-    r#type: String,
+    pub(crate) r#type: String,
     #[serde(default)]
-    data: String,
+    pub(crate) data: String,
 }
 
 async fn signal_all(
@@ -301,6 +301,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/sessions/{sid}/connections/{cid}", delete(kick))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::vonage::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) registry: SessionRegistry,
     pub(crate) tokens: TokenKeys,
+    /// The Vonage-compatible API key and secret.
+    pub(crate) vonage: crate::vonage::Credentials,
     pub(crate) delivery: Arc<DeliverySettings>,
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
@@ -142,6 +144,14 @@ impl Relay {
         };
         let secret = crate::tokens::secret(&data_dir)?;
         let tokens = TokenKeys::from_secret(&secret);
+        let vonage = match (&config.vonage_api_key, &config.vonage_api_secret) {
+            (Some(api_key), Some(api_secret)) => crate::vonage::Credentials {
+                api_key: api_key.clone(),
+                api_secret: api_secret.clone(),
+            },
+            // validate() refused a key without a secret and the other way round.
+            _ => crate::vonage::Credentials::load_or_create(&data_dir)?,
+        };
         let server_config = transport::server_config(&identity, &config)?;
         // A stateless-reset key derived from the relay's secret: after a restart with the same
         // data directory, the relay can tell clients at once that their connection is gone
@@ -182,6 +192,7 @@ impl Relay {
                 config.max_connections_per_session as usize,
             ),
             tokens,
+            vonage,
             delivery: Arc::new(DeliverySettings {
                 queue_bytes: config.receiver_queue_bytes,
                 queue_signals: config.receiver_queue_signals,
