@@ -364,6 +364,13 @@ async fn run_route(
     route.finish().await;
 }
 
+/// How much flow-control credit a receiver has granted so far (frames counted): it grows
+/// whenever the receiver's application reads from any stream.
+fn read_credit(conn: &quinn::Connection) -> u64 {
+    let rx = conn.stats().frame_rx;
+    rx.max_data + rx.max_stream_data + rx.max_streams_uni
+}
+
 /// The stream side of a route: its current QUIC stream and the frames kept for replay.
 struct RouteStream<'a> {
     to: &'a Member,
@@ -423,19 +430,37 @@ impl RouteStream<'_> {
         let to = self.to;
         let stream = &mut self.stream;
         let header = &self.header;
-        let result = tokio::time::timeout(self.settings.write_timeout, async {
+        let conn = to.conn();
+        let write = async {
             let s = match stream {
                 Some(s) => s,
                 None => {
-                    let mut s = to.conn().open_uni().await?;
+                    let mut s = conn.open_uni().await?;
                     s.write_chunk(header.clone()).await?;
                     stream.insert(s)
                 }
             };
             s.write_chunk(chunk).await?;
             Ok::<(), WriteFailed>(())
-        })
-        .await;
+        };
+        tokio::pin!(write);
+        // A write may wait long while the receiver reads its other senders' streams (QUIC
+        // shares the connection among them): that is a busy receiver, not a slow one. It is
+        // a slow consumer only when it read nothing at all — granted no new flow-control
+        // credit on any stream — for a whole `write_timeout`.
+        let mut credit = read_credit(&conn);
+        let result = loop {
+            match tokio::time::timeout(self.settings.write_timeout, &mut write).await {
+                Ok(done) => break Ok(done),
+                Err(elapsed) => {
+                    let now = read_credit(&conn);
+                    if now == credit {
+                        break Err(elapsed);
+                    }
+                    credit = now;
+                }
+            }
+        };
         match result {
             Ok(Ok(())) => Written::Done,
             Ok(Err(e)) => {
