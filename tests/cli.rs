@@ -310,3 +310,79 @@ fn token_invite_and_kick_from_the_command_line() {
     assert_eq!(last["reason"], "forceDisconnected");
     assert!(!watcher.wait().success());
 }
+
+/// `signalbox relay --announce` and `signalbox discover --json` find each other (multicast on
+/// loopback, on an mDNS port of the test's own).
+#[test]
+fn discover_lists_an_announcing_relay() {
+    let home = tempfile::tempdir().unwrap();
+    let mdns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut cmd = bin(home.path());
+    cmd.args([
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "off",
+        "--open",
+        "--announce",
+        "--name",
+        "cli relay",
+        "--announce-session",
+        "cli",
+        "--mdns-port",
+        &mdns_port,
+    ]);
+    let relay = Proc::spawn(cmd);
+    let quic = relay.line();
+    let quic = quic.strip_prefix("quic: ").unwrap().to_owned();
+    let fp = relay.line();
+    let fp = fp.strip_prefix("fingerprint: ").unwrap().to_owned();
+    let out = bin(home.path())
+        .args([
+            "discover",
+            "--json",
+            "--wait",
+            "4s",
+            "--loopback",
+            "--mdns-port",
+            &mdns_port,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let found: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ours = found
+        .iter()
+        .find(|r| r["fingerprint"] == fp.as_str())
+        .unwrap_or_else(|| panic!("not found among {found:?}"));
+    assert_eq!(ours["name"], "cli relay");
+    assert_eq!(ours["address"], quic.as_str());
+    assert_eq!(ours["mode"], "open");
+    assert_eq!(ours["protocol"], 1);
+    assert_eq!(ours["sessions"], serde_json::json!(["cli"]));
+    // Nothing announced on another port: nothing found, and a clear word on stderr.
+    let quiet = bin(home.path())
+        .args([
+            "discover",
+            "--wait",
+            "1s",
+            "--loopback",
+            "--mdns-port",
+            &(mdns_port.parse::<u16>().unwrap() ^ 1).to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(quiet.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&quiet.stderr).contains("no relays found"));
+}

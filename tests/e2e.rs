@@ -1,5 +1,6 @@
 //! The whole system over real QUIC on 127.0.0.1: a relay started in process, clients made
-//! with the client crate, and raw protocol speakers where a client must misbehave.
+//! with the client crate, and raw protocol speakers where a client must misbehave; and LAN
+//! discovery over multicast on loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use common::*;
 use signalbox_client::{Client, ConnectError, Event, SendError, Signal};
 use signalbox_proto::{
     CloseCode, ConnectionId, Fingerprint, LeftReason, Outgoing, RefuseCode, RelayMessage, Role,
-    SignalError, Target,
+    SessionId, SignalError, Target,
 };
 
 /// The seed's example at volume: A and B each broadcast 2 000 signals at the same time; each
@@ -708,4 +709,78 @@ async fn a_send_only_connection_gets_no_broadcasts_but_its_own_signals() {
         matches!(e, Event::Joined(_)).then_some(())
     })
     .await;
+}
+
+/// A free UDP port on loopback, for an mDNS group of this test's own.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// LAN discovery end to end, over multicast on the loopback interface (on an mDNS port of the
+/// test's own, so nothing else on the machine is involved): a relay announces itself, a
+/// browser finds it with its fingerprint, port, mode and published session, a client joins
+/// through what was found, and the announcement is withdrawn when the relay stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_announced_on_the_lan_is_found_and_joined() {
+    use signalbox_client::discovery::{BrowseOptions, Browser, Discovery};
+    let mdns_port = free_udp_port();
+    let relay = TestRelay::start_with(|c| {
+        c.open = true;
+        c.announce = true;
+        c.name = Some("Lab relay".into());
+        c.announce_sessions = vec!["robots".into()];
+        c.mdns_port = mdns_port;
+    })
+    .await;
+    assert!(relay.handle.is_announced());
+    assert_eq!(relay.handle.name(), "Lab relay");
+    let mut browser = Browser::start(&BrowseOptions {
+        mdns_port,
+        loopback_only: true,
+    })
+    .unwrap();
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Discovery::Found(r)) = browser.next().await {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("the relay's announcement");
+    let a = &found.announcement;
+    assert_eq!(a.name, "Lab relay");
+    assert_eq!(a.fingerprint, relay.handle.fingerprint());
+    assert!(a.open && a.compatible());
+    assert_eq!(a.sessions, vec![SessionId::new("robots").unwrap()]);
+    assert_eq!(found.address(), relay.handle.quic_addr());
+
+    // Join through what was discovered: address, port and pinned fingerprint.
+    let (client, _events) = Client::connect(
+        found
+            .connect_options(a.sessions[0].clone())
+            .with_name("finder"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.session().as_str(), "robots");
+    assert_eq!(client.me().name, "finder");
+    client.leave().await;
+
+    // Stopping the relay withdraws the announcement.
+    relay.handle.shutdown().await;
+    let gone = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Discovery::Gone { instance }) = browser.next().await {
+                return instance;
+            }
+        }
+    })
+    .await
+    .expect("the announcement withdrawn");
+    assert_eq!(gone, found.instance);
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod credentials;
+mod discover;
 mod invite;
 mod kick;
 mod listen;
@@ -45,6 +46,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Remove a connection from a session (moderators).
     Kick(kick::KickArgs),
+    /// List the relays that announce themselves on the LAN.
+    Discover(discover::DiscoverArgs),
     /// Print the relay's Vonage-compatible API key and secret (for the OpenTok server SDKs).
     Credentials(credentials::CredentialsArgs),
 }
@@ -99,6 +102,7 @@ pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Listen(args) => runtime()?.block_on(listen::run(args)),
         Command::Kick(args) => runtime()?.block_on(kick::run(args)),
         Command::Credentials(args) => credentials::run(args),
+        Command::Discover(args) => runtime()?.block_on(discover::run(args)),
     }
 }
 

@@ -17,6 +17,7 @@ import threading
 import unittest
 
 import opentok
+import requests
 from opentok.exceptions import AuthError, OpenTokException, RequestError
 
 SIGNALBOX = sys.argv.pop(1) if len(sys.argv) > 1 else "target/debug/signalbox"
@@ -103,6 +104,17 @@ class OpenTokSdk(unittest.TestCase):
         with self.assertRaises(RequestError) as err:
             self.sdk.send_signal(session.session_id, {"type": "big", "data": "x" * 9000})
         self.assertIn(413, err.exception.args)
+
+        # Vonage's connection list (a REST call the SDKs sign; made here with the SDK's own headers).
+        listed = requests.get(
+            f"{self.api_url}/v2/project/{self.key}/session/{session.session_id}/connection",
+            headers=self.sdk.get_headers(),
+            timeout=WAIT,
+        )
+        self.assertEqual(listed.status_code, 200)
+        items = listed.json()["items"]
+        self.assertEqual([i["connectionId"] for i in items], [me["id"]])
+        self.assertEqual(items[0]["connectionState"], "Connected")
 
         self.sdk.force_disconnect(session.session_id, me["id"])
         gone = listener.until("disconnected")

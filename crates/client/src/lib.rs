@@ -24,6 +24,9 @@
 //! certificate has that SHA-256 digest, and says so plainly when another answers; without
 //! one it checks the certificate against the platform's root certificates.
 //!
+//! On a LAN nobody needs to type an address: [`discovery::Browser`] lists the relays that
+//! announce themselves over mDNS, with the fingerprint to pin.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use signalbox_client::{Client, ConnectOptions, Event, Signal};
@@ -40,6 +43,7 @@
 //! ```
 
 mod client;
+pub mod discovery;
 mod error;
 mod events;
 mod link;

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use signalbox_client::discovery::{BrowseOptions, Browser, Discovery};
 use signalbox_client::{
     Client, ConnectOptions, Event as ClientEvent, Events, ReceivedSignal, Signal,
 };
@@ -54,7 +55,13 @@ pub enum Command {
         loopback_only: bool,
         /// The relay's data directory; the default one when `None`.
         data_dir: Option<std::path::PathBuf>,
+        /// Announce it on the LAN (publishing `session`).
+        announce: bool,
+        /// The mDNS port of the announcement (`None`: the standard 5353).
+        mdns_port: Option<u16>,
     },
+    /// Look for relays on the LAN (reported as [`Event::Nearby`]) until the app closes.
+    Discover(BrowseOptions),
     /// Stop the hosted relay (everyone is told `relayShutdown`).
     StopHost,
 }
@@ -154,6 +161,10 @@ pub enum Event {
     HostStopped,
     /// The hosted relay could not start.
     HostFailed(String),
+    /// A relay on the LAN announced itself or went away.
+    Nearby(Discovery),
+    /// LAN discovery could not start.
+    DiscoveryFailed(String),
 }
 
 /// A relay hosted by this app.
@@ -171,6 +182,8 @@ pub struct HostInfo {
     pub invite: Invite,
     /// The same invite over loopback, for joining from this machine.
     pub local_invite: Invite,
+    /// The name it announces on the LAN, when it does.
+    pub announced_as: Option<String>,
 }
 
 /// The UI's handle on the backend thread.
@@ -255,6 +268,7 @@ struct State {
     client: Option<(Client, Events)>,
     joining: Option<(Joining, String)>,
     relay: Option<RelayHandle>,
+    browser: Option<Browser>,
 }
 
 async fn run(mut commands: mpsc::UnboundedReceiver<Command>, out: Outbox) {
@@ -262,6 +276,7 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, out: Outbox) {
         client: None,
         joining: None,
         relay: None,
+        browser: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -294,6 +309,10 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, out: Outbox) {
                     None => st.client = None,
                 }
             },
+            found = next_nearby(&mut st.browser), if st.browser.is_some() => match found {
+                Some(found) => out.send(Event::Nearby(found)).await,
+                None => st.browser = None,
+            },
             _ = tick.tick(), if st.client.is_some() => {
                 if let Some((client, _)) = &st.client {
                     let (received, sent) = client.counts();
@@ -321,6 +340,11 @@ async fn wait_join(
     let result = task.await;
     let (_, invite) = joining.take()?;
     Some((result, invite))
+}
+
+/// The next relay found or gone on the LAN.
+async fn next_nearby(browser: &mut Option<Browser>) -> Option<Discovery> {
+    browser.as_mut()?.next().await
 }
 
 /// The next event of the connected client.
@@ -431,6 +455,8 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
             session,
             loopback_only,
             data_dir,
+            announce,
+            mdns_port,
         } => {
             if let Some(relay) = st.relay.take() {
                 relay.shutdown().await;
@@ -445,6 +471,9 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
                 http: None,
                 open,
                 data_dir,
+                announce,
+                announce_sessions: vec![session.to_string()],
+                mdns_port: mdns_port.unwrap_or(RelayConfig::default().mdns_port),
                 ..RelayConfig::default()
             };
             match start_host(config, session).await {
@@ -455,6 +484,10 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
                 Err(e) => out.send(Event::HostFailed(e)).await,
             }
         }
+        Command::Discover(options) => match Browser::start(&options) {
+            Ok(browser) => st.browser = Some(browser),
+            Err(e) => out.send(Event::DiscoveryFailed(e.to_string())).await,
+        },
         Command::StopHost => {
             if let Some(relay) = st.relay.take() {
                 // Joined to the relay being stopped: leave it rather than reconnect to it.
@@ -500,10 +533,15 @@ async fn start_host(
     let info = HostInfo {
         quic_addr: relay.quic_addr(),
         fingerprint: relay.fingerprint(),
-        lan: signalbox_relay::net::lan_addresses(),
+        // The addresses it can be reached on: an IPv4 bind takes no IPv6.
+        lan: signalbox_relay::net::lan_addresses()
+            .into_iter()
+            .filter(|ip| relay.quic_addr().is_ipv6() || ip.is_ipv4())
+            .collect(),
         open,
         invite,
         local_invite,
+        announced_as: relay.is_announced().then(|| relay.name()),
     };
     Ok((relay, info))
 }

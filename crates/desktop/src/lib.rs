@@ -3,7 +3,9 @@
 //! An egui app for people: join a session by pasting an invite, see who is there, watch every
 //! signal in a log that stays smooth at 100 000 rows, chat with read receipts, send any signal
 //! to everyone, one person or several, drive machines from a control pad bound to keys, and
-//! host a relay on this machine with one click.
+//! host a relay on this machine with one click. Relays announcing themselves on the LAN show
+//! up in the join screen, marked by trust on first use (a name whose fingerprint changed is
+//! never joined without the user confirming).
 //!
 //! The shape follows egui's own advice for async work. [`state::AppState`] is plain data,
 //! changed only by backend [`backend::Event`]s ([`state::AppState::apply`]) and by the user's
@@ -57,6 +59,9 @@ pub fn run(options: Options) -> eframe::Result {
         native,
         Box::new(move |cc| {
             let mut app = SignalboxApp::from_storage(cc.storage);
+            app.command(backend::Command::Discover(
+                signalbox_client::discovery::BrowseOptions::default(),
+            ));
             if options.demo {
                 match demo::Demo::start() {
                     Ok(demo) => {

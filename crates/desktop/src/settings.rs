@@ -84,6 +84,10 @@ pub struct Settings {
     pub host_open: bool,
     /// The session a hosted relay invites to.
     pub host_session: String,
+    /// Whether a hosted relay announces itself on the LAN.
+    pub host_announce: bool,
+    /// Relay names and the certificate fingerprints first seen for them (trust on first use).
+    pub known_relays: signalbox_proto::discovery::KnownRelays,
 }
 
 impl Default for Settings {
@@ -102,6 +106,8 @@ impl Default for Settings {
             host_port: signalbox_proto::invite::DEFAULT_PORT,
             host_open: true,
             host_session: "lobby".into(),
+            host_announce: true,
+            known_relays: Default::default(),
         }
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
+use signalbox_client::discovery::{Discovery, NearbyRelay};
 use signalbox_client::{ConnectOptions, ReceivedSignal};
+use signalbox_proto::discovery::Trust;
 use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, Limits, Role, SessionId, Target};
 
 use crate::backend::{CHAT_TYPE, Command, Event, HostInfo, READ_RECEIPT_TYPE};
@@ -58,9 +60,20 @@ pub struct JoinForm {
     pub fingerprint: String,
     /// What went wrong with the last attempt.
     pub error: Option<String>,
+    /// Open the relay's details once (they were just filled in from a nearby relay).
+    pub reveal: bool,
 }
 
 impl JoinForm {
+    /// The session to join on a relay found nearby: the one it publishes, else the one typed
+    /// in the form, else `lobby`.
+    pub fn session_for(&self, published: Option<&str>) -> SessionId {
+        published
+            .and_then(|s| SessionId::new(s).ok())
+            .or_else(|| SessionId::new(self.session.trim()).ok())
+            .unwrap_or_else(|| SessionId::new("lobby").expect("a valid session id"))
+    }
+
     /// The connect options from the invite, or from the parts when no invite is given.
     pub fn options(&self, name: &str) -> Result<ConnectOptions, String> {
         let mut options = if !self.invite.trim().is_empty() {
@@ -162,6 +175,18 @@ pub struct HostPanel {
     pub loopback_only: bool,
     /// The relay's data directory (identity, token secret); the default data dir when `None`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// The mDNS port its announcement uses (tests); the standard 5353 when `None`.
+    pub mdns_port: Option<u16>,
+}
+
+/// A relay found on the LAN, and when its announcement was last reported (it leaves the list
+/// when withdrawn, or when its records expire unrenewed).
+#[derive(Debug, Clone)]
+pub struct NearbyEntry {
+    /// What it announced.
+    pub relay: NearbyRelay,
+    /// When its announcement was last reported.
+    pub seen: std::time::Instant,
 }
 
 /// Connection figures for the status bar.
@@ -222,6 +247,12 @@ pub struct AppState {
     pub stats: Stats,
     /// A notice for the user (e.g. a denied request).
     pub notice: Option<String>,
+    /// Relays announcing themselves on the LAN, by name.
+    pub nearby: Vec<NearbyEntry>,
+    /// Why LAN discovery is not running.
+    pub discovery_error: Option<String>,
+    /// The nearby relay (instance) whose changed fingerprint the user is asked to confirm.
+    pub confirm_trust: Option<String>,
     next_local: u64,
     outgoing: HashMap<u64, Outgoing>,
     chat_by_seq: HashMap<u64, usize>,
@@ -489,7 +520,70 @@ impl AppState {
                 self.host.busy = false;
                 self.host.error = Some(message);
             }
+            Event::Nearby(Discovery::Found(relay)) => {
+                let seen = std::time::Instant::now();
+                match self
+                    .nearby
+                    .iter_mut()
+                    .find(|n| n.relay.instance == relay.instance)
+                {
+                    Some(n) => *n = NearbyEntry { relay, seen },
+                    None => self.nearby.push(NearbyEntry { relay, seen }),
+                }
+                self.nearby.sort_by(|a, b| {
+                    (&a.relay.announcement.name, &a.relay.instance)
+                        .cmp(&(&b.relay.announcement.name, &b.relay.instance))
+                });
+            }
+            Event::Nearby(Discovery::Gone { instance }) => {
+                self.nearby.retain(|n| n.relay.instance != instance);
+            }
+            Event::DiscoveryFailed(message) => self.discovery_error = Some(message),
         }
+    }
+
+    /// What trust on first use says about a nearby relay.
+    pub fn trust(&self, relay: &NearbyRelay) -> Trust {
+        let a = &relay.announcement;
+        self.settings.known_relays.check(&a.name, &a.fingerprint)
+    }
+
+    /// The options to join a nearby relay, and remembers its fingerprint when it is new.
+    /// `None` while its fingerprint differs from the remembered one (the user must confirm
+    /// first, [`AppState::trust_changed`]).
+    pub fn use_nearby(&mut self, relay: &NearbyRelay) -> Option<ConnectOptions> {
+        if matches!(self.trust(relay), Trust::Changed { .. }) {
+            return None;
+        }
+        let a = &relay.announcement;
+        self.settings.known_relays.remember(&a.name, a.fingerprint);
+        let session = self
+            .join
+            .session_for(a.sessions.first().map(SessionId::as_str));
+        let mut options = relay.connect_options(session);
+        if !self.settings.name.trim().is_empty() {
+            options.name = Some(self.settings.name.trim().to_owned());
+        }
+        Some(options)
+    }
+
+    /// Fills the join form with a nearby relay's address, fingerprint and session.
+    pub fn fill_from_nearby(&mut self, relay: &NearbyRelay) {
+        if let Some(options) = self.use_nearby(relay) {
+            self.join.invite.clear();
+            self.join.address = relay.address().to_string();
+            self.join.session = options.session.to_string();
+            self.join.fingerprint = relay.announcement.fingerprint.to_string();
+            self.join.reveal = true;
+            self.join.error = None;
+        }
+    }
+
+    /// The user confirmed a relay whose fingerprint changed: trust the new one from now on.
+    pub fn trust_changed(&mut self, relay: &NearbyRelay) {
+        let a = &relay.announcement;
+        self.settings.known_relays.replace(&a.name, a.fingerprint);
+        self.confirm_trust = None;
     }
 
     fn received(&mut self, s: ReceivedSignal) {

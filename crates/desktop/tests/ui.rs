@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use signalbox_client::discovery::{Discovery, NearbyRelay};
 use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal, Signal};
 use signalbox_desktop::SignalboxApp;
+use signalbox_desktop::backend::Event as AppEvent;
 use signalbox_desktop::settings::Settings;
-use signalbox_proto::{LeftReason, Role, SessionId};
+use signalbox_proto::discovery::{Announcement, Trust};
+use signalbox_proto::{Fingerprint, LeftReason, Role, SessionId};
 use signalbox_relay::{Relay, RelayConfig, RelayHandle, TokenRequest};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -359,12 +362,16 @@ fn host_a_relay_share_its_invite_and_stop_it() {
     let mut h = app(&home);
     h.state_mut().state.settings.host_port = 0;
     h.state_mut().state.host.loopback_only = true;
+    // Announced on loopback, on an mDNS port of this test's own.
+    h.state_mut().state.host.mdns_port = Some(free_udp_port());
     click(&mut h, "Host a relay on this machine…");
     click(&mut h, "Start relay");
     wait_for(&mut h, "the relay to start", |a| {
         a.state.host.running.is_some()
     });
     let info = h.state().state.host.running.clone().unwrap();
+    assert!(info.announced_as.is_some());
+    h.get_by_label_contains("Announced on the LAN as");
     h.get_by_label_contains("signalbox://127.0.0.1:");
     h.get_by_label("Copy invite");
     h.check_accessibility();
@@ -511,4 +518,118 @@ fn several_targets_and_ctrl_enter() {
     env.no_signal(&mut dave_ev);
     let target = &h.state().state.log.shown(0).unwrap().target;
     assert!(target == "bob, carol" || target == "carol, bob", "{target}");
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A relay as LAN discovery reports it.
+fn nearby(name: &str, fp: Fingerprint, port: u16, open: bool, session: &str) -> NearbyRelay {
+    let mut announcement = Announcement::new(name, fp, open);
+    announcement.sessions = vec![SessionId::new(session).unwrap()];
+    NearbyRelay {
+        instance: format!("{name}._signalbox._udp.local."),
+        announcement,
+        addresses: vec![[127, 0, 0, 1].into()],
+        port,
+    }
+}
+
+/// The join screen's nearby list, fed from a fake discovery feed: new, known and changed
+/// relays; a changed fingerprint is marked and cannot be used until the user confirms; "Fill
+/// in" fills the form; "Join now" joins an open relay (a real one) pinning its fingerprint
+/// and remembers it; a relay that goes away leaves the list.
+#[test]
+fn nearby_relays_are_listed_with_trust_on_first_use() {
+    let env = Env::new();
+    let dir = home();
+    let open_relay = env
+        .rt
+        .block_on(Relay::spawn(RelayConfig {
+            open: true,
+            ..RelayConfig::local(dir.path())
+        }))
+        .unwrap();
+    let home = home();
+    let mut h = app(&home);
+    h.get_by_label("Looking for relays on your network…");
+    let lab = nearby(
+        "Lab",
+        open_relay.fingerprint(),
+        open_relay.quic_addr().port(),
+        true,
+        "robots",
+    );
+    let office = nearby("Office", Fingerprint([2; 32]), 4433, false, "lobby");
+    let hall = nearby("Robot hall", Fingerprint([3; 32]), 4434, false, "lobby");
+    {
+        let st = &mut h.state_mut().state;
+        st.settings
+            .known_relays
+            .remember("Office", Fingerprint([2; 32]));
+        st.settings
+            .known_relays
+            .remember("Robot hall", Fingerprint([9; 32]));
+        for r in [&hall, &office, &lab] {
+            st.apply(AppEvent::Nearby(Discovery::Found(r.clone())));
+        }
+    }
+    h.step();
+    h.step();
+    h.get_by_label("Nearby relays");
+    h.get_by_label("Lab");
+    h.get_by_label("new");
+    h.get_by_label("✔ known");
+    h.get_by_label("⚠ fingerprint changed");
+    h.get_by_label(&format!("fp {}", lab.announcement.fingerprint.short()));
+    h.check_accessibility();
+    // The changed relay offers nothing but confirming; the open one can be joined at once.
+    assert_eq!(h.query_all_by_label("Fill in").count(), 2);
+    assert_eq!(h.query_all_by_label("Join now").count(), 1);
+    click(&mut h, "Trust the new fingerprint…");
+    click(&mut h, "Trust the new fingerprint");
+    assert_eq!(h.query_all_by_label("Fill in").count(), 3);
+    assert_eq!(
+        h.state()
+            .state
+            .settings
+            .known_relays
+            .check("Robot hall", &Fingerprint([3; 32])),
+        Trust::Known
+    );
+
+    // "Fill in" on the office relay (the second, by name) fills the form.
+    h.query_all_by_label("Fill in").nth(1).unwrap().click();
+    h.step();
+    h.step();
+    {
+        let join = &h.state().state.join;
+        assert_eq!(join.address, "127.0.0.1:4433");
+        assert_eq!(join.session, "lobby");
+        assert_eq!(join.fingerprint, Fingerprint([2; 32]).to_string());
+    }
+    h.get_by_label("Relay address");
+
+    // "Join now" on the open relay joins its published session, pinning its fingerprint.
+    click(&mut h, "Join now");
+    wait_for(&mut h, "joining the nearby relay", SignalboxApp::is_joined);
+    assert_eq!(h.state().state.session.as_ref().unwrap().as_str(), "robots");
+    assert_eq!(
+        h.state()
+            .state
+            .settings
+            .known_relays
+            .check("Lab", &open_relay.fingerprint()),
+        Trust::Known
+    );
+    // A relay that goes away leaves the list.
+    h.state_mut().state.apply(AppEvent::Nearby(Discovery::Gone {
+        instance: office.instance.clone(),
+    }));
+    assert_eq!(h.state().state.nearby.len(), 2);
 }

@@ -35,6 +35,25 @@ pub struct RelayConfig {
     #[arg(long)]
     pub open: bool,
 
+    /// Announce the relay on the LAN (mDNS / DNS-SD, `_signalbox._udp.local.`) so that the
+    /// app and `signalbox discover` find it. Bound to 0.0.0.0 it announces every LAN address;
+    /// bound to loopback, on loopback only.
+    #[arg(long)]
+    pub announce: bool,
+
+    /// The relay's name in its announcement (default: this machine's host name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// A session to publish in the announcement, so people nearby can join it by name
+    /// (repeatable).
+    #[arg(long = "announce-session", value_name = "SESSION")]
+    pub announce_sessions: Vec<String>,
+
+    /// The UDP port of mDNS: 5353, or another one to keep a test or a private group apart.
+    #[arg(long, default_value_t = RelayConfig::default().mdns_port)]
+    pub mdns_port: u16,
+
     /// TLS certificate chain (PEM) instead of the self-signed identity.
     #[arg(long, value_name = "PEM", requires = "key")]
     pub cert: Option<PathBuf>,
@@ -121,6 +140,10 @@ impl Default for RelayConfig {
         let limits = Limits::default();
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            announce: false,
+            name: None,
+            announce_sessions: Vec::new(),
+            mdns_port: 5353,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 4480))),
             data_dir: None,
             open: false,
@@ -155,6 +178,9 @@ pub enum ConfigError {
     /// A limit that must be positive is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// A session in `announce_sessions` is not a valid session id.
+    #[error("announce_sessions: {0}")]
+    AnnounceSession(String),
     /// Only one of `vonage_api_key` and `vonage_api_secret` is set.
     #[error("vonage_api_key and vonage_api_secret must be set together")]
     VonageHalf,
@@ -206,6 +232,10 @@ impl RelayConfig {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        for s in &self.announce_sessions {
+            signalbox_proto::SessionId::new(s.as_str())
+                .map_err(|e| ConfigError::AnnounceSession(e.to_string()))?;
         }
         if self.vonage_api_key.is_some() != self.vonage_api_secret.is_some() {
             return Err(ConfigError::VonageHalf);

@@ -23,6 +23,9 @@
 //!   keep up is disconnected as `slowConsumer`; the sender and everyone else carry on.
 //! - **Trust** comes from a self-signed certificate made on first start (clients pin its
 //!   SHA-256 fingerprint) and HS256 tokens signed with a secret in the data directory.
+//! - **Found on the LAN** when `announce` is on: an mDNS / DNS-SD record
+//!   (`_signalbox._udp.local.`) carries its name, fingerprint, mode and published sessions,
+//!   and is withdrawn on shutdown.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+mod announce;
 mod config;
 mod connection;
 mod delivery;
@@ -54,6 +58,7 @@ pub mod tokens;
 mod transport;
 pub mod vonage;
 
+pub use announce::AnnounceError;
 pub use config::{ConfigError, RelayConfig};
 pub use files::FileError;
 pub use identity::{Identity, IdentityError};

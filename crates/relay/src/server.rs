@@ -46,6 +46,9 @@ pub enum RelayError {
         /// Why.
         source: std::io::Error,
     },
+    /// `announce` is on and the mDNS responder could not start.
+    #[error(transparent)]
+    Announce(#[from] crate::announce::AnnounceError),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -227,6 +230,11 @@ impl Relay {
             }
             None => None,
         };
+        let announcer = if shared.config.announce {
+            crate::announce::Announcer::start(&shared.config, quic_addr, identity.fingerprint)?
+        } else {
+            None
+        };
         tracing::info!(%quic_addr, fingerprint = %identity.fingerprint, open = shared.config.open, "relay started");
         Ok(RelayHandle {
             quic_addr,
@@ -235,6 +243,7 @@ impl Relay {
             data_dir,
             endpoint,
             shared,
+            announcer,
         })
     }
 }
@@ -274,6 +283,7 @@ pub struct RelayHandle {
     data_dir: PathBuf,
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    announcer: Option<crate::announce::Announcer>,
 }
 
 impl RelayHandle {
@@ -285,6 +295,16 @@ impl RelayHandle {
     /// The REST API's address, when it runs.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The name the relay announces (or would): its configured name or the host name.
+    pub fn name(&self) -> String {
+        crate::announce::relay_name(&self.shared.config)
+    }
+
+    /// Whether the relay is announcing itself on the LAN.
+    pub fn is_announced(&self) -> bool {
+        self.announcer.is_some()
     }
 
     /// The SHA-256 fingerprint of the relay's certificate.
@@ -335,7 +355,10 @@ impl RelayHandle {
     }
 
     /// Closes every connection with `relayShutdown`, then waits (briefly) for every task.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        if let Some(announcer) = self.announcer.take() {
+            announcer.withdraw().await;
+        }
         self.shared.cancel.cancel();
         self.shared.tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), self.shared.tracker.wait())

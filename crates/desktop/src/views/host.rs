@@ -30,6 +30,11 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
                 "Open (anyone who can reach it may join)",
             )
             .on_hover_text("Off: joining needs a token; share the invite below, which carries one");
+            ui.checkbox(
+                &mut st.settings.host_announce,
+                "Announce on the LAN (people nearby see it in their join screen)",
+            )
+            .on_hover_text("mDNS / DNS-SD: its name, address, fingerprint, mode and this session");
             let session = SessionId::new(st.settings.host_session.trim());
             if let Err(e) = &session {
                 super::error_text(ui, &e.to_string());
@@ -49,6 +54,8 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
                     session,
                     loopback_only: st.host.loopback_only,
                     data_dir: st.host.data_dir.clone(),
+                    announce: st.settings.host_announce,
+                    mdns_port: st.host.mdns_port,
                 });
             }
             if st.host.busy {
@@ -68,6 +75,10 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             for ip in &info.lan {
                 ui.monospace(std::net::SocketAddr::new(*ip, info.quic_addr.port()).to_string());
             }
+            match &info.announced_as {
+                Some(name) => ui.label(format!("Announced on the LAN as \u{201c}{name}\u{201d}.")),
+                None => ui.weak("Not announced on the LAN."),
+            };
             ui.label(egui::RichText::new("Fingerprint").strong());
             ui.monospace(info.fingerprint.short())
                 .on_hover_text(info.fingerprint.to_string());

@@ -1,5 +1,8 @@
 //! The join screen: paste an invite, or enter the relay's details; recent relays.
 
+use signalbox_client::discovery::NearbyRelay;
+use signalbox_proto::discovery::Trust;
+
 use crate::backend::Command;
 use crate::state::{AppState, ConnState};
 
@@ -22,8 +25,10 @@ pub fn join_screen(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             "signalbox://host:4433/session?fp=…&token=…",
         );
         super::labelled_field(ui, "Your name", &mut st.settings.name, "how others see you");
+        let reveal = std::mem::take(&mut st.join.reveal);
         egui::CollapsingHeader::new("Or enter the relay's details")
             .default_open(false)
+            .open(reveal.then_some(true))
             .show(ui, |ui| {
                 super::labelled_field(
                     ui,
@@ -72,6 +77,10 @@ pub fn join_screen(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
         }
     });
     ui.add_space(12.0);
+    if let Some(c) = nearby_relays(ui, st, connecting) {
+        command = Some(c);
+    }
+    ui.add_space(12.0);
     if !st.settings.recent.is_empty() {
         ui.label(egui::RichText::new("Recent relays").strong());
         let mut chosen = None;
@@ -94,4 +103,133 @@ pub fn join_screen(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
         st.host.visible = true;
     }
     command
+}
+
+/// What the user did with a nearby relay.
+enum NearbyAction {
+    Fill(NearbyRelay),
+    Join(NearbyRelay),
+    AskTrust(String),
+    Trust(NearbyRelay),
+    CancelTrust,
+}
+
+/// Relays announcing themselves on the LAN: name, address, mode, fingerprint, when last heard
+/// of and whether the fingerprint is the one remembered for the name; one click fills in the
+/// form, or joins an open relay.
+fn nearby_relays(ui: &mut egui::Ui, st: &mut AppState, connecting: bool) -> Option<Command> {
+    ui.label(egui::RichText::new("Nearby relays").strong());
+    if let Some(e) = &st.discovery_error {
+        super::error_text(ui, e);
+    } else if st.nearby.is_empty() {
+        ui.weak("Looking for relays on your network…");
+    }
+    if !st.nearby.is_empty() {
+        // Keep "found … ago" current.
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_secs(1));
+    }
+    let mut action = None;
+    for entry in &st.nearby {
+        let relay = &entry.relay;
+        let a = &relay.announcement;
+        let trust = st.trust(relay);
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.set_max_width(640.0);
+            ui.horizontal_wrapped(|ui| {
+                ui.label(egui::RichText::new(&a.name).strong());
+                ui.monospace(relay.address().to_string());
+                ui.label(if a.open { "open" } else { "token" });
+                ui.monospace(format!("fp {}", a.fingerprint.short()))
+                    .on_hover_text(a.fingerprint.to_string());
+                ui.weak(format!("found {} ago", age(entry.seen.elapsed())));
+                match trust {
+                    Trust::New => {
+                        ui.weak("new");
+                    }
+                    Trust::Known => {
+                        ui.colored_label(egui::Color32::from_rgb(90, 190, 110), "✔ known");
+                    }
+                    Trust::Changed { .. } => {
+                        ui.colored_label(ui.visuals().error_fg_color, "⚠ fingerprint changed");
+                    }
+                }
+            });
+            if !a.sessions.is_empty() {
+                let sessions: Vec<&str> = a.sessions.iter().map(|s| s.as_str()).collect();
+                ui.weak(format!("sessions: {}", sessions.join(", ")));
+            }
+            if !a.compatible() {
+                ui.weak(format!(
+                    "speaks protocol {}; this app speaks {}",
+                    a.protocol,
+                    signalbox_proto::PROTOCOL_VERSION
+                ));
+                return;
+            }
+            match trust {
+                Trust::Changed { remembered } => {
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        format!(
+                            "This name was seen before with fingerprint {}; now it shows {}. \
+                             It may be another machine, a reinstalled relay — or someone \
+                             pretending to be it.",
+                            remembered.short(),
+                            a.fingerprint.short()
+                        ),
+                    );
+                    if st.confirm_trust.as_deref() == Some(relay.instance.as_str()) {
+                        ui.label("Trust the new fingerprint only if you know why it changed.");
+                        ui.horizontal(|ui| {
+                            if ui.button("Trust the new fingerprint").clicked() {
+                                action = Some(NearbyAction::Trust(relay.clone()));
+                            }
+                            if ui.button("Cancel").clicked() {
+                                action = Some(NearbyAction::CancelTrust);
+                            }
+                        });
+                    } else if ui.button("Trust the new fingerprint…").clicked() {
+                        action = Some(NearbyAction::AskTrust(relay.instance.clone()));
+                    }
+                }
+                Trust::New | Trust::Known => {
+                    ui.horizontal(|ui| {
+                        if ui
+                            .button("Fill in")
+                            .on_hover_text("Fill in the relay's address, fingerprint and session")
+                            .clicked()
+                        {
+                            action = Some(NearbyAction::Fill(relay.clone()));
+                        }
+                        if a.open
+                            && ui
+                                .add_enabled(!connecting, egui::Button::new("Join now"))
+                                .on_hover_text("Join it now, pinning this fingerprint")
+                                .clicked()
+                        {
+                            action = Some(NearbyAction::Join(relay.clone()));
+                        }
+                    });
+                }
+            }
+        });
+    }
+    match action? {
+        NearbyAction::Fill(relay) => st.fill_from_nearby(&relay),
+        NearbyAction::Join(relay) => return st.use_nearby(&relay).map(Command::Connect),
+        NearbyAction::AskTrust(instance) => st.confirm_trust = Some(instance),
+        NearbyAction::Trust(relay) => st.trust_changed(&relay),
+        NearbyAction::CancelTrust => st.confirm_trust = None,
+    }
+    None
+}
+
+/// `12 s`, `3 min`, `2 h`.
+fn age(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s @ 0..60 => format!("{s} s"),
+        s @ 60..3600 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
 }
