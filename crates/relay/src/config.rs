@@ -54,6 +54,15 @@ pub struct RelayConfig {
     #[arg(long, default_value_t = RelayConfig::default().mdns_port)]
     pub mdns_port: u16,
 
+    /// Share sessions with other relay nodes through this NATS server
+    /// (`nats://HOST:PORT`). Without it the relay stands alone.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// TLS certificate chain (PEM) instead of the self-signed identity.
     #[arg(long, value_name = "PEM", requires = "key")]
     pub cert: Option<PathBuf>,
@@ -142,6 +151,8 @@ impl Default for RelayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             announce: false,
             name: None,
+            cluster: None,
+            node_name: None,
             announce_sessions: Vec::new(),
             mdns_port: 5353,
             http: Some(SocketAddr::from(([127, 0, 0, 1], 4480))),

@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME, encode_frame};
 use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason, Outgoing,
-    PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SignalError, Target,
-    Welcome, signal, token,
+    PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SessionId,
+    SignalError, Target, Welcome, signal, token,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -216,10 +216,22 @@ async fn serve(
         hello.receive_broadcasts,
         CONTROL_QUEUE,
     ));
-    let (session, peers) = match shared.registry.join(&hello.session, member.clone()) {
+    let elsewhere = shared
+        .cluster
+        .as_ref()
+        .map_or(0, |c| c.remote_count(&hello.session));
+    let (session, mut peers) = match shared
+        .registry
+        .join(&hello.session, member.clone(), elsewhere)
+    {
         Ok(x) => x,
         Err(refused) => return refuse(&conn, send, refused, &shared).await,
     };
+    if let Some(cluster) = &shared.cluster {
+        cluster.joined(&hello.session, &info);
+        crate::cluster::Cluster::watch(&shared, &hello.session);
+        peers.extend(cluster.remote_members(&hello.session));
+    }
     tracing::info!(session = %hello.session, name = %info.name, role = %info.role, "joined");
     shared.metrics.joined();
     let welcome = Welcome {
@@ -271,13 +283,16 @@ async fn resume(
         return refuse(&conn, send, refused, &shared).await;
     };
     tracing::info!(session = %hello.session, "resumed");
-    let peers = session
+    let mut peers: Vec<ConnectionInfo> = session
         .roster()
         .members
         .values()
         .filter(|m| m.id() != member.id())
         .map(|m| m.info.clone())
         .collect();
+    if let Some(cluster) = &shared.cluster {
+        peers.extend(cluster.remote_members(&hello.session));
+    }
     let welcome = Welcome {
         me: member.info.clone(),
         peers,
@@ -384,6 +399,12 @@ fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason
     // Its routes to others end once they have written what they hold.
     drop(lock(&member.fanout).take());
     shared.registry.leave(session, member.id(), reason);
+    if let Some(cluster) = &shared.cluster {
+        cluster.left(&session.id, member.id(), reason);
+        if shared.registry.get(&session.id).is_none() {
+            cluster.unwatch(&session.id);
+        }
+    }
     shared.metrics.left(reason);
     tracing::info!(conn = %member.id(), %reason, "left");
 }
@@ -516,6 +537,7 @@ fn kick(member: &Member, session: &Session, target: ConnectionId) {
 fn admit(
     out: &Outgoing<'_>,
     member: &Member,
+    session: &SessionId,
     roster: &Roster,
     bucket: &mut TokenBucket,
     shared: &Shared,
@@ -528,13 +550,18 @@ fn admit(
         });
     }
     signal::validate_signal(&out.r#type, &out.data, &out.to, &shared.limits)?;
+    // Here, or (in a cluster) on another node.
+    let present = |id: &ConnectionId| {
+        roster.members.contains_key(id)
+            || shared
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.node_of(session, *id).is_some())
+    };
     let missing = match &out.to {
         Target::All => None,
-        Target::One(id) => (!roster.members.contains_key(id)).then_some(*id),
-        Target::List(ids) => ids
-            .iter()
-            .find(|id| !roster.members.contains_key(id))
-            .copied(),
+        Target::One(id) => (!present(id)).then_some(*id),
+        Target::List(ids) => ids.iter().find(|id| !present(id)).copied(),
     };
     match missing {
         Some(connection) => Err(SignalError::TargetNotFound { connection }),
@@ -599,7 +626,7 @@ async fn signal_reader(
         last_seq = out.seq;
         member.last_seq.store(last_seq, Ordering::Release);
         let roster = session.roster();
-        match admit(&out, member, &roster, &mut bucket, shared) {
+        match admit(&out, member, &session.id, &roster, &mut bucket, shared) {
             Err(error) => {
                 shared.metrics.rejected(&error);
                 member.remember_rejection(out.seq, error.clone());
@@ -635,6 +662,9 @@ async fn signal_reader(
                     });
                     delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes)
                 };
+                if let Some(cluster) = &shared.cluster {
+                    cluster.signal(&session.id, member.id(), out.seq, &out.to, &bytes);
+                }
                 shared.metrics.signal(frame.len(), delivered);
             }
         }

@@ -23,6 +23,9 @@
 //!   keep up is disconnected as `slowConsumer`; the sender and everyone else carry on.
 //! - **Trust** comes from a self-signed certificate made on first start (clients pin its
 //!   SHA-256 fingerprint) and HS256 tokens signed with a secret in the data directory.
+//! - **Several nodes, one session** when `cluster` names a NATS server: each node serves its
+//!   own clients and exchanges signals, presence and heartbeats with the others over NATS
+//!   (the `cluster` module's notes give the subjects and what is promised).
 //! - **Found on the LAN** when `announce` is on: an mDNS / DNS-SD record
 //!   (`_signalbox._udp.local.`) carries its name, fingerprint, mode and published sessions,
 //!   and is withdrawn on shutdown.
@@ -41,6 +44,7 @@
 //! ```
 
 mod announce;
+mod cluster;
 mod config;
 mod connection;
 mod delivery;
@@ -59,6 +63,7 @@ mod transport;
 pub mod vonage;
 
 pub use announce::AnnounceError;
+pub use cluster::{ClusterError, ClusterStatus};
 pub use config::{ConfigError, RelayConfig};
 pub use files::FileError;
 pub use identity::{Identity, IdentityError};

@@ -35,6 +35,10 @@ pub(crate) struct Metrics {
     deliveries: Counter,
     rejected: Family<CodeLabel, Counter>,
     rest_requests: Family<StatusLabel, Counter>,
+    remote_signals: Counter,
+    cluster_connected: Gauge,
+    cluster_nodes: Gauge,
+    cluster_dropped: Gauge,
 }
 
 impl Metrics {
@@ -50,6 +54,10 @@ impl Metrics {
             deliveries: Counter::default(),
             rejected: Family::default(),
             rest_requests: Family::default(),
+            remote_signals: Counter::default(),
+            cluster_connected: Gauge::default(),
+            cluster_nodes: Gauge::default(),
+            cluster_dropped: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -89,7 +97,40 @@ impl Metrics {
             "REST API answers, by status",
             m.rest_requests.clone(),
         );
+        registry.register(
+            "remote_signals",
+            "Signals from other cluster nodes' clients",
+            m.remote_signals.clone(),
+        );
+        registry.register(
+            "cluster_connected",
+            "1 while this node is connected to the cluster's NATS server (0 alone or degraded)",
+            m.cluster_connected.clone(),
+        );
+        registry.register(
+            "cluster_nodes",
+            "Other cluster nodes alive",
+            m.cluster_nodes.clone(),
+        );
+        registry.register(
+            "cluster_dropped_messages",
+            "Cluster messages dropped while NATS was away",
+            m.cluster_dropped.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A signal from another node's client, queued to `deliveries` receivers here.
+    pub(crate) fn remote_signal(&self, deliveries: usize) {
+        self.remote_signals.inc();
+        self.deliveries.inc_by(deliveries as u64);
+    }
+
+    /// The cluster's state, for the next rendering.
+    pub(crate) fn cluster(&self, connected: bool, nodes: usize, dropped: u64) {
+        self.cluster_connected.set(i64::from(connected));
+        self.cluster_nodes.set(nodes as i64);
+        self.cluster_dropped.set(dropped as i64);
     }
 
     pub(crate) fn joined(&self) {

@@ -281,11 +281,13 @@ impl SessionRegistry {
     }
 
     /// Adds `member` to `session` (made on first join), tells the others, and returns the
-    /// session and a snapshot of who else is there.
+    /// session and a snapshot of who else is here. `elsewhere` members of the session are on
+    /// other nodes of a cluster (they count toward the session's limit).
     pub(crate) fn join(
         &self,
         session: &SessionId,
         member: Arc<Member>,
+        elsewhere: usize,
     ) -> Result<(Arc<Session>, Vec<ConnectionInfo>), Refused> {
         let mut sessions = lock(&self.sessions);
         let sess = match sessions.get(session) {
@@ -306,12 +308,12 @@ impl SessionRegistry {
             }
         };
         let mut members = lock(&sess.members);
-        if members.len() >= self.max_per_session {
+        if members.len() + elsewhere >= self.max_per_session {
             return Err(Refused {
                 code: RefuseCode::SessionFull,
                 message: format!(
                     "session '{session}' is full: it holds {} connections, its limit",
-                    members.len()
+                    members.len() + elsewhere
                 ),
             });
         }

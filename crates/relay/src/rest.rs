@@ -15,9 +15,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use signalbox_proto::token::{ANY_SESSION, Claims};
-use signalbox_proto::{
-    CloseCode, ConnectionId, ConnectionInfo, Role, SessionId, SignalError, Target,
-};
+use signalbox_proto::{ConnectionId, ConnectionInfo, Role, SessionId, SignalError, Target};
 
 use crate::server::Shared;
 
@@ -170,8 +168,10 @@ async fn signal_all(
     caller.may(&sid)?;
     let Json(body) = body?;
     let sid = session_id(&sid)?;
-    let session = shared.registry.get(&sid).ok_or_else(|| no_session(&sid))?;
-    shared.relay_signal(&session, Target::All, &body.r#type, &body.data)?;
+    if !shared.session_exists(&sid) {
+        return Err(no_session(&sid));
+    }
+    shared.relay_signal(&sid, Target::All, &body.r#type, &body.data)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -185,8 +185,10 @@ async fn signal_one(
     let Json(body) = body?;
     let sid = session_id(&sid)?;
     let cid = connection_id(&cid)?;
-    let session = shared.registry.get(&sid).ok_or_else(|| no_session(&sid))?;
-    shared.relay_signal(&session, Target::One(cid), &body.r#type, &body.data)?;
+    if !shared.session_exists(&sid) {
+        return Err(no_session(&sid));
+    }
+    shared.relay_signal(&sid, Target::One(cid), &body.r#type, &body.data)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -200,17 +202,12 @@ async fn list_sessions(
     State(shared): State<Arc<Shared>>,
     caller: Caller,
 ) -> Json<Vec<SessionSummary>> {
-    let mut out: Vec<SessionSummary> = shared
-        .registry
-        .sessions()
+    let out: Vec<SessionSummary> = shared
+        .session_counts()
         .into_iter()
-        .filter(|s| caller.is_server() || caller.may(s.id.as_str()).is_ok())
-        .map(|s| SessionSummary {
-            connections: s.roster().members.len(),
-            id: s.id.clone(),
-        })
+        .filter(|(id, _)| caller.is_server() || caller.may(id.as_str()).is_ok())
+        .map(|(id, connections)| SessionSummary { id, connections })
         .collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
     Json(out)
 }
 
@@ -221,15 +218,10 @@ async fn list_connections(
 ) -> Result<Json<Vec<ConnectionInfo>>, ApiError> {
     caller.may(&sid)?;
     let sid = session_id(&sid)?;
-    let session = shared.registry.get(&sid).ok_or_else(|| no_session(&sid))?;
-    let mut out: Vec<ConnectionInfo> = session
-        .roster()
-        .members
-        .values()
-        .map(|m| m.info.clone())
-        .collect();
-    out.sort_by_key(|c| c.joined_at);
-    Ok(Json(out))
+    if !shared.session_exists(&sid) {
+        return Err(no_session(&sid));
+    }
+    Ok(Json(shared.members_of(&sid)))
 }
 
 async fn kick(
@@ -240,19 +232,30 @@ async fn kick(
     caller.may(&sid)?;
     let sid = session_id(&sid)?;
     let cid = connection_id(&cid)?;
-    let session = shared.registry.get(&sid).ok_or_else(|| no_session(&sid))?;
-    let member = session.roster().members.get(&cid).cloned().ok_or_else(|| {
-        ApiError::new(
+    if !shared.session_exists(&sid) {
+        return Err(no_session(&sid));
+    }
+    if !shared.remove(&sid, cid, "removed from the session by the server") {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("connection {cid} is not in session '{sid}'"),
-        )
-    })?;
-    member.close(CloseCode::Kicked, "removed from the session by the server");
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok`, and for a cluster node whether it reaches the cluster: `cluster: connected (2 other
+/// nodes)`, or `cluster: degraded …` while NATS is away (the node still serves its own
+/// members, so it is alive: 200 either way).
+async fn healthz(State(shared): State<Arc<Shared>>) -> String {
+    match &shared.cluster {
+        None => "ok\n".to_owned(),
+        Some(c) if c.is_connected() => {
+            format!("ok\ncluster: connected; other nodes: {}\n", c.peers().len())
+        }
+        Some(_) => "ok\ncluster: degraded (NATS unreachable; serving this node's members only)\n"
+            .to_owned(),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>, caller: Caller) -> Result<Response, ApiError> {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use signalbox_proto::{
-    CloseCode, Fingerprint, Incoming, Invite, Limits, SessionId, SignalError, Target, codec, signal,
+    CloseCode, ConnectionId, ConnectionInfo, Fingerprint, Incoming, Invite, Limits, SessionId,
+    SignalError, Target, codec, signal,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,9 @@ pub enum RelayError {
         /// Why.
         source: std::io::Error,
     },
+    /// `cluster` is set and its NATS URL is unusable.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// `announce` is on and the mDNS responder could not start.
     #[error(transparent)]
     Announce(#[from] crate::announce::AnnounceError),
@@ -72,39 +76,134 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// The cluster this node belongs to (`--cluster`).
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
     /// The counters in Prometheus text format.
     pub(crate) fn metrics_text(&self) -> String {
+        if let Some(c) = &self.cluster {
+            self.metrics
+                .cluster(c.is_connected(), c.peers().len(), c.dropped());
+        }
         self.metrics.render(
             self.registry.connection_count(),
             self.registry.sessions().len(),
         )
     }
 
+    /// Whether `id` is in `session`, here or (in a cluster) on another node.
+    pub(crate) fn is_member(&self, session: &SessionId, id: ConnectionId) -> bool {
+        self.registry
+            .get(session)
+            .is_some_and(|s| s.roster().members.contains_key(&id))
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.node_of(session, id).is_some())
+    }
+
+    /// Everyone in `session`, here and on other nodes.
+    pub(crate) fn members_of(&self, session: &SessionId) -> Vec<ConnectionInfo> {
+        let mut out: Vec<ConnectionInfo> = self
+            .registry
+            .get(session)
+            .map(|s| {
+                s.roster()
+                    .members
+                    .values()
+                    .map(|m| m.info.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(c) = &self.cluster {
+            out.extend(c.remote_members(session));
+        }
+        out.sort_by_key(|c| c.joined_at);
+        out
+    }
+
+    /// Every session with members, here or on other nodes, and how many.
+    pub(crate) fn session_counts(&self) -> Vec<(SessionId, usize)> {
+        let mut counts: std::collections::HashMap<SessionId, usize> = self
+            .cluster
+            .as_ref()
+            .map(|c| c.remote_sessions())
+            .unwrap_or_default();
+        for s in self.registry.sessions() {
+            *counts.entry(s.id.clone()).or_default() += s.roster().members.len();
+        }
+        let mut out: Vec<(SessionId, usize)> = counts.into_iter().collect();
+        out.sort();
+        out
+    }
+
+    /// Removes `id` from `session` (`forceDisconnected` with `reason`), on whichever node
+    /// serves it. False when it is not there.
+    pub(crate) fn remove(&self, session: &SessionId, id: ConnectionId, reason: &str) -> bool {
+        if let Some((_, member)) = self.registry.member(session, id) {
+            member.close(CloseCode::Kicked, reason);
+            return true;
+        }
+        if let Some(c) = &self.cluster
+            && let Some(node) = c.node_of(session, id)
+        {
+            c.kick(&node, session, id, reason);
+            return true;
+        }
+        false
+    }
+
+    /// Whether `session` has members, here or on another node.
+    pub(crate) fn session_exists(&self, session: &SessionId) -> bool {
+        self.registry.get(session).is_some()
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.remote_count(session) > 0)
+    }
+
     /// Sends a signal from the relay itself (`from: null`) into `session`, with the same
-    /// rules as a client's. The relay's signals in one session are ordered among themselves.
+    /// rules as a client's: to this node's members, and through the cluster to the others'.
+    /// The relay's signals in one session are ordered among themselves.
     pub(crate) fn relay_signal(
         &self,
-        session: &Session,
+        session: &SessionId,
         to: Target,
         ty: &str,
         data: &str,
     ) -> Result<(), SignalError> {
         signal::validate_signal(ty, data, &to, &self.limits)?;
-        let roster = session.roster();
         let missing = match &to {
             Target::All => None,
-            Target::One(id) => (!roster.members.contains_key(id)).then_some(*id),
+            Target::One(id) => (!self.is_member(session, *id)).then_some(*id),
             Target::List(ids) => ids
                 .iter()
-                .find(|id| !roster.members.contains_key(id))
+                .find(|id| !self.is_member(session, **id))
                 .copied(),
         };
         if let Some(connection) = missing {
             return Err(SignalError::TargetNotFound { connection });
         }
+        if let Some(s) = self.registry.get(session) {
+            self.deliver_relay_signal(&s, &to, ty, data)?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.relay_signal(session, &to, ty, data);
+        }
+        Ok(())
+    }
+
+    /// Delivers a relay signal (already checked) to this node's members of `session`.
+    pub(crate) fn deliver_relay_signal(
+        &self,
+        session: &Session,
+        to: &Target,
+        ty: &str,
+        data: &str,
+    ) -> Result<(), SignalError> {
+        let roster = session.roster();
         let mut sender = lock(&session.relay_sender);
         let (fanout, seq) = sender.get_or_insert_with(|| {
             (
@@ -122,7 +221,7 @@ impl Shared {
         let frame = codec::frame(&incoming, usize::MAX)
             .map_err(|_| SignalError::EmptyTargetList)?
             .freeze();
-        let delivered = delivery::fan_out(fanout, &roster, &to, *seq, &frame);
+        let delivered = delivery::fan_out(fanout, &roster, to, *seq, &frame);
         self.metrics.signal(frame.len(), delivered);
         Ok(())
     }
@@ -186,6 +285,16 @@ impl Relay {
             source,
         })?;
 
+        let cluster = match &config.cluster {
+            Some(url) => {
+                let name = config
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(|| crate::announce::relay_name(&config));
+                Some(Arc::new(crate::cluster::Cluster::connect(url, name).await?))
+            }
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
@@ -205,8 +314,10 @@ impl Relay {
             metrics: Metrics::new(),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
+            cluster,
             config,
         });
+        crate::cluster::Cluster::start(&shared);
         tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
         let http_addr = match shared.config.http {
             Some(addr) => {
@@ -302,6 +413,22 @@ impl RelayHandle {
         crate::announce::relay_name(&self.shared.config)
     }
 
+    /// Everyone in `session`: this relay's members and, in a cluster, the other nodes'.
+    pub fn members(&self, session: &SessionId) -> Vec<ConnectionInfo> {
+        self.shared.members_of(session)
+    }
+
+    /// The cluster as this node sees it (`None` without `--cluster`).
+    pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|c| crate::cluster::ClusterStatus {
+                connected: c.is_connected(),
+                nodes: c.peers(),
+            })
+    }
+
     /// Whether the relay is announcing itself on the LAN.
     pub fn is_announced(&self) -> bool {
         self.announcer.is_some()
@@ -372,6 +499,9 @@ impl RelayHandle {
             b"relay shutting down",
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.close().await;
+        }
         tracing::info!("relay stopped");
     }
 }
@@ -379,6 +509,9 @@ impl RelayHandle {
 impl Drop for RelayHandle {
     fn drop(&mut self) {
         self.shared.cancel.cancel();
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop.cancel();
+        }
         self.endpoint.close(
             CloseCode::RelayShutdown.as_u32().into(),
             b"relay shutting down",

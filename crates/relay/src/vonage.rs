@@ -29,7 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use signalbox_proto::{CloseCode, ConnectionId, RefuseCode, Refused, Role, SessionId, Target};
+use signalbox_proto::{ConnectionId, RefuseCode, Refused, Role, SessionId, Target};
 use subtle::ConstantTimeEq;
 
 use crate::files::{self, FileError};
@@ -345,13 +345,13 @@ async fn signal(
 ) -> Result<StatusCode, ApiError> {
     let Json(body) = body?;
     let sid = session(&sid)?;
-    let s = shared.registry.get(&sid).ok_or_else(|| {
-        ApiError::new(
+    if !shared.session_exists(&sid) {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("nobody is connected to session {sid}"),
-        )
-    })?;
-    shared.relay_signal(&s, Target::All, &body.r#type, &body.data)?;
+        ));
+    }
+    shared.relay_signal(&sid, Target::All, &body.r#type, &body.data)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -369,13 +369,13 @@ async fn signal_one(
             "the client specified by the connectionId property is not connected to the session",
         )
     })?;
-    let s = shared.registry.get(&sid).ok_or_else(|| {
-        ApiError::new(
+    if !shared.session_exists(&sid) {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("nobody is connected to session {sid}"),
-        )
-    })?;
-    shared.relay_signal(&s, Target::One(cid), &body.r#type, &body.data)?;
+        ));
+    }
+    shared.relay_signal(&sid, Target::One(cid), &body.r#type, &body.data)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -392,8 +392,9 @@ async fn force_disconnect(
     };
     let sid = session(&sid)?;
     let cid: ConnectionId = cid.parse().map_err(|_| not_there())?;
-    let (_, member) = shared.registry.member(&sid, cid).ok_or_else(not_there)?;
-    member.close(CloseCode::Kicked, "removed from the session by the server");
+    if !shared.remove(&sid, cid, "removed from the session by the server") {
+        return Err(not_there());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -420,22 +421,15 @@ async fn list_connections(
     UrlPath((_key, sid)): UrlPath<(String, String)>,
 ) -> Result<Json<ConnectionList>, ApiError> {
     let sid = session(&sid)?;
-    let mut items: Vec<ConnectionItem> = shared
-        .registry
-        .get(&sid)
-        .map(|s| {
-            s.roster()
-                .members
-                .values()
-                .map(|m| ConnectionItem {
-                    connection_id: m.id(),
-                    connection_state: "Connected",
-                    created_at: m.info.joined_at,
-                })
-                .collect()
+    let items: Vec<ConnectionItem> = shared
+        .members_of(&sid)
+        .into_iter()
+        .map(|m| ConnectionItem {
+            connection_id: m.id,
+            connection_state: "Connected",
+            created_at: m.joined_at,
         })
-        .unwrap_or_default();
-    items.sort_by_key(|i| i.created_at);
+        .collect();
     Ok(Json(ConnectionList {
         count: items.len(),
         project_id: shared.vonage.api_key.clone(),

@@ -1,0 +1,526 @@
+//! Several relay nodes sharing sessions through a real `nats-server` on a free loopback
+//! port: cross-node broadcast and targeted delivery, per-sender order, presence across nodes,
+//! REST on any node, a node that dies, and NATS going away and coming back.
+//!
+//! Needs `nats-server` (Debian package `nats-server`; `.ci/run` installs it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use signalbox_client::{Client, ConnectOptions, Event, Events, Signal};
+use signalbox_proto::{ConnectionId, LeftReason, Role, Target};
+use signalbox_relay::TokenRequest;
+
+/// A `nats-server` on 127.0.0.1, killed when dropped.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+}
+
+fn nats_binary() -> std::path::PathBuf {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin"])
+    {
+        let p = std::path::Path::new(dir).join("nats-server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("nats-server is not installed: apt-get install nats-server (.ci/run installs it)");
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nats {
+    fn start() -> Self {
+        let mut n = Self {
+            child: None,
+            port: free_tcp_port(),
+        };
+        n.restart();
+        n
+    }
+
+    /// (Re)starts it on its port and waits until it takes connections.
+    fn restart(&mut self) {
+        let child = Command::new(nats_binary())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A relay node of the cluster at `nats`, with its REST API on.
+async fn node(nats: &Nats, name: &str) -> TestRelay {
+    let url = nats.url();
+    let name = name.to_owned();
+    TestRelay::start_with(move |c| {
+        c.cluster = Some(url);
+        c.node_name = Some(name);
+        c.signals_per_second = 0;
+        c.http = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+/// Waits until `cond` holds (polling), or panics after [`WAIT`].
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every node sees all the others.
+async fn formed(nodes: &[&TestRelay]) {
+    until("the cluster to form", || {
+        nodes.iter().all(|n| {
+            n.handle
+                .cluster_status()
+                .is_some_and(|s| s.connected && s.nodes.len() == nodes.len() - 1)
+        })
+    })
+    .await;
+}
+
+/// Waits until every node sees `n` members in the test session.
+async fn members(nodes: &[&TestRelay], n: usize) {
+    until("presence to spread", || {
+        nodes
+            .iter()
+            .all(|r| r.handle.members(&TestRelay::session()).len() == n)
+    })
+    .await;
+}
+
+async fn next_left(events: &mut Events, who: ConnectionId) -> LeftReason {
+    expect(events, "a Left", |e| match e {
+        Event::Left { peer, reason } if peer.id == who => Some(reason),
+        _ => None,
+    })
+    .await
+}
+
+fn server_token(relay: &TestRelay) -> String {
+    relay
+        .handle
+        .tokens()
+        .mint(&TokenRequest {
+            session: "*".into(),
+            role: Role::Server,
+            ..TokenRequest::default()
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_and_presence_cross_nodes_and_rest_works_on_any_node() {
+    let nats = Nats::start();
+    let (a, b, c) = (
+        node(&nats, "a").await,
+        node(&nats, "b").await,
+        node(&nats, "c").await,
+    );
+    formed(&[&a, &b, &c]).await;
+
+    let (a1, mut a1_ev) = a.join("a1").await;
+    let (b1, mut b1_ev) = b.join("b1").await;
+    members(&[&a, &b, &c], 2).await;
+    // The snapshot a newcomer gets lists members on every node.
+    let (c1, mut c1_ev) = c.join("c1").await;
+    let peers: Vec<ConnectionId> = c1.peers().iter().map(|p| p.id).collect();
+    assert!(
+        peers.contains(&a1.me().id) && peers.contains(&b1.me().id),
+        "{peers:?}"
+    );
+    // …and its arrival reaches the other nodes' members.
+    let c1_id = c1.me().id;
+    for ev in [&mut a1_ev, &mut b1_ev] {
+        expect(ev, "c1 joined", |e| match e {
+            Event::Joined(p) if p.id == c1_id => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+
+    // Broadcast from A reaches B and C (and A), stamped with the sender.
+    a1.send(Signal::to_all("chat", "hi all"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    for ev in [&mut a1_ev, &mut b1_ev, &mut c1_ev] {
+        let s = next_signal(ev).await;
+        assert_eq!(
+            (s.from, s.data.as_str(), s.to_all),
+            (Some(a1.me().id), "hi all", true)
+        );
+    }
+    // One target on another node: only it.
+    a1.send(Signal::to_one(c1.me().id, "dm", "psst"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    let s = next_signal(&mut c1_ev).await;
+    assert_eq!((s.data.as_str(), s.to_all), ("psst", false));
+    // A list across two other nodes.
+    b1.send(Signal {
+        to: Target::List(vec![a1.me().id, c1.me().id]),
+        r#type: "t".into(),
+        data: "to you two".into(),
+    })
+    .await
+    .unwrap()
+    .accepted()
+    .await
+    .unwrap();
+    assert_eq!(next_signal(&mut a1_ev).await.data, "to you two");
+    assert_eq!(next_signal(&mut c1_ev).await.data, "to you two");
+    no_signal(&mut b1_ev, Duration::from_millis(300)).await;
+    // An id nobody has is still 404.
+    let err = a1
+        .send(Signal::to_one(ConnectionId::random(), "t", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 404);
+
+    // REST on node B acts on the whole session.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", b.handle.http_addr().unwrap());
+    let token = server_token(&b);
+    let listed: Vec<Value> = http
+        .get(format!("{base}/v1/sessions/test/connections"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let r = http
+        .post(format!("{base}/v1/sessions/test/signal"))
+        .bearer_auth(&token)
+        .json(&json!({"type": "notice", "data": "from the server"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for ev in [&mut a1_ev, &mut b1_ev, &mut c1_ev] {
+        let s = next_signal(ev).await;
+        assert_eq!((s.from, s.data.as_str()), (None, "from the server"));
+    }
+    let r = http
+        .post(format!(
+            "{base}/v1/sessions/test/connections/{}/signal",
+            c1.me().id
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"type": "notice", "data": "just c1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(next_signal(&mut c1_ev).await.data, "just c1");
+    // Removing a member served by node A, through node B.
+    let r = http
+        .delete(format!(
+            "{base}/v1/sessions/test/connections/{}",
+            a1.me().id
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let gone = expect(&mut a1_ev, "a1 removed", |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(gone, LeftReason::ForceDisconnected);
+    assert_eq!(
+        next_left(&mut c1_ev, a1.me().id).await,
+        LeftReason::ForceDisconnected
+    );
+    // A plain leave reaches the other nodes with its reason.
+    c1.leave().await;
+    assert_eq!(
+        next_left(&mut b1_ev, c1.me().id).await,
+        LeftReason::ClientDisconnected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_on_two_nodes_keep_their_order_at_a_third() {
+    let nats = Nats::start();
+    let (a, b, c) = (
+        node(&nats, "a").await,
+        node(&nats, "b").await,
+        node(&nats, "c").await,
+    );
+    formed(&[&a, &b, &c]).await;
+    let (_r1, mut r1_ev) = c.join("r1").await;
+    let (_r2, mut r2_ev) = a.join("r2").await;
+    let (s1, _) = a.join("s1").await;
+    let (s2, _) = b.join("s2").await;
+    members(&[&a, &b, &c], 4).await;
+    const N: u64 = 2000;
+    let send = |client: Client| async move {
+        let mut last = None;
+        for i in 1..=N {
+            last = Some(
+                client
+                    .send(Signal::to_all("n", i.to_string()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        last.unwrap().accepted().await.unwrap();
+        client
+    };
+    let (s1, s2) = tokio::join!(send(s1), send(s2));
+    for ev in [&mut r1_ev, &mut r2_ev] {
+        let mut next: HashMap<ConnectionId, u64> = HashMap::new();
+        for s in signals(ev, 2 * N as usize).await {
+            let Some(from) = s.from else { continue };
+            let n: u64 = s.data.parse().unwrap();
+            let want = next.entry(from).or_insert(1);
+            assert_eq!(n, *want, "per-sender order from {from}");
+            *want += 1;
+        }
+        assert_eq!(next.get(&s1.me().id), Some(&(N + 1)));
+        assert_eq!(next.get(&s2.me().id), Some(&(N + 1)));
+    }
+}
+
+/// A child process, killed when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `signalbox relay` as a separate process (so it can die abruptly), open, on loopback.
+fn relay_process(nats: &Nats, home: &std::path::Path, name: &str) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .env("SIGNALBOX_HOME", home)
+        .env("RUST_LOG", "warn")
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--open",
+            "--cluster",
+        ])
+        .arg(nats.url())
+        .args(["--node-name", name, "--session", "test"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let invite = loop {
+        let line = lines.next().expect("relay output").unwrap();
+        if let Some(i) = line.strip_prefix("invite: ") {
+            break i.replace("//0.0.0.0:", "//127.0.0.1:");
+        }
+    };
+    // Keep reading so the pipe never fills.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), invite)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_has_its_members_leave_elsewhere_and_one_that_returns_rejoins() {
+    let nats = Nats::start();
+    let b = node(&nats, "b").await;
+    let (observer, mut obs_ev) = b.join("observer").await;
+    let home = tempfile::tempdir().unwrap();
+    let (mut a, invite) = relay_process(&nats, home.path(), "a");
+    let mut options: ConnectOptions = invite.parse().unwrap();
+    options.name = Some("on-a".into());
+    options.reconnect = false;
+    // Notices a dead relay within seconds.
+    options.idle_timeout = Duration::from_secs(2);
+    options.keep_alive = Duration::from_millis(500);
+    let (on_a, mut on_a_ev) = Client::connect(options.clone()).await.unwrap();
+    let joined = expect(&mut obs_ev, "on-a joined", |e| match e {
+        Event::Joined(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined.id, on_a.me().id);
+    // on-a sees the observer on node B in its snapshot, or as it arrives.
+    if !on_a.peers().iter().any(|p| p.id == observer.me().id) {
+        until("on-a to see the observer", || {
+            on_a.peers().iter().any(|p| p.id == observer.me().id)
+        })
+        .await;
+    }
+    // Node A dies without a word.
+    a.kill();
+    assert_eq!(
+        next_left(&mut obs_ev, on_a.me().id).await,
+        LeftReason::NetworkDisconnected
+    );
+    let _ = expect(&mut on_a_ev, "on-a to lose its relay", |e| match e {
+        Event::Disconnected { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    // It comes back (same data dir): a new node, and its members are seen again.
+    let (_a2, invite) = relay_process(&nats, home.path(), "a");
+    let mut options: ConnectOptions = invite.parse().unwrap();
+    options.name = Some("back".into());
+    let (back, _back_ev) = Client::connect(options).await.unwrap();
+    let joined = expect(&mut obs_ev, "back joined", |e| match e {
+        Event::Joined(p) => Some(p),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined.id, back.me().id);
+    observer
+        .send(Signal::to_one(back.me().id, "t", "welcome back"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_nodes_serve_their_own_members_and_heal_when_it_returns() {
+    let mut nats = Nats::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    formed(&[&a, &b]).await;
+    let (a1, mut a1_ev) = a.join("a1").await;
+    let (_a2, mut a2_ev) = a.join("a2").await;
+    let (b1, mut b1_ev) = b.join("b1").await;
+    members(&[&a, &b], 3).await;
+
+    nats.stop();
+    until("node A to report degraded", || {
+        a.handle.cluster_status().is_some_and(|s| !s.connected)
+    })
+    .await;
+    let health = reqwest::get(format!("http://{}/healthz", a.handle.http_addr().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(health.contains("degraded"), "{health}");
+    // Local delivery never stops.
+    for i in 0..20 {
+        a1.send(Signal::to_all("local", i.to_string()))
+            .await
+            .unwrap()
+            .accepted()
+            .await
+            .unwrap();
+        assert_eq!(next_signal(&mut a2_ev).await.data, i.to_string());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    nats.restart();
+    formed(&[&a, &b]).await;
+    members(&[&a, &b], 3).await;
+    // Cross-node delivery resumes.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        a1.send(Signal::to_all("again", "over NATS"))
+            .await
+            .unwrap()
+            .accepted()
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if let Some(Event::Signal(s)) = b1_ev.next().await
+                    && s.r#type == "again"
+                {
+                    return s;
+                }
+            }
+        })
+        .await;
+        if let Ok(s) = got {
+            assert_eq!(s.from, Some(a1.me().id));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cross-node delivery did not resume"
+        );
+    }
+    b1.send(Signal::to_one(a1.me().id, "t", "and back"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    let s = expect(&mut a1_ev, "b1's signal", |e| match e {
+        Event::Signal(s) if s.r#type == "t" => Some(s),
+        _ => None,
+    })
+    .await;
+    assert_eq!(s.data, "and back");
+}
