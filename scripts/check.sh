@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/install-deps.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

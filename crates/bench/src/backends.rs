@@ -26,6 +26,8 @@ pub(crate) enum Kind {
     NatsTls,
     /// A bare quinn forwarder.
     Quinn,
+    /// Three Signalbox relay nodes joined through nats-server (clients spread over them).
+    Cluster,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Nats => "nats",
             Kind::NatsTls => "nats-tls",
             Kind::Quinn => "quinn",
+            Kind::Cluster => "signalbox-3",
         }
     }
 }
@@ -47,6 +50,8 @@ pub(crate) struct Target {
     pub(crate) fingerprint: Option<Fingerprint>,
     /// For nats-tls: the CA (self-signed) certificate file.
     pub(crate) ca_file: Option<std::path::PathBuf>,
+    /// For a cluster: every node (client `i` joins node `i % n`).
+    pub(crate) nodes: Vec<(std::net::SocketAddr, Fingerprint)>,
 }
 
 /// A connected publisher.
@@ -129,7 +134,9 @@ pub(crate) async fn connect(
     latency: bool,
 ) -> anyhow::Result<Connected> {
     match target.kind {
-        Kind::Signalbox => connect_signalbox(target, session, pubs, subs, stats, latency).await,
+        Kind::Signalbox | Kind::Cluster => {
+            connect_signalbox(target, session, pubs, subs, stats, latency).await
+        }
         Kind::Nats | Kind::NatsTls => {
             connect_nats(target, session, pubs, subs, stats, latency).await
         }
@@ -146,13 +153,17 @@ async fn connect_signalbox(
     latency: bool,
 ) -> anyhow::Result<Connected> {
     let endpoint = client_endpoint()?;
-    let options = |name: String| {
+    let options = |name: String, i: usize| {
+        let (addr, fingerprint) = match target.nodes.get(i % target.nodes.len().max(1)) {
+            Some((addr, fp)) => (*addr, Some(*fp)),
+            None => (target.addr, target.fingerprint),
+        };
         let mut o = ConnectOptions::new(
             "127.0.0.1",
-            target.addr.port(),
+            addr.port(),
             SessionId::new(session).expect("valid"),
         );
-        o.fingerprint = target.fingerprint;
+        o.fingerprint = fingerprint;
         o.name = Some(name);
         o
     };
@@ -161,7 +172,7 @@ async fn connect_signalbox(
     let mut keep: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(endpoint.clone())];
     for s in 0..subs {
         let (client, mut events) =
-            Client::connect_with(endpoint.clone(), options(format!("sub{s}"))).await?;
+            Client::connect_with(endpoint.clone(), options(format!("sub{s}"), s)).await?;
         ids.push(client.me().id);
         keep.push(Box::new(client));
         let stats = stats.clone();
@@ -176,10 +187,14 @@ async fn connect_signalbox(
         }));
     }
     let ids = Arc::new(ids);
+    if !target.nodes.is_empty() {
+        // Every node learns the others' members from their heartbeats (twice a second).
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    }
     let mut publishers = Vec::new();
     for p in 0..pubs {
         // Publishers only send, as nats-server's publishers (which subscribe to nothing).
-        let o = options(format!("pub{p}")).with_receive_broadcasts(false);
+        let o = options(format!("pub{p}"), p).with_receive_broadcasts(false);
         let (client, mut events) = Client::connect_with(endpoint.clone(), o).await?;
         tokio::spawn(async move { while events.next().await.is_some() {} });
         publishers.push(Publisher::Signalbox {

@@ -82,6 +82,9 @@ enum Serve {
     ServeRelay {
         #[arg(long)]
         data_dir: PathBuf,
+        /// Join the cluster at this NATS URL.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Run the bare quinn forwarder (prints `addr` and `fp`).
     ServeQuinn {
@@ -118,7 +121,18 @@ struct Report {
     throughput: Vec<Row>,
     latency: Vec<LatencyRow>,
     scale: Option<scale::Scale>,
+    /// The same workloads on one relay and on three nodes joined through nats-server.
+    cluster: Vec<ClusterRow>,
     failures: Vec<String>,
+}
+
+/// One workload on one node and on a three-node cluster.
+#[derive(Debug, Serialize)]
+struct ClusterRow {
+    label: String,
+    one_node_deliveries_per_s: f64,
+    three_nodes_deliveries_per_s: f64,
+    three_nodes_cpu_s_per_m: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,14 +144,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.serve {
-        Some(Serve::ServeRelay { data_dir }) => serve(data_dir, false),
-        Some(Serve::ServeQuinn { data_dir }) => serve(data_dir, true),
+        Some(Serve::ServeRelay { data_dir, cluster }) => serve(data_dir, false, cluster),
+        Some(Serve::ServeQuinn { data_dir }) => serve(data_dir, true, None),
         None => harness(cli),
     }
 }
 
 /// A server process: prints where it listens, then runs until killed.
-fn serve(data_dir: PathBuf, bare: bool) -> anyhow::Result<()> {
+fn serve(data_dir: PathBuf, bare: bool, cluster: Option<String>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -147,6 +161,7 @@ fn serve(data_dir: PathBuf, bare: bool) -> anyhow::Result<()> {
             signals_per_second: 0,
             // As much as nats-server lets wait for one subscriber (max_pending, 64 MiB).
             receiver_queue_bytes: 64 << 20,
+            cluster,
             ..signalbox_relay::RelayConfig::local(&data_dir)
         };
         if bare {
@@ -262,6 +277,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         throughput: Vec::new(),
         latency: Vec::new(),
         scale: None,
+        cluster: Vec::new(),
         failures: Vec::new(),
     };
     let mut loads = workloads(&cli);
@@ -343,6 +359,49 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 report.latency.push(LatencyRow { backend: kind.name(), label: head.label(), result: l });
             }
             drop(server);
+        }
+        // The cluster rows: broadcast fan-outs on three nodes (clients spread over them, all
+        // processes on the server core) next to the single relay's numbers above.
+        if !cli.smoke && kinds.contains(&Kind::Signalbox) && servers::nats_available() {
+            let server_dir = dir.join("cluster");
+            std::fs::create_dir_all(&server_dir)?;
+            let server = servers::start(Kind::Cluster, core, &server_dir)?;
+            for w in loads.iter().filter(|w| !w.targeted && w.size == 64 && w.subs >= 10) {
+                let Some(one) = report
+                    .throughput
+                    .iter()
+                    .find(|r| r.backend == Kind::Signalbox.name() && r.label == w.label())
+                    .map(|r| r.median_deliveries_per_s)
+                else {
+                    continue;
+                };
+                let mut runs = Vec::new();
+                for _ in 0..reps {
+                    let t = run::throughput(&server, *w, warmup, measure)
+                        .await
+                        .with_context(|| format!("cluster {}", w.label()))?;
+                    if t.lost > 0 || t.out_of_order > 0 {
+                        report.failures.push(format!(
+                            "cluster {}: {} lost, {} out of order",
+                            w.label(),
+                            t.lost,
+                            t.out_of_order
+                        ));
+                    }
+                    runs.push(t);
+                }
+                let row = ClusterRow {
+                    label: w.label(),
+                    one_node_deliveries_per_s: one,
+                    three_nodes_deliveries_per_s: median(runs.iter().map(|r| r.deliveries_per_s).collect()),
+                    three_nodes_cpu_s_per_m: median(runs.iter().map(|r| r.server_cpu_s_per_m).collect()),
+                };
+                eprintln!(
+                    "cluster   {:<28} {:>12.0} deliveries/s on 3 nodes ({:.0} on 1)",
+                    row.label, row.three_nodes_deliveries_per_s, row.one_node_deliveries_per_s
+                );
+                report.cluster.push(row);
+            }
         }
         if scale_n > 0 && kinds.contains(&Kind::Signalbox) {
             let server_dir = dir.join("scale");
@@ -551,6 +610,23 @@ fn markdown(r: &Report) -> String {
             s.rss_after_kib / 1024,
             s.kib_per_idle_connection
         );
+    }
+    if !r.cluster.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| cluster: deliveries/s (median) | 1 relay | 3 nodes + nats-server | 3 nodes ÷ 1 | 3 nodes CPU s per million |\n|---|---|---|---|---|"
+        );
+        for c in &r.cluster {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2}× | {:.3} s |",
+                c.label,
+                fmt_rate(c.one_node_deliveries_per_s),
+                fmt_rate(c.three_nodes_deliveries_per_s),
+                c.three_nodes_deliveries_per_s / c.one_node_deliveries_per_s.max(1.0),
+                c.three_nodes_cpu_s_per_m
+            );
+        }
     }
     if r.failures.is_empty() {
         let _ = writeln!(out, "\nEvery run: no message lost, none out of order.");

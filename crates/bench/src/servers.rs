@@ -12,17 +12,89 @@ use signalbox_proto::Fingerprint;
 
 use crate::backends::{Kind, Target};
 
-/// A running server process.
+/// A running server: its processes (one, or a cluster's NATS server and nodes).
 pub(crate) struct Server {
-    child: Child,
+    children: Vec<Child>,
     pub(crate) target: Target,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Starts `serve-relay` (or `serve-quinn`) and reads where it listens.
+fn start_own(
+    core: Option<usize>,
+    dir: &Path,
+    bare: bool,
+    cluster: Option<&str>,
+) -> anyhow::Result<(Child, SocketAddr, Fingerprint)> {
+    let me = std::env::current_exe()?;
+    let mut cmd = pinned(core, &me);
+    cmd.arg(if bare { "serve-quinn" } else { "serve-relay" })
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(url) = cluster {
+        cmd.arg("--cluster").arg(url);
+    }
+    let mut child = cmd.spawn().context("starting the server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr: SocketAddr = lines
+        .next()
+        .context("server exited")??
+        .strip_prefix("addr ")
+        .context("addr line")?
+        .parse()?;
+    let fp: Fingerprint = lines
+        .next()
+        .context("server exited")??
+        .strip_prefix("fp ")
+        .context("fp line")?
+        .parse()?;
+    Ok((child, addr, fp))
+}
+
+/// Starts nats-server on a free loopback port; waits until it takes connections.
+fn start_nats(
+    core: Option<usize>,
+    dir: &Path,
+    tls: bool,
+) -> anyhow::Result<(Child, SocketAddr, Option<PathBuf>)> {
+    let program = which("nats-server")
+        .context("nats-server is not installed (apt-get install nats-server)")?;
+    let port = free_port()?;
+    let mut cmd = pinned(core, &program);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut ca_file = None;
+    if tls {
+        let (cert, key) = tls_files(dir)?;
+        cmd.arg("--tls")
+            .arg("--tlscert")
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key);
+        ca_file = Some(cert);
+    }
+    let child = cmd.spawn().context("starting nats-server")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("nats-server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, addr, ca_file))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -53,81 +125,48 @@ pub(crate) fn tls_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-/// Starts `kind` on `core`, with files in `dir`.
+/// Starts `kind` on `core`, with files in `dir`. A cluster's NATS server and three nodes
+/// share that core, as a single server does.
 pub(crate) fn start(kind: Kind, core: Option<usize>, dir: &Path) -> anyhow::Result<Server> {
+    let target = |addr, fingerprint, ca_file, nodes| Target {
+        kind,
+        addr,
+        fingerprint,
+        ca_file,
+        nodes,
+    };
     match kind {
         Kind::Signalbox | Kind::Quinn => {
-            let me = std::env::current_exe()?;
-            let mut cmd = pinned(core, &me);
-            cmd.arg(if kind == Kind::Signalbox {
-                "serve-relay"
-            } else {
-                "serve-quinn"
-            })
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-            let mut child = cmd.spawn().context("starting the server")?;
-            let stdout = child.stdout.take().context("server stdout")?;
-            let mut lines = BufReader::new(stdout).lines();
-            let addr: SocketAddr = lines
-                .next()
-                .context("server exited")??
-                .strip_prefix("addr ")
-                .context("addr line")?
-                .parse()?;
-            let fp: Fingerprint = lines
-                .next()
-                .context("server exited")??
-                .strip_prefix("fp ")
-                .context("fp line")?
-                .parse()?;
+            let (child, addr, fp) = start_own(core, dir, kind == Kind::Quinn, None)?;
             Ok(Server {
-                child,
-                target: Target {
-                    kind,
-                    addr,
-                    fingerprint: Some(fp),
-                    ca_file: None,
-                },
+                children: vec![child],
+                target: target(addr, Some(fp), None, Vec::new()),
             })
         }
         Kind::Nats | Kind::NatsTls => {
-            let program = which("nats-server")
-                .context("nats-server is not installed (apt-get install nats-server)")?;
-            let port = free_port()?;
-            let mut cmd = pinned(core, &program);
-            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut ca_file = None;
-            if kind == Kind::NatsTls {
-                let (cert, key) = tls_files(dir)?;
-                cmd.arg("--tls")
-                    .arg("--tlscert")
-                    .arg(&cert)
-                    .arg("--tlskey")
-                    .arg(&key);
-                ca_file = Some(cert);
-            }
-            let child = cmd.spawn().context("starting nats-server")?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(addr).is_err() {
-                if Instant::now() > deadline {
-                    bail!("nats-server did not start");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let (child, addr, ca_file) = start_nats(core, dir, kind == Kind::NatsTls)?;
             Ok(Server {
-                child,
-                target: Target {
-                    kind,
-                    addr,
-                    fingerprint: None,
-                    ca_file,
-                },
+                children: vec![child],
+                target: target(addr, None, ca_file, Vec::new()),
+            })
+        }
+        Kind::Cluster => {
+            let (nats, nats_addr, _) = start_nats(core, dir, false)?;
+            let url = format!("nats://{nats_addr}");
+            let mut children = vec![nats];
+            let mut nodes = Vec::new();
+            for n in 0..3 {
+                let node_dir = dir.join(format!("node{n}"));
+                std::fs::create_dir_all(&node_dir)?;
+                let (child, addr, fp) = start_own(core, &node_dir, false, Some(&url))?;
+                children.push(child);
+                nodes.push((addr, fp));
+            }
+            // The nodes find each other through their heartbeats.
+            std::thread::sleep(Duration::from_millis(1500));
+            Ok(Server {
+                children,
+                target: target(nodes[0].0, Some(nodes[0].1), None, nodes),
             })
         }
     }
@@ -148,46 +187,50 @@ pub(crate) fn nats_available() -> bool {
 }
 
 impl Server {
-    /// CPU seconds the server has used (user + system).
+    /// CPU seconds the server has used (user + system; all its processes).
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        let pid = self.server_pid();
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return 0.0;
-        };
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            return 0.0;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        self.children.iter().map(|c| cpu_seconds(c.id())).sum()
     }
 
-    /// The server's peak resident memory, in KiB.
+    /// The server's peak resident memory, in KiB (all its processes).
     pub(crate) fn peak_rss_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
+        self.children
+            .iter()
+            .map(|c| status_kib(c.id(), "VmHWM:"))
+            .sum()
     }
 
-    /// The server's resident memory now, in KiB.
+    /// The server's resident memory now, in KiB (all its processes).
     pub(crate) fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS:")
+        self.children
+            .iter()
+            .map(|c| status_kib(c.id(), "VmRSS:"))
+            .sum()
     }
+}
 
-    fn status_kib(&self, key: &str) -> u64 {
-        let pid = self.server_pid();
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(key))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
+/// CPU seconds process `pid` has used (taskset execs the server, so the pid is its own).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
 
-    /// The pid of the server itself (taskset execs it, so the pid is the same).
-    fn server_pid(&self) -> u32 {
-        self.child.id()
-    }
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -244,8 +244,8 @@ async fn kick(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `ok`, and for a cluster node whether it reaches the cluster: `cluster: connected (2 other
-/// nodes)`, or `cluster: degraded …` while NATS is away (the node still serves its own
+/// `ok`, and for a cluster node whether it reaches the cluster: `cluster: connected; other
+/// nodes: 2`, or `cluster: degraded …` while NATS is away (the node still serves its own
 /// members, so it is alive: 200 either way).
 async fn healthz(State(shared): State<Arc<Shared>>) -> String {
     match &shared.cluster {
