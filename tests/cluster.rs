@@ -94,6 +94,14 @@ impl Drop for Nats {
 
 /// A relay node of the cluster at `nats`, with its REST API on.
 async fn node(nats: &Nats, name: &str) -> TestRelay {
+    node_with(nats, name, |_| {}).await
+}
+
+async fn node_with(
+    nats: &Nats,
+    name: &str,
+    tune: impl FnOnce(&mut signalbox_relay::RelayConfig),
+) -> TestRelay {
     let url = nats.url();
     let name = name.to_owned();
     TestRelay::start_with(move |c| {
@@ -101,6 +109,7 @@ async fn node(nats: &Nats, name: &str) -> TestRelay {
         c.node_name = Some(name);
         c.signals_per_second = 0;
         c.http = Some("127.0.0.1:0".parse().unwrap());
+        tune(c);
     })
     .await
 }
@@ -468,6 +477,19 @@ async fn without_nats_nodes_serve_their_own_members_and_heal_when_it_returns() {
         .await
         .unwrap();
     assert!(health.contains("degraded"), "{health}");
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{}/metrics", a.handle.http_addr().unwrap()))
+        .bearer_auth(server_token(&a))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("signalbox_cluster_connected 0"),
+        "{metrics}"
+    );
     // Local delivery never stops.
     for i in 0..20 {
         a1.send(Signal::to_all("local", i.to_string()))
@@ -523,4 +545,27 @@ async fn without_nats_nodes_serve_their_own_members_and_heal_when_it_returns() {
     })
     .await;
     assert_eq!(s.data, "and back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_limit_counts_every_node() {
+    let nats = Nats::start();
+    let limit = |c: &mut signalbox_relay::RelayConfig| c.max_connections_per_session = 2;
+    let (a, b) = (
+        node_with(&nats, "a", limit).await,
+        node_with(&nats, "b", limit).await,
+    );
+    formed(&[&a, &b]).await;
+    let (_a1, _) = a.join("a1").await;
+    let (_b1, _) = b.join("b1").await;
+    members(&[&a, &b], 2).await;
+    // Two members in all: a third is refused on either node.
+    let err = Client::connect(a.options(Role::Publisher, "a2"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
+    let err = Client::connect(b.options(Role::Publisher, "b2"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
 }
