@@ -71,7 +71,7 @@ struct Cli {
     /// Write `<name>.json` and `<name>.md` into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The results' file name (default: today's date).
+    /// The results' file name (default: today's date, with `-quick` or `-smoke` for those runs).
     #[arg(long)]
     name: Option<String>,
 }
@@ -428,7 +428,11 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
     println!("{markdown}");
     if let Some(out) = &cli.out {
         std::fs::create_dir_all(out)?;
-        let name = cli.name.clone().unwrap_or_else(|| report.date.clone());
+        // A quick or smoke run never overwrites the day's full results.
+        let name = cli.name.clone().unwrap_or_else(|| match report.mode {
+            "full" => report.date.clone(),
+            mode => format!("{}-{mode}", report.date),
+        });
         std::fs::write(
             out.join(format!("{name}.json")),
             serde_json::to_string_pretty(&report)?,
