@@ -417,9 +417,13 @@ impl Cluster {
         watched.insert(session.clone(), task.abort_handle());
     }
 
-    /// Unsubscribes from `session` (its last local member left).
-    pub(crate) fn unwatch(&self, session: &SessionId) {
-        if let Some(task) = lock(&self.watched).remove(session) {
+    /// Unsubscribes from `session` if it has no local member (its last one left). Checked
+    /// under the same lock `watch` takes, so a member joining meanwhile keeps the subscription.
+    pub(crate) fn unwatch(&self, shared: &Shared, session: &SessionId) {
+        let mut watched = lock(&self.watched);
+        if shared.registry.get(session).is_none()
+            && let Some(task) = watched.remove(session)
+        {
             task.abort();
         }
     }

@@ -401,9 +401,7 @@ fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason
     shared.registry.leave(session, member.id(), reason);
     if let Some(cluster) = &shared.cluster {
         cluster.left(&session.id, member.id(), reason);
-        if shared.registry.get(&session.id).is_none() {
-            cluster.unwatch(&session.id);
-        }
+        cluster.unwatch(shared, &session.id);
     }
     shared.metrics.left(reason);
     tracing::info!(conn = %member.id(), %reason, "left");
