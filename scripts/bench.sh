@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the side-by-side benchmark (Signalbox relay, nats-server plain and TLS, a bare quinn
 # forwarder) and writes bench/results/<date>.json and .md.
-#   scripts/bench.sh            the full matrix (about 20 minutes)
+#   scripts/bench.sh            the full matrix and the cluster rows (about 40 minutes on 2 cores)
 #   scripts/bench.sh --quick    the headline rows (under two minutes)
 # Servers run pinned to core 0, the load generator to core 1. Extra flags go to
 # signalbox-bench (see `cargo run --release -p signalbox-bench -- --help`).
