@@ -259,8 +259,9 @@ async fn flooding_past_the_rate_limit_is_rejected_with_429_and_the_sender_stays(
         c.signal_burst = 5;
     })
     .await;
-    let (a, _a_ev) = relay.join("a").await;
+    let (a, mut a_ev) = relay.join("a").await;
     let (b, mut b_ev) = relay.join("b").await;
+    sees_join(&mut a_ev, b.me().id).await;
     let mut receipts = Vec::new();
     for i in 0..20 {
         receipts.push(
@@ -641,8 +642,9 @@ async fn a_relay_can_use_a_pem_certificate_and_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_delivery_streams_close_and_reopen_in_order() {
     let relay = TestRelay::start_with(|c| c.stream_idle = Duration::from_millis(50)).await;
-    let (a, _a_ev) = relay.join("a").await;
+    let (a, mut a_ev) = relay.join("a").await;
     let (b, mut b_ev) = relay.join("b").await;
+    sees_join(&mut a_ev, b.me().id).await;
     let mut expected = Vec::new();
     for round in 0..4u64 {
         for i in 0..50u64 {

@@ -99,6 +99,16 @@ pub async fn expect<T>(
     }
 }
 
+/// Waits until these events report that `id` joined (before addressing it: a client only
+/// sends to connections it knows are there).
+pub async fn sees_join(events: &mut Events, id: signalbox_proto::ConnectionId) {
+    expect(events, "a join", |e| match e {
+        Event::Joined(p) if p.id == id => Some(()),
+        _ => None,
+    })
+    .await
+}
+
 /// The next signal, skipping presence.
 pub async fn next_signal(events: &mut Events) -> ReceivedSignal {
     expect(events, "a signal", |e| match e {
