@@ -40,14 +40,6 @@ fn nats_binary() -> std::path::PathBuf {
     panic!("nats-server is not installed: apt-get install nats-server (.ci/run installs it)");
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Nats {
     fn start() -> Self {
         let mut n = Self {

@@ -713,15 +713,6 @@ async fn a_send_only_connection_gets_no_broadcasts_but_its_own_signals() {
     .await;
 }
 
-/// A free UDP port on loopback, for an mDNS group of this test's own.
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// LAN discovery end to end, over multicast on the loopback interface (on an mDNS port of the
 /// test's own, so nothing else on the machine is involved): a relay announces itself, a
 /// browser finds it with its fingerprint, port, mode and published session, a client joins

@@ -109,6 +109,24 @@ pub async fn sees_join(events: &mut Events, id: signalbox_proto::ConnectionId) {
     .await
 }
 
+/// A free UDP port on loopback (an mDNS port of a test's own).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free TCP port on loopback.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The next signal, skipping presence.
 pub async fn next_signal(events: &mut Events) -> ReceivedSignal {
     expect(events, "a signal", |e| match e {

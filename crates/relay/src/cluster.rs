@@ -67,12 +67,12 @@ pub struct ClusterStatus {
     pub nodes: Vec<String>,
 }
 
-/// What nodes tell each other.
+/// What nodes tell each other. Messages about one session travel on its subject, which
+/// names the session, so they do not repeat it.
 #[derive(Debug, Serialize, Deserialize)]
 enum Wire {
     /// A client's signal.
     Signal {
-        session: SessionId,
         from: ConnectionId,
         seq: u64,
         to: Target,
@@ -81,17 +81,14 @@ enum Wire {
     },
     /// A signal from the relay itself (REST); each node delivers it as its own.
     RelaySignal {
-        session: SessionId,
         to: Target,
         r#type: String,
         data: String,
     },
     Joined {
-        session: SessionId,
         info: ConnectionInfo,
     },
     Left {
-        session: SessionId,
         id: ConnectionId,
         reason: LeftReason,
     },
@@ -124,6 +121,17 @@ struct NodeView {
     /// The newest message number applied to the roster.
     applied: u64,
     sessions: HashMap<SessionId, HashMap<ConnectionId, ConnectionInfo>>,
+}
+
+impl NodeView {
+    fn new() -> Self {
+        Self {
+            name: String::new(),
+            last_seen: Instant::now(),
+            applied: 0,
+            sessions: HashMap::new(),
+        }
+    }
 }
 
 /// This node's part in a cluster.
@@ -342,7 +350,6 @@ impl Cluster {
             self.send(
                 session_subject(session),
                 Wire::Signal {
-                    session: session.clone(),
                     from,
                     seq,
                     to: to.clone(),
@@ -358,7 +365,6 @@ impl Cluster {
             self.send(
                 session_subject(session),
                 Wire::RelaySignal {
-                    session: session.clone(),
                     to: to.clone(),
                     r#type: ty.to_owned(),
                     data: data.to_owned(),
@@ -371,23 +377,13 @@ impl Cluster {
     pub(crate) fn joined(&self, session: &SessionId, info: &ConnectionInfo) {
         self.send(
             session_subject(session),
-            Wire::Joined {
-                session: session.clone(),
-                info: info.clone(),
-            },
+            Wire::Joined { info: info.clone() },
         );
     }
 
     /// A local member left `session`.
     pub(crate) fn left(&self, session: &SessionId, id: ConnectionId, reason: LeftReason) {
-        self.send(
-            session_subject(session),
-            Wire::Left {
-                session: session.clone(),
-                id,
-                reason,
-            },
-        );
+        self.send(session_subject(session), Wire::Left { id, reason });
     }
 
     /// Asks the node serving `id` to remove it.
@@ -602,12 +598,7 @@ fn heartbeat(
         let mut nodes = lock(&cluster.nodes);
         let view = nodes.entry(node.to_owned()).or_insert_with(|| {
             tracing::info!(node = %name, "cluster: node joined");
-            NodeView {
-                name: String::new(),
-                last_seen: Instant::now(),
-                applied: 0,
-                sessions: HashMap::new(),
-            }
+            NodeView::new()
         });
         view.last_seen = Instant::now();
         view.name = name;
@@ -679,7 +670,6 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                 seq,
                 to,
                 frame,
-                ..
             } => {
                 let Some(s) = shared.registry.get(&session) else {
                     continue;
@@ -691,22 +681,15 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                 let delivered = delivery::fan_out(fanout, &s.roster(), &to, seq, &frame);
                 shared.metrics.remote_signal(delivered);
             }
-            Wire::RelaySignal {
-                to, r#type, data, ..
-            } => {
+            Wire::RelaySignal { to, r#type, data } => {
                 if let Some(s) = shared.registry.get(&session) {
                     let _ = shared.deliver_relay_signal(&s, &to, &r#type, &data);
                 }
             }
-            Wire::Joined { info, .. } => {
+            Wire::Joined { info } => {
                 let new = {
                     let mut nodes = lock(&cluster.nodes);
-                    let view = nodes.entry(env.node.clone()).or_insert_with(|| NodeView {
-                        name: String::new(),
-                        last_seen: Instant::now(),
-                        applied: 0,
-                        sessions: HashMap::new(),
-                    });
+                    let view = nodes.entry(env.node.clone()).or_insert_with(NodeView::new);
                     view.last_seen = Instant::now();
                     if env.n <= view.applied {
                         false
@@ -723,7 +706,7 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                     tell_local(&shared, &session, &RelayMessage::Joined(info));
                 }
             }
-            Wire::Left { id, reason, .. } => {
+            Wire::Left { id, reason } => {
                 let known = {
                     let mut nodes = lock(&cluster.nodes);
                     match nodes.get_mut(&env.node) {

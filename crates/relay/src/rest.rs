@@ -131,7 +131,7 @@ impl Caller {
     }
 }
 
-fn session_id(sid: &str) -> Result<SessionId, ApiError> {
+pub(crate) fn session_id(sid: &str) -> Result<SessionId, ApiError> {
     SessionId::new(sid).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 

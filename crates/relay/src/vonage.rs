@@ -33,7 +33,7 @@ use signalbox_proto::{ConnectionId, RefuseCode, Refused, Role, SessionId, Target
 use subtle::ConstantTimeEq;
 
 use crate::files::{self, FileError};
-use crate::rest::{ApiError, SignalBody};
+use crate::rest::{ApiError, SignalBody, session_id};
 use crate::server::Shared;
 
 const CREDENTIALS_FILE: &str = "vonage.json";
@@ -333,8 +333,19 @@ async fn create_session(
     }])
 }
 
-fn session(sid: &str) -> Result<SessionId, ApiError> {
-    SessionId::new(sid).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+/// Vonage's 404s.
+fn no_session(sid: &SessionId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("nobody is connected to session {sid}"),
+    )
+}
+
+fn not_connected() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "the client specified by the connectionId property is not connected to the session",
+    )
 }
 
 async fn signal(
@@ -344,12 +355,9 @@ async fn signal(
     body: Result<Json<SignalBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(body) = body?;
-    let sid = session(&sid)?;
+    let sid = session_id(&sid)?;
     if !shared.session_exists(&sid) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("nobody is connected to session {sid}"),
-        ));
+        return Err(no_session(&sid));
     }
     shared.relay_signal(&sid, Target::All, &body.r#type, &body.data)?;
     Ok(StatusCode::NO_CONTENT)
@@ -362,18 +370,10 @@ async fn signal_one(
     body: Result<Json<SignalBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(body) = body?;
-    let sid = session(&sid)?;
-    let cid: ConnectionId = cid.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "the client specified by the connectionId property is not connected to the session",
-        )
-    })?;
+    let sid = session_id(&sid)?;
+    let cid: ConnectionId = cid.parse().map_err(|_| not_connected())?;
     if !shared.session_exists(&sid) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("nobody is connected to session {sid}"),
-        ));
+        return Err(no_session(&sid));
     }
     shared.relay_signal(&sid, Target::One(cid), &body.r#type, &body.data)?;
     Ok(StatusCode::NO_CONTENT)
@@ -384,16 +384,10 @@ async fn force_disconnect(
     _p: Project,
     UrlPath((_key, sid, cid)): UrlPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let not_there = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "the client specified by the connectionId property is not connected to the session",
-        )
-    };
-    let sid = session(&sid)?;
-    let cid: ConnectionId = cid.parse().map_err(|_| not_there())?;
+    let sid = session_id(&sid)?;
+    let cid: ConnectionId = cid.parse().map_err(|_| not_connected())?;
     if !shared.remove(&sid, cid, "removed from the session by the server") {
-        return Err(not_there());
+        return Err(not_connected());
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -420,7 +414,7 @@ async fn list_connections(
     _p: Project,
     UrlPath((_key, sid)): UrlPath<(String, String)>,
 ) -> Result<Json<ConnectionList>, ApiError> {
-    let sid = session(&sid)?;
+    let sid = session_id(&sid)?;
     let items: Vec<ConnectionItem> = shared
         .members_of(&sid)
         .into_iter()
