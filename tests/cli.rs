@@ -3,87 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+#[path = "common/local.rs"]
+mod local;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use local::{Proc, bin, free_udp_port, relay_cmd};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(15);
-
-fn bin(home: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_signalbox"));
-    c.env("SIGNALBOX_HOME", home).env("RUST_LOG", "warn");
-    c
-}
-
-/// A running process whose stdout lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines.recv_timeout(WAIT).expect("a line of output")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.line()).unwrap()
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(std::time::Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts `signalbox relay` on a free loopback port and reads its announcement.
 fn relay(home: &std::path::Path) -> (Proc, String, String) {
-    let mut cmd = bin(home);
-    cmd.args([
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "off",
-        "--session",
-        "cli",
-    ]);
+    let mut cmd = relay_cmd(home);
+    cmd.args(["--session", "cli"]);
     let p = Proc::spawn(cmd);
     let quic = p.line();
     assert!(quic.starts_with("quic: 127.0.0.1:"), "{quic}");
@@ -177,7 +109,7 @@ fn relay_listen_send_lines_end_to_end() {
 
     // Graceful stop on SIGTERM.
     let status = Command::new("kill")
-        .args(["-TERM", &relay.child.id().to_string()])
+        .args(["-TERM", &relay.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -316,19 +248,9 @@ fn token_invite_and_kick_from_the_command_line() {
 #[test]
 fn discover_lists_an_announcing_relay() {
     let home = tempfile::tempdir().unwrap();
-    let mdns_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut cmd = bin(home.path());
+    let mdns_port = free_udp_port().to_string();
+    let mut cmd = relay_cmd(home.path());
     cmd.args([
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "off",
         "--open",
         "--announce",
         "--name",

@@ -9,16 +9,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::local::{Proc, relay_cmd};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signalbox_client::{Client, ConnectOptions, Event, Events, Signal};
 use signalbox_proto::{ConnectionId, LeftReason, Role, Target};
-use signalbox_relay::TokenRequest;
 
 /// A `nats-server` on 127.0.0.1, killed when dropped.
 struct Nats {
@@ -115,6 +114,17 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Nodes "a", "b" and "c" on `nats`, once they all see each other.
+async fn three_nodes(nats: &Nats) -> (TestRelay, TestRelay, TestRelay) {
+    let (a, b, c) = (
+        node(nats, "a").await,
+        node(nats, "b").await,
+        node(nats, "c").await,
+    );
+    formed(&[&a, &b, &c]).await;
+    (a, b, c)
+}
+
 /// Waits until every node sees all the others.
 async fn formed(nodes: &[&TestRelay]) {
     until("the cluster to form", || {
@@ -145,27 +155,10 @@ async fn next_left(events: &mut Events, who: ConnectionId) -> LeftReason {
     .await
 }
 
-fn server_token(relay: &TestRelay) -> String {
-    relay
-        .handle
-        .tokens()
-        .mint(&TokenRequest {
-            session: "*".into(),
-            role: Role::Server,
-            ..TokenRequest::default()
-        })
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_and_presence_cross_nodes_and_rest_works_on_any_node() {
     let nats = Nats::start();
-    let (a, b, c) = (
-        node(&nats, "a").await,
-        node(&nats, "b").await,
-        node(&nats, "c").await,
-    );
-    formed(&[&a, &b, &c]).await;
+    let (a, b, c) = three_nodes(&nats).await;
 
     let (a1, mut a1_ev) = a.join("a1").await;
     let (b1, mut b1_ev) = b.join("b1").await;
@@ -234,7 +227,7 @@ async fn signals_and_presence_cross_nodes_and_rest_works_on_any_node() {
     // REST on node B acts on the whole session.
     let http = reqwest::Client::new();
     let base = format!("http://{}", b.handle.http_addr().unwrap());
-    let token = server_token(&b);
+    let token = b.server_token();
     let listed: Vec<Value> = http
         .get(format!("{base}/v1/sessions/test/connections"))
         .bearer_auth(&token)
@@ -301,32 +294,17 @@ async fn signals_and_presence_cross_nodes_and_rest_works_on_any_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_senders_on_two_nodes_keep_their_order_at_a_third() {
     let nats = Nats::start();
-    let (a, b, c) = (
-        node(&nats, "a").await,
-        node(&nats, "b").await,
-        node(&nats, "c").await,
-    );
-    formed(&[&a, &b, &c]).await;
+    let (a, b, c) = three_nodes(&nats).await;
     let (_r1, mut r1_ev) = c.join("r1").await;
     let (_r2, mut r2_ev) = a.join("r2").await;
     let (s1, _) = a.join("s1").await;
     let (s2, _) = b.join("s2").await;
     members(&[&a, &b, &c], 4).await;
     const N: u64 = 2000;
-    let send = |client: Client| async move {
-        let mut last = None;
-        for i in 1..=N {
-            last = Some(
-                client
-                    .send(Signal::to_all("n", i.to_string()))
-                    .await
-                    .unwrap(),
-            );
-        }
-        last.unwrap().accepted().await.unwrap();
-        client
-    };
-    let (s1, s2) = tokio::join!(send(s1), send(s2));
+    tokio::join!(
+        send_many(&s1, "n", N, |i| i.to_string()),
+        send_many(&s2, "n", N, |i| i.to_string())
+    );
     for ev in [&mut r1_ev, &mut r2_ev] {
         let mut next: HashMap<ConnectionId, u64> = HashMap::new();
         for s in signals(ev, 2 * N as usize).await {
@@ -341,52 +319,20 @@ async fn two_senders_on_two_nodes_keep_their_order_at_a_third() {
     }
 }
 
-/// A child process, killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Runs `signalbox relay` as a separate process (so it can die abruptly), open, on loopback.
 fn relay_process(nats: &Nats, home: &std::path::Path, name: &str) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signalbox"))
-        .env("SIGNALBOX_HOME", home)
-        .env("RUST_LOG", "warn")
-        .args([
-            "relay",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--open",
-            "--cluster",
-        ])
+    let mut cmd = relay_cmd(home);
+    cmd.args(["--open", "--cluster"])
         .arg(nats.url())
         .args(["--node-name", name, "--session", "test"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        .stderr(Stdio::null());
+    let relay = Proc::spawn(cmd);
     let invite = loop {
-        let line = lines.next().expect("relay output").unwrap();
-        if let Some(i) = line.strip_prefix("invite: ") {
+        if let Some(i) = relay.line().strip_prefix("invite: ") {
             break i.replace("//0.0.0.0:", "//127.0.0.1:");
         }
     };
-    // Keep reading so the pipe never fills.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), invite)
+    (relay, invite)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,7 +417,7 @@ async fn without_nats_nodes_serve_their_own_members_and_heal_when_it_returns() {
     assert!(health.contains("degraded"), "{health}");
     let metrics = reqwest::Client::new()
         .get(format!("http://{}/metrics", a.handle.http_addr().unwrap()))
-        .bearer_auth(server_token(&a))
+        .bearer_auth(a.server_token())
         .send()
         .await
         .unwrap()

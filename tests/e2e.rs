@@ -31,19 +31,10 @@ async fn per_sender_order_holds_for_concurrent_broadcasters() {
     tokio::spawn(async move { while a_events.next().await.is_some() {} });
     tokio::spawn(async move { while b_events.next().await.is_some() {} });
     const N: u64 = 2000;
-    let send_all = |client: Client, tag: &'static str| async move {
-        let mut last = None;
-        for i in 1..=N {
-            last = Some(
-                client
-                    .send(Signal::to_all(tag, i.to_string()))
-                    .await
-                    .unwrap(),
-            );
-        }
-        last.unwrap().accepted().await.unwrap()
-    };
-    let (ra, rb) = tokio::join!(send_all(a.clone(), "a"), send_all(b.clone(), "b"));
+    let (ra, rb) = tokio::join!(
+        send_many(&a, "a", N, |i| i.to_string()),
+        send_many(&b, "b", N, |i| i.to_string())
+    );
     assert_eq!((ra, rb), (N, N));
     for (_, events) in &mut receivers {
         let got = signals(events, 2 * N as usize).await;
@@ -555,13 +546,7 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
     })
     .await;
     // A pure sender: its own broadcasts do not come back to it.
-    let (sender, mut s_ev) = Client::connect(
-        relay
-            .options(Role::Publisher, "sender")
-            .with_receive_broadcasts(false),
-    )
-    .await
-    .unwrap();
+    let (sender, mut s_ev) = relay.join_sender("sender").await;
     let (_good, mut good_ev) = relay.join("good").await;
     let (slow, slow_ev) = relay.join("slow").await;
     // `slow` never reads its events; `good` reads everything.
@@ -671,13 +656,7 @@ async fn idle_delivery_streams_close_and_reopen_in_order() {
 async fn a_send_only_connection_gets_no_broadcasts_but_its_own_signals() {
     let relay = TestRelay::start().await;
     let (listener, mut l_ev) = relay.join("listener").await;
-    let (sender, mut s_ev) = Client::connect(
-        relay
-            .options(Role::Publisher, "sender")
-            .with_receive_broadcasts(false),
-    )
-    .await
-    .unwrap();
+    let (sender, mut s_ev) = relay.join_sender("sender").await;
     sender
         .send(Signal::to_all("all", "one"))
         .await

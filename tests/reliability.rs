@@ -120,11 +120,7 @@ async fn exactly_once_in_order_under_loss_reordering_and_duplication() {
     let mut tasks = Vec::new();
     for s in senders.clone() {
         tasks.push(tokio::spawn(async move {
-            let mut last = None;
-            for i in 1..=N {
-                last = Some(s.send(Signal::to_all("n", i.to_string())).await.unwrap());
-            }
-            last.unwrap().accepted().await.unwrap()
+            send_many(&s, "n", N, |i| i.to_string()).await
         }));
     }
     for t in tasks {
@@ -230,13 +226,7 @@ async fn a_receiver_blacked_out_within_the_grace_period_misses_nothing() {
     let r = Recorder::start(r_ev);
     let (_observer, o_ev) = relay.join("observer").await;
     let o = Recorder::start(o_ev);
-    let (sender, _s_ev) = Client::connect(
-        relay
-            .options(Role::Publisher, "sender")
-            .with_receive_broadcasts(false),
-    )
-    .await
-    .unwrap();
+    let (sender, _s_ev) = relay.join_sender("sender").await;
     let from = sender.me().id;
     const N: u64 = 600;
     let send = sending(sender.clone(), N, Duration::from_millis(10));
@@ -317,22 +307,18 @@ async fn a_blackout_past_the_grace_period_leaves_then_rejoins() {
     let old_id = client.me().id;
     let (_observer, mut o_ev) = relay.join("observer").await;
     link.blackhole(true);
-    let left = wait_for(&mut o_ev, "the wanderer leaving", |e| {
-        matches!(e, Event::Left { .. })
+    let (peer, reason) = expect(&mut o_ev, "the wanderer leaving", |e| match e {
+        Event::Left { peer, reason } => Some((peer, reason)),
+        _ => None,
     })
     .await;
-    let Event::Left { peer, reason } = left else {
-        unreachable!()
-    };
     assert_eq!((peer.id, reason), (old_id, LeftReason::NetworkDisconnected));
     link.blackhole(false);
-    let back = wait_for(&mut c_ev, "rejoining", |e| {
-        matches!(e, Event::Reconnected { .. })
+    let (resumed, me) = expect(&mut c_ev, "rejoining", |e| match e {
+        Event::Reconnected { resumed, me } => Some((resumed, me)),
+        _ => None,
     })
     .await;
-    let Event::Reconnected { resumed, me } = back else {
-        unreachable!()
-    };
     assert!(
         !resumed,
         "a new connection: the relay had let the old one go"
@@ -471,13 +457,7 @@ async fn an_away_receiver_is_told_what_it_missed_instead_of_growing_the_relay() 
     let (_receiver, mut r_ev) = Client::connect(via(&relay, &link, "receiver"))
         .await
         .unwrap();
-    let (sender, _s_ev) = Client::connect(
-        relay
-            .options(Role::Publisher, "sender")
-            .with_receive_broadcasts(false),
-    )
-    .await
-    .unwrap();
+    let (sender, _s_ev) = relay.join_sender("sender").await;
     link.blackhole(true);
     wait_for(&mut r_ev, "the loss", |e| {
         matches!(e, Event::Reconnecting { .. })
@@ -487,16 +467,7 @@ async fn an_away_receiver_is_told_what_it_missed_instead_of_growing_the_relay() 
     tokio::time::sleep(Duration::from_millis(700)).await;
     const N: u64 = 3000;
     let data = "x".repeat(200);
-    let mut last = None;
-    for _ in 1..=N {
-        last = Some(
-            sender
-                .send(Signal::to_all("flood", data.clone()))
-                .await
-                .unwrap(),
-        );
-    }
-    last.unwrap().accepted().await.unwrap();
+    send_many(&sender, "flood", N, |_| data.clone()).await;
     link.blackhole(false);
     let mut got = Vec::new();
     let mut missed = None;
@@ -543,13 +514,11 @@ async fn a_client_gives_up_after_its_reconnect_timeout() {
     })
     .await;
     let started = Instant::now();
-    let end = wait_for(&mut ev, "giving up", |e| {
-        matches!(e, Event::Disconnected { .. })
+    let (reason, message) = expect(&mut ev, "giving up", |e| match e {
+        Event::Disconnected { reason, message } => Some((reason, message)),
+        _ => None,
     })
     .await;
-    let Event::Disconnected { reason, message } = end else {
-        unreachable!()
-    };
     assert_eq!(reason, LeftReason::NetworkDisconnected);
     assert!(
         message.contains("could not reconnect within 2 s"),

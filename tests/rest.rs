@@ -10,7 +10,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signalbox_client::Event;
 use signalbox_proto::{LeftReason, Role};
-use signalbox_relay::TokenRequest;
 
 struct Api {
     relay: TestRelay,
@@ -23,15 +22,7 @@ impl Api {
     async fn start() -> Self {
         let relay = TestRelay::start_with(|c| c.http = Some("127.0.0.1:0".parse().unwrap())).await;
         let base = format!("http://{}", relay.handle.http_addr().expect("http is on"));
-        let server_token = relay
-            .handle
-            .tokens()
-            .mint(&TokenRequest {
-                session: "*".into(),
-                role: Role::Server,
-                ..TokenRequest::default()
-            })
-            .unwrap();
+        let server_token = relay.server_token();
         Self {
             relay,
             http: reqwest::Client::new(),

@@ -7,10 +7,14 @@
 use std::time::Duration;
 
 pub mod faulty;
+pub mod local;
+
+#[allow(unused_imports)] // not every test binary needs them
+pub use local::{free_tcp_port, free_udp_port};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal};
+use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal, Signal};
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
 use signalbox_proto::{ClientMessage, Hello, PROTOCOL_VERSION, RelayMessage, Role, SessionId};
 use signalbox_relay::{Relay, RelayConfig, RelayHandle, TokenRequest};
@@ -62,6 +66,18 @@ impl TestRelay {
             .unwrap()
     }
 
+    /// A server token for every session (the REST API's key).
+    pub fn server_token(&self) -> String {
+        self.handle
+            .tokens()
+            .mint(&TokenRequest {
+                session: "*".into(),
+                role: Role::Server,
+                ..TokenRequest::default()
+            })
+            .unwrap()
+    }
+
     pub fn options(&self, role: Role, name: &str) -> ConnectOptions {
         ConnectOptions::new("127.0.0.1", self.handle.quic_addr().port(), Self::session())
             .with_fingerprint(self.handle.fingerprint())
@@ -70,6 +86,14 @@ impl TestRelay {
 
     pub async fn join(&self, name: &str) -> (Client, Events) {
         self.join_as(Role::Publisher, name).await
+    }
+
+    /// A publisher that only sends: the relay does not deliver it broadcasts.
+    pub async fn join_sender(&self, name: &str) -> (Client, Events) {
+        let options = self
+            .options(Role::Publisher, name)
+            .with_receive_broadcasts(false);
+        Client::connect(options).await.unwrap()
     }
 
     pub async fn join_as(&self, role: Role, name: &str) -> (Client, Events) {
@@ -109,22 +133,14 @@ pub async fn sees_join(events: &mut Events, id: signalbox_proto::ConnectionId) {
     .await
 }
 
-/// A free UDP port on loopback (an mDNS port of a test's own).
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A free TCP port on loopback.
-pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Broadcasts `n` signals of type `ty` (the i-th carries `data(i)`, i from 1) and waits until
+/// the relay accepted the last; returns its seq.
+pub async fn send_many(client: &Client, ty: &str, n: u64, data: impl Fn(u64) -> String) -> u64 {
+    let mut last = None;
+    for i in 1..=n {
+        last = Some(client.send(Signal::to_all(ty, data(i))).await.unwrap());
+    }
+    last.expect("n ≥ 1").accepted().await.unwrap()
 }
 
 /// The next signal, skipping presence.

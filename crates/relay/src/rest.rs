@@ -149,6 +149,22 @@ fn no_session(sid: &SessionId) -> ApiError {
     )
 }
 
+/// Relays a signal from the server into session `sid` (shared with the Vonage routes);
+/// `absent` is the surface's 404 when nobody is in the session.
+pub(crate) fn signal_session(
+    shared: &Shared,
+    sid: &SessionId,
+    to: Target,
+    body: &SignalBody,
+    absent: fn(&SessionId) -> ApiError,
+) -> Result<StatusCode, ApiError> {
+    if !shared.session_exists(sid) {
+        return Err(absent(sid));
+    }
+    shared.relay_signal(sid, to, &body.r#type, &body.data)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A signal sent through the API.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,12 +183,7 @@ async fn signal_all(
 ) -> Result<StatusCode, ApiError> {
     caller.may(&sid)?;
     let Json(body) = body?;
-    let sid = session_id(&sid)?;
-    if !shared.session_exists(&sid) {
-        return Err(no_session(&sid));
-    }
-    shared.relay_signal(&sid, Target::All, &body.r#type, &body.data)?;
-    Ok(StatusCode::NO_CONTENT)
+    signal_session(&shared, &session_id(&sid)?, Target::All, &body, no_session)
 }
 
 async fn signal_one(
@@ -184,12 +195,8 @@ async fn signal_one(
     caller.may(&sid)?;
     let Json(body) = body?;
     let sid = session_id(&sid)?;
-    let cid = connection_id(&cid)?;
-    if !shared.session_exists(&sid) {
-        return Err(no_session(&sid));
-    }
-    shared.relay_signal(&sid, Target::One(cid), &body.r#type, &body.data)?;
-    Ok(StatusCode::NO_CONTENT)
+    let to = Target::One(connection_id(&cid)?);
+    signal_session(&shared, &sid, to, &body, no_session)
 }
 
 #[derive(Serialize)]

@@ -33,7 +33,7 @@ use signalbox_proto::{ConnectionId, RefuseCode, Refused, Role, SessionId, Target
 use subtle::ConstantTimeEq;
 
 use crate::files::{self, FileError};
-use crate::rest::{ApiError, SignalBody, session_id};
+use crate::rest::{ApiError, SignalBody, session_id, signal_session};
 use crate::server::Shared;
 
 const CREDENTIALS_FILE: &str = "vonage.json";
@@ -355,12 +355,7 @@ async fn signal(
     body: Result<Json<SignalBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(body) = body?;
-    let sid = session_id(&sid)?;
-    if !shared.session_exists(&sid) {
-        return Err(no_session(&sid));
-    }
-    shared.relay_signal(&sid, Target::All, &body.r#type, &body.data)?;
-    Ok(StatusCode::NO_CONTENT)
+    signal_session(&shared, &session_id(&sid)?, Target::All, &body, no_session)
 }
 
 async fn signal_one(
@@ -372,11 +367,7 @@ async fn signal_one(
     let Json(body) = body?;
     let sid = session_id(&sid)?;
     let cid: ConnectionId = cid.parse().map_err(|_| not_connected())?;
-    if !shared.session_exists(&sid) {
-        return Err(no_session(&sid));
-    }
-    shared.relay_signal(&sid, Target::One(cid), &body.r#type, &body.data)?;
-    Ok(StatusCode::NO_CONTENT)
+    signal_session(&shared, &sid, Target::One(cid), &body, no_session)
 }
 
 async fn force_disconnect(
@@ -593,57 +584,35 @@ mod tests {
                 data: "name=ann".into()
             }
         );
-        let code = |t: String| verify_client_token(&c, &t, sid.as_str()).unwrap_err().code;
-        assert_eq!(
-            code(make(
-                "12345678",
-                "session.connect",
-                sid.as_str(),
-                now_secs() - 5,
-                &c.api_secret
-            )),
-            RefuseCode::TokenExpired
-        );
-        assert_eq!(
-            code(make(
-                "99999999",
-                "session.connect",
-                sid.as_str(),
-                later,
-                &c.api_secret
-            )),
-            RefuseCode::InvalidToken
-        );
-        assert_eq!(
-            code(make(
-                "12345678",
-                "other",
-                sid.as_str(),
-                later,
-                &c.api_secret
-            )),
-            RefuseCode::InvalidToken
-        );
-        assert_eq!(
-            code(make(
-                "12345678",
-                "session.connect",
-                "elsewhere",
-                later,
-                &c.api_secret
-            )),
-            RefuseCode::WrongSession
-        );
-        assert_eq!(
-            code(make(
-                "12345678",
-                "session.connect",
-                sid.as_str(),
-                later,
-                "not the secret"
-            )),
-            RefuseCode::InvalidToken
-        );
+        let secret = c.api_secret.as_str();
+        let (key, scope, sid) = ("12345678", "session.connect", sid.as_str());
+        let refused = [
+            (
+                (key, scope, sid, now_secs() - 5, secret),
+                RefuseCode::TokenExpired,
+            ),
+            (
+                ("99999999", scope, sid, later, secret),
+                RefuseCode::InvalidToken,
+            ),
+            ((key, "other", sid, later, secret), RefuseCode::InvalidToken),
+            (
+                (key, scope, "elsewhere", later, secret),
+                RefuseCode::WrongSession,
+            ),
+            (
+                (key, scope, sid, later, "not the secret"),
+                RefuseCode::InvalidToken,
+            ),
+        ];
+        for ((iss, scope, session, exp, secret), want) in refused {
+            let token = make(iss, scope, session, exp, secret);
+            let got = verify_client_token(&c, &token, sid).unwrap_err().code;
+            assert_eq!(
+                got, want,
+                "iss {iss}, scope {scope}, session {session}, exp {exp}"
+            );
+        }
     }
 
     #[test]
