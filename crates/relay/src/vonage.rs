@@ -257,14 +257,55 @@ fn verify_t1(creds: &Credentials, body: &str, session: &str) -> Result<VonageGra
     })
 }
 
-/// The server-call claims (`X-OPENTOK-AUTH`).
-#[derive(Debug, Deserialize)]
-struct ProjectClaims {
-    iss: String,
-    ist: String,
+/// The longest life a server-call token may have (`exp − iat`). The SDKs mint them for three
+/// (Python) to five (Node, Java, Ruby, PHP, .NET) minutes, per request or cached briefly; a
+/// longer-lived one is not what an SDK made, and a leaked one would stay a key for too long.
+pub const MAX_PROJECT_TOKEN_LIFETIME: u64 = 5 * 60;
+
+/// Claims that only a *client* token carries. A token with any of them was minted for joining
+/// a session, and a participant holds it: it is never a server credential, however it is
+/// signed.
+const CLIENT_ONLY_CLAIMS: [&str; 4] = ["scope", "session_id", "role", "connection_data"];
+
+/// Why an `X-OPENTOK-AUTH` token is not a server credential of this project, if it is not.
+fn check_project_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    api_key: &str,
+    now: u64,
+) -> Result<(), &'static str> {
+    if CLIENT_ONLY_CLAIMS.iter().any(|c| claims.contains_key(*c)) {
+        return Err(
+            "X-OPENTOK-AUTH is a client token (it names a session, role or scope): \
+             server calls need a project token",
+        );
+    }
+    let text = |k: &str| claims.get(k).and_then(|v| v.as_str());
+    let iss_ok =
+        text("iss").is_some_and(|iss| bool::from(iss.as_bytes().ct_eq(api_key.as_bytes())));
+    if text("ist") != Some("project") || !iss_ok {
+        return Err("X-OPENTOK-AUTH is not for this project");
+    }
+    let (Some(iat), Some(exp)) = (
+        claims.get("iat").and_then(|v| v.as_u64()),
+        claims.get("exp").and_then(|v| v.as_u64()),
+    ) else {
+        return Err("X-OPENTOK-AUTH must carry iat and exp");
+    };
+    if exp <= iat || exp - iat > MAX_PROJECT_TOKEN_LIFETIME {
+        return Err("X-OPENTOK-AUTH lives too long: exp − iat may be at most 5 minutes");
+    }
+    if iat > now + PROJECT_TOKEN_LEEWAY {
+        return Err("X-OPENTOK-AUTH was issued in the future");
+    }
+    Ok(())
 }
 
-/// A server call authorised by `X-OPENTOK-AUTH`.
+/// Clock skew allowed between the SDK's machine and the relay, in seconds.
+const PROJECT_TOKEN_LEEWAY: u64 = 5;
+
+/// A server call authorised by `X-OPENTOK-AUTH`: an HS256 JWT signed with the API secret, with
+/// `iss` = the API key, `ist` = `project`, `iat` and an `exp` at most five minutes later — and
+/// none of a client token's claims.
 #[derive(Debug)]
 pub(crate) struct Project;
 
@@ -280,9 +321,10 @@ impl FromRequestParts<Arc<Shared>> for Project {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| forbidden("missing X-OPENTOK-AUTH"))?;
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = PROJECT_TOKEN_LEEWAY;
         validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<ProjectClaims>(
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &DecodingKey::from_secret(creds.secret_bytes()),
             &validation,
@@ -291,11 +333,7 @@ impl FromRequestParts<Arc<Shared>> for Project {
             forbidden("invalid X-OPENTOK-AUTH: signed with another secret, malformed, or expired")
         })?
         .claims;
-        if claims.ist != "project"
-            || !bool::from(claims.iss.as_bytes().ct_eq(creds.api_key.as_bytes()))
-        {
-            return Err(forbidden("X-OPENTOK-AUTH is not for this project"));
-        }
+        check_project_claims(&claims, &creds.api_key, now_secs()).map_err(forbidden)?;
         // The API key in the path must be ours too.
         if let Some(key) = parts
             .uri
@@ -613,6 +651,52 @@ mod tests {
                 "iss {iss}, scope {scope}, session {session}, exp {exp}"
             );
         }
+    }
+
+    #[test]
+    fn only_short_lived_project_tokens_are_server_credentials() {
+        let now = now_secs();
+        let claims = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let project = serde_json::json!({
+            "iss": "12345678", "ist": "project", "iat": now, "exp": now + 180, "jti": "0.5"
+        });
+        assert_eq!(
+            check_project_claims(&claims(project.clone()), "12345678", now),
+            Ok(())
+        );
+        // A client token carries the same iss and ist, and one of these: never a server key.
+        for claim in CLIENT_ONLY_CLAIMS {
+            let mut c = claims(project.clone());
+            c.insert(claim.into(), "x".into());
+            assert!(
+                check_project_claims(&c, "12345678", now).is_err(),
+                "{claim}"
+            );
+        }
+        let mut client = claims(project.clone());
+        client.insert("scope".into(), "session.connect".into());
+        client.insert("session_id".into(), "2_abc".into());
+        client.insert("role".into(), "subscriber".into());
+        assert!(check_project_claims(&client, "12345678", now).is_err());
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = claims(project.clone());
+            c.insert(k.into(), v);
+            c
+        };
+        let refused = [
+            with("iss", "99999999".into()),
+            with("ist", "account".into()),
+            with("exp", (now + MAX_PROJECT_TOKEN_LIFETIME + 1).into()),
+            with("exp", now.into()),
+            with("iat", (now + 60).into()),
+            with("iat", "yesterday".into()),
+        ];
+        for c in refused {
+            assert!(check_project_claims(&c, "12345678", now).is_err(), "{c:?}");
+        }
+        let mut no_iat = claims(project);
+        no_iat.remove("iat");
+        assert!(check_project_claims(&no_iat, "12345678", now).is_err());
     }
 
     #[test]
