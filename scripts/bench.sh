@@ -4,7 +4,7 @@
 #   scripts/bench.sh            the full matrix and the cluster rows (about 40 minutes on 2 cores)
 #   scripts/bench.sh --quick    the headline rows (under two minutes)
 # Servers run pinned to core 0, the load generator to core 1. Extra flags go to
-# signalbox-bench (see `cargo run --release -p signalbox-bench -- --help`).
+# signalbox-bench (see `cargo run --profile profiling -p signalbox-bench -- --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
 fi
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
 
-cargo build --release -p signalbox-bench --quiet
+cargo build --profile profiling -p signalbox-bench --quiet
 cores=$(nproc)
 pin=(taskset -c 1)
 server=(--server-core 0)
@@ -22,4 +22,4 @@ if [ "$cores" -lt 2 ]; then
     pin=()
     server=(--no-pin)
 fi
-"${pin[@]}" target/release/signalbox-bench "${server[@]}" --out bench/results "$@"
+"${pin[@]}" target/profiling/signalbox-bench "${server[@]}" --out bench/results "$@"

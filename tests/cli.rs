@@ -28,7 +28,7 @@ fn relay(home: &std::path::Path) -> (Proc, String, String) {
     assert_eq!(p.line(), "mode: token");
     let invite = p.line();
     let invite = invite
-        .strip_prefix("invite: ")
+        .strip_prefix("moderator invite: ")
         .expect("invite line")
         .to_owned();
     assert!(invite.starts_with("signalbox://127.0.0.1:"), "{invite}");
@@ -114,6 +114,98 @@ fn relay_listen_send_lines_end_to_end() {
         .unwrap();
     assert!(status.success());
     assert!(relay.wait().success());
+}
+
+/// Waits for `who`'s `left` line on `ears` and returns its reason and how long it took.
+fn left_of(ears: &Proc, who: &Value) -> (String, std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let line = ears.json();
+        if line["event"] == "left" && line["connection"] == *who {
+            return (line["reason"].as_str().unwrap().to_owned(), start.elapsed());
+        }
+    }
+}
+
+/// Waits for the next `joined` line on `ears`; returns the connection id.
+fn joined_id(ears: &Proc) -> Value {
+    loop {
+        let line = ears.json();
+        if line["event"] == "joined" {
+            return line["connection"].clone();
+        }
+    }
+}
+
+/// A stopped `listen` or `send` leaves at once: peers see `clientDisconnected` (not, after
+/// the relay's timeouts, `networkDisconnected` — a ghost for ~50 s).
+#[test]
+fn listen_and_send_leave_when_stopped() {
+    let home = tempfile::tempdir().unwrap();
+    let (_relay, invite, _) = relay(home.path());
+    let mut ears = bin(home.path());
+    ears.args(["listen", "--invite", &invite, "--json", "--name", "ears"]);
+    let ears = Proc::spawn(ears);
+    let connected = ears.line();
+    assert!(
+        connected.starts_with(r#"{"event":"connected","#),
+        "event comes first: {connected}"
+    );
+
+    let stop = |pid: u32, signal: &str| {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    // listen, stopped by Ctrl-C (SIGINT) and by SIGTERM.
+    for signal in ["INT", "TERM"] {
+        let mut cmd = bin(home.path());
+        cmd.args(["listen", "--invite", &invite, "--json", "--name", "ghost"]);
+        let mut ghost = Proc::spawn(cmd);
+        ghost.line();
+        let id = joined_id(&ears);
+        stop(ghost.id(), signal);
+        let (reason, after) = left_of(&ears, &id);
+        assert_eq!(reason, "clientDisconnected", "listen on SIG{signal}");
+        assert!(
+            after.as_secs() < 5,
+            "listen left {after:?} after SIG{signal}"
+        );
+        assert!(
+            !ghost.wait().success(),
+            "a stopped listen says it was stopped"
+        );
+    }
+
+    // send --lines waiting for its input, stopped.
+    let mut cmd = bin(home.path());
+    cmd.args(["send", "--invite", &invite, "--lines", "--name", "script"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut sender = cmd.spawn().unwrap();
+    let id = joined_id(&ears);
+    stop(sender.id(), "INT");
+    let (reason, _) = left_of(&ears, &id);
+    assert_eq!(reason, "clientDisconnected", "send on SIGINT");
+    assert_eq!(sender.wait().unwrap().code(), Some(130));
+
+    // listen whose reader went away (`| head`), with nothing to print meanwhile.
+    let mut cmd = bin(home.path());
+    cmd.args(["listen", "--invite", &invite, "--json", "--name", "piped"])
+        .stdout(Stdio::piped());
+    let mut piped = cmd.spawn().unwrap();
+    let mut out = std::io::BufReader::new(piped.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let id = joined_id(&ears);
+    drop(out);
+    let (reason, after) = left_of(&ears, &id);
+    assert_eq!(reason, "clientDisconnected", "listen with its reader gone");
+    assert!(after.as_secs() < 5, "left {after:?} after the pipe closed");
+    assert!(piped.wait().unwrap().success());
 }
 
 #[test]

@@ -328,7 +328,7 @@ fn relay_process(nats: &Nats, home: &std::path::Path, name: &str) -> (Proc, Stri
         .stderr(Stdio::null());
     let relay = Proc::spawn(cmd);
     let invite = loop {
-        if let Some(i) = relay.line().strip_prefix("invite: ") {
+        if let Some(i) = relay.line().strip_prefix("moderator invite: ") {
             break i.replace("//0.0.0.0:", "//127.0.0.1:");
         }
     };

@@ -756,3 +756,88 @@ async fn a_relay_announced_on_the_lan_is_found_and_joined() {
     .expect("the announcement withdrawn");
     assert_eq!(gone, found.instance);
 }
+
+/// Writes `seqs` as raw signals on a fresh connection; returns how the relay answered: the
+/// highest `Accepted`, and the close code if it closed the connection.
+async fn seq_verdict(relay: &TestRelay, seqs: &[u64]) -> (u64, Option<u64>) {
+    let (mut raw, _) = Raw::join(relay, Some(relay.token(Role::Publisher, "raw"))).await;
+    let mut send = raw.open_send().await;
+    for &seq in seqs {
+        send.write_all(&frame(&out(seq, Target::All, "t", seq.to_string())))
+            .await
+            .unwrap();
+    }
+    let mut up_to = 0;
+    loop {
+        let next = futures_util::StreamExt::next(&mut raw.frames);
+        match tokio::time::timeout(Duration::from_millis(500), next).await {
+            Ok(Some(Ok(f))) => {
+                if let Ok(RelayMessage::Accepted { up_to: u }) = signalbox_proto::codec::decode(&f)
+                {
+                    up_to = u;
+                }
+            }
+            Ok(_) => break,
+            Err(_) => break,
+        }
+    }
+    let code = match raw.conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+        Some(other) => panic!("unexpected end: {other}"),
+        None => None,
+    };
+    (up_to, code)
+}
+
+/// The one seq rule (crates/proto/README.md, "seq"): seqs start at 1 and rise (a client that
+/// rejoins keeps counting, so gaps are allowed); one at or below the last taken is a resend,
+/// dropped without a word; 0 closes the connection as a protocol error.
+#[tokio::test]
+async fn seq_follows_one_rule() {
+    let relay = TestRelay::start().await;
+    let (_b, mut b_ev) = relay.join("b").await;
+    // Resends of taken seqs are dropped: each delivered once.
+    assert_eq!(seq_verdict(&relay, &[1, 2, 1, 2, 3]).await, (3, None));
+    let got: Vec<u64> = signals(&mut b_ev, 3).await.iter().map(|s| s.seq).collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    no_signal(&mut b_ev, Duration::from_millis(200)).await;
+    // Gaps are allowed (a rejoining client keeps counting); a lower seq after them is a resend.
+    assert_eq!(seq_verdict(&relay, &[40, 41, 45, 44]).await, (45, None));
+    let got: Vec<u64> = signals(&mut b_ev, 3).await.iter().map(|s| s.seq).collect();
+    assert_eq!(got, vec![40, 41, 45]);
+    no_signal(&mut b_ev, Duration::from_millis(200)).await;
+    // Zero is a protocol error.
+    let protocol = Some(u64::from(CloseCode::ProtocolError.as_u32()));
+    assert_eq!(seq_verdict(&relay, &[0]).await.1, protocol);
+    assert_eq!(seq_verdict(&relay, &[1, 0]).await.1, protocol);
+}
+
+/// A `Client` whose every clone and `Events` are dropped leaves the session: peers see
+/// `clientDisconnected` at once.
+#[tokio::test]
+async fn a_dropped_client_leaves() {
+    let relay = TestRelay::start().await;
+    let (_a, mut a_ev) = relay.join("a").await;
+    let (b, b_ev) = relay.join("b").await;
+    let b_id = b.me().id;
+    sees_join(&mut a_ev, b_id).await;
+    let clone = b.clone();
+    drop(b);
+    drop(b_ev);
+    // One clone still holds it: still there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        relay
+            .handle
+            .members(&TestRelay::session())
+            .iter()
+            .any(|m| m.id == b_id)
+    );
+    drop(clone);
+    let reason = expect(&mut a_ev, "b leaving", |e| match e {
+        Event::Left { peer, reason } if peer.id == b_id => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, LeftReason::ClientDisconnected);
+}

@@ -141,3 +141,275 @@ async fn a_client_token_is_not_a_server_credential() {
     no_signal(&mut victim_events, std::time::Duration::from_millis(300)).await;
     assert_eq!(relay.handle.members(&SessionId::new(sid).unwrap()).len(), 2);
 }
+
+/// Item 3: a short or empty secret is refused at start, with a clear error (an empty
+/// `token-secret` once let a token signed with the empty key join as `server`).
+#[tokio::test]
+async fn short_secrets_are_refused_at_start() {
+    use signalbox_relay::{Relay, RelayConfig};
+    for (file, content) in [
+        ("token-secret", String::new()),
+        ("token-secret", "0123456789abcdef".into()),
+        (
+            "vonage.json",
+            r#"{"api_key":"1234","api_secret":"abc"}"#.into(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), content).unwrap();
+        let mut config = RelayConfig::local(dir.path());
+        config.http = Some("127.0.0.1:0".parse().unwrap());
+        let err = Relay::spawn(config).await.unwrap_err().to_string();
+        assert!(err.contains("at least 32"), "{file}: {err}");
+        assert!(err.contains(file), "the error names the file: {err}");
+    }
+    // Secrets the relay makes are long, and private.
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::spawn(RelayConfig::local(dir.path())).await.unwrap();
+    relay.shutdown().await;
+    for file in ["token-secret", "vonage.json"] {
+        let meta = std::fs::metadata(dir.path().join(file)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+    }
+}
+
+/// A quinn endpoint that speaks to the relay as its clients do, for the raw tests.
+fn raw_endpoint(relay: &TestRelay) -> (quinn::Endpoint, quinn::ClientConfig) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = signalbox_client::client_config(Some(relay.handle.fingerprint())).unwrap();
+    (endpoint, config)
+}
+
+fn close_code(e: &quinn::ConnectionError) -> Option<u64> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => Some(c.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+/// Item 2: before `Hello`, a connection is cheap and short-lived. One that never says
+/// `Hello`, and one that announces a 16 MiB control frame and trickles it, are closed within
+/// 5 s; a `Hello` whose resume `seen` list is longer than a session can be is refused.
+#[tokio::test]
+async fn connections_that_do_not_join_are_closed_quickly() {
+    use signalbox_proto::CloseCode;
+    use std::time::{Duration, Instant};
+    let relay = TestRelay::start_with(|c| c.max_connections_per_session = 4).await;
+    let (endpoint, config) = raw_endpoint(&relay);
+    let addr = relay.handle.quic_addr();
+    let start = Instant::now();
+    let idle = endpoint
+        .connect_with(config.clone(), addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let trickle = endpoint
+        .connect_with(config.clone(), addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _recv) = trickle.open_bi().await.unwrap();
+    send.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
+    let trickling = async {
+        loop {
+            if send.write_all(&[0]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (idle_end, trickle_end) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(idle.closed(), async {
+            tokio::select! {
+                e = trickle.closed() => e,
+                _ = trickling => trickle.closed().await,
+            }
+        })
+    })
+    .await
+    .expect("both closed within 5 s");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        close_code(&idle_end),
+        Some(u64::from(CloseCode::HandshakeTimeout.as_u32()))
+    );
+    assert_eq!(
+        close_code(&trickle_end),
+        Some(u64::from(CloseCode::ProtocolError.as_u32()))
+    );
+
+    // A resume naming more senders than a session holds.
+    let conn = endpoint
+        .connect_with(config, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut control, _recv) = conn.open_bi().await.unwrap();
+    let seen = (0..10)
+        .map(|_| signalbox_proto::Seen {
+            from: Some(signalbox_proto::ConnectionId::random()),
+            seq: 1,
+        })
+        .collect();
+    let hello = signalbox_proto::ClientMessage::Hello(signalbox_proto::Hello {
+        protocol: signalbox_proto::PROTOCOL_VERSION,
+        session: TestRelay::session(),
+        token: Some(relay.token(signalbox_proto::Role::Publisher, "x")),
+        name: None,
+        resume: Some(signalbox_proto::ResumeTicket {
+            connection: signalbox_proto::ConnectionId::random(),
+            secret: [0; 16],
+        }),
+        receive_broadcasts: true,
+        seen,
+    });
+    control.write_all(&frame(&hello)).await.unwrap();
+    let end = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+    assert_eq!(
+        close_code(&end),
+        Some(u64::from(CloseCode::ProtocolError.as_u32()))
+    );
+}
+
+/// Real QUIC Initial datagrams, each of its own connection attempt (its own connection id),
+/// as a client would send them to `relay` — captured, not answered.
+async fn captured_initials(relay: &TestRelay, n: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (endpoint, config) = raw_endpoint(relay);
+    let mut attempts = Vec::new();
+    let mut out = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 2048];
+    while out.len() < n {
+        attempts.push(
+            endpoint
+                .connect_with(config.clone(), sink.local_addr().unwrap(), "localhost")
+                .unwrap(),
+        );
+        // Its Initial (earlier attempts' retransmissions are skipped).
+        loop {
+            let (len, _) = sink.recv_from(&mut buf).await.unwrap();
+            // Long header: flags, version (4), then the destination connection id.
+            let dcid_len = buf[5] as usize;
+            if ids.insert(buf[6..6 + dcid_len].to_vec()) {
+                out.push(buf[..len].to_vec());
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Item 2: thousands of handshakes that stall, from many source addresses, do not keep a
+/// real client out: past a few pending handshakes unvalidated sources get a QUIC Retry and
+/// hold nothing, and pending connections have a budget apart from joined ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_many_sources_does_not_keep_clients_out() {
+    use std::time::{Duration, Instant};
+    let relay = TestRelay::start_with(|c| c.max_connections = 100).await;
+    let initials = captured_initials(&relay, 3000).await;
+    let target = relay.handle.quic_addr();
+    for (i, datagram) in initials.iter().enumerate() {
+        let source = std::net::Ipv4Addr::new(127, 1 + (i / 250) as u8, (i % 250) as u8 + 1, 1);
+        let socket = std::net::UdpSocket::bind((source, 0)).unwrap();
+        socket.send_to(datagram, target).unwrap();
+        if i % 100 == 99 {
+            // Paced a little, so the relay's socket buffer takes them all.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // The flood is in; a real client joins at once.
+    let start = Instant::now();
+    let (client, _events) = tokio::time::timeout(
+        Duration::from_secs(2),
+        signalbox_client::Client::connect(relay.options(signalbox_proto::Role::Publisher, "real")),
+    )
+    .await
+    .expect("joined within 2 s")
+    .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(client.is_connected());
+}
+
+/// Item 5: a token acts within its scope only, and errors speak plainly.
+#[tokio::test]
+async fn tokens_act_within_their_scope_and_errors_are_plain() {
+    use signalbox_proto::Role;
+    use signalbox_relay::TokenRequest;
+    let relay = TestRelay::start_with(|c| c.http = Some("127.0.0.1:0".parse().unwrap())).await;
+    let base = format!("http://{}", relay.handle.http_addr().unwrap());
+    let (_a, _) = relay.join("a").await;
+    let (_o, _) = signalbox_client::Client::connect(
+        ConnectOptions::new(
+            "127.0.0.1",
+            relay.handle.quic_addr().port(),
+            SessionId::new("other").unwrap(),
+        )
+        .with_fingerprint(relay.handle.fingerprint())
+        .with_token(relay.token_for("other", Role::Publisher, "o")),
+    )
+    .await
+    .unwrap();
+    let server_for = |session: &str| {
+        relay
+            .handle
+            .tokens()
+            .mint(&TokenRequest {
+                session: session.into(),
+                role: Role::Server,
+                ..TokenRequest::default()
+            })
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: String| {
+        let request = http.get(format!("{base}{path}")).bearer_auth(token);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, list) = get("/v1/sessions", server_for("test")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        list,
+        json!([{"id": "test", "connections": 1}]),
+        "only its own session"
+    );
+    let (_, list) = get("/v1/sessions", relay.token(Role::Moderator, "m")).await;
+    assert_eq!(list, json!([{"id": "test", "connections": 1}]));
+    let (_, all) = get("/v1/sessions", server_for("*")).await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    // Metrics cover every session: a server token for all of them only.
+    for token in [server_for("test"), relay.token(Role::Moderator, "m")] {
+        assert_eq!(get("/metrics", token).await.0, StatusCode::FORBIDDEN);
+    }
+    let r = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(server_for("*"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A malformed token: a plain sentence, not the JWT library's debug text.
+    let (status, body) = get("/v1/sessions", "not.a.token".into()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let message = body["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "the token is malformed (not a token this relay makes)"
+    );
+    let refused = signalbox_client::Client::connect(
+        relay
+            .options(Role::Publisher, "x")
+            .with_token("eyJhbGciOiJIUzI1NiJ9.e30.x"),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        !refused.contains("Kind") && !refused.contains("Error("),
+        "{refused}"
+    );
+}

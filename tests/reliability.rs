@@ -267,6 +267,45 @@ async fn a_receiver_blacked_out_within_the_grace_period_misses_nothing() {
     );
 }
 
+/// A quiet sender's signal written during a receiver's outage is replayed as soon as the
+/// receiver resumes — not when the sender next speaks or its idle stream is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_resume_what_a_quiet_sender_sent_arrives_at_once() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 9, Faults::default()).await;
+    let (_receiver, mut r_ev) = Client::connect(via(&relay, &link, "receiver"))
+        .await
+        .unwrap();
+    let (sender, _s_ev) = relay.join_sender("sender").await;
+    send_many(&sender, "t", 1, |i| i.to_string()).await;
+    assert_eq!(next_signal(&mut r_ev).await.data, "1");
+    // The outage starts; the relay does not know yet and writes the one signal to the dead
+    // connection. Then the sender stays silent.
+    link.blackhole(true);
+    send_many(&sender, "t", 1, |_| "2".into()).await;
+    wait_for(&mut r_ev, "the loss", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    link.blackhole(false);
+    // The replay may even overtake the client's own Reconnected event.
+    let mut resumed = None;
+    let mut got = None;
+    while got.is_none() || resumed.is_none() {
+        let limit = resumed.map_or(Duration::from_secs(30), |at: Instant| {
+            Duration::from_secs(1).saturating_sub(at.elapsed())
+        });
+        match tokio::time::timeout(limit, r_ev.next()).await {
+            Ok(Some(Event::Reconnected { resumed: true, .. })) => resumed = Some(Instant::now()),
+            Ok(Some(Event::Signal(s))) => got = Some(s.data),
+            Ok(Some(_)) => {}
+            other => panic!("no held signal within 1 s of the resume ({resumed:?}): {other:?}"),
+        }
+    }
+    assert_eq!(got.as_deref(), Some("2"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_blacked_out_keeps_sending_and_nothing_is_lost() {
     let relay = relay_with(Duration::from_secs(15), |_| {}).await;
@@ -476,7 +515,18 @@ async fn an_away_receiver_is_told_what_it_missed_instead_of_growing_the_relay() 
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, r_ev.next()).await {
             Ok(Some(Event::Signal(s))) => got.push(s.seq),
-            Ok(Some(Event::Missed { count })) => missed = Some(count),
+            Ok(Some(Event::Missed {
+                from,
+                first,
+                last,
+                count,
+            })) => {
+                // Whose and which: the sender's, within what it sent.
+                assert_eq!(from, Some(sender.me().id));
+                assert!(1 <= first && first <= last && last <= N, "{first}..{last}");
+                assert!(count <= last - first + 1);
+                missed = Some(count)
+            }
             Ok(Some(_)) => {}
             other => panic!(
                 "stalled with {} signals, missed {missed:?}: {other:?}",

@@ -82,7 +82,7 @@ pub(crate) async fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             writeln!(out, "{}", relay_json(&relay))?;
         } else {
-            writeln!(out, "{}", relay_line(&relay))?;
+            writeln!(out, "{}", super::terminal_safe(&relay_line(&relay)))?;
         }
         out.flush()?;
         printed.insert(relay.instance.clone(), relay);

@@ -19,35 +19,36 @@ pub(crate) struct KickArgs {
 
 pub(crate) async fn run(args: KickArgs) -> anyhow::Result<ExitCode> {
     let (client, mut events) = super::connect(&args.invite, Some("moderator".into())).await?;
-    if client.peer(args.id).is_none() {
-        anyhow::bail!(
-            "connection {} is not in session {}",
-            args.id,
-            client.session()
-        );
-    }
-    client.kick(args.id).await?;
-    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(event) = events.next().await {
-            match event {
-                Event::Left { peer, reason } if peer.id == args.id => return Ok(reason),
-                Event::Denied { message } => return Err(anyhow::anyhow!("{message}")),
-                Event::Disconnected { message, .. } => {
-                    return Err(anyhow::anyhow!("disconnected: {message}"));
-                }
-                _ => {}
-            }
+    let work = async {
+        if client.peer(args.id).is_none() {
+            anyhow::bail!(
+                "connection {} is not in session {}",
+                args.id,
+                client.session()
+            );
         }
-        Err(anyhow::anyhow!("the connection ended"))
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer from the relay within 5 s"))??;
-    client.leave().await;
-    client.wait_idle().await;
-    if outcome == LeftReason::ForceDisconnected {
-        println!("removed {}", args.id);
-    } else {
-        println!("{} left ({outcome})", args.id);
-    }
-    Ok(ExitCode::SUCCESS)
+        client.kick(args.id).await?;
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::Left { peer, reason } if peer.id == args.id => return Ok(reason),
+                    Event::Denied { message } => return Err(anyhow::anyhow!("{message}")),
+                    Event::Disconnected { message, .. } => {
+                        return Err(anyhow::anyhow!("disconnected: {message}"));
+                    }
+                    _ => {}
+                }
+            }
+            Err(anyhow::anyhow!("the connection ended"))
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from the relay within 5 s"))??;
+        if outcome == LeftReason::ForceDisconnected {
+            println!("removed {}", args.id);
+        } else {
+            println!("{} left ({outcome})", args.id);
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    super::joined(&client, work).await
 }

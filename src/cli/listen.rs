@@ -109,21 +109,45 @@ fn connected_line(client: &Client, as_json: bool) -> String {
 }
 
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
-    let (client, mut events) = super::connect(&args.invite, args.name.clone()).await?;
+    let (client, events) = super::connect(&args.invite, args.name.clone()).await?;
+    super::joined(&client, listen(&args, &client, events)).await
+}
+
+/// Prints until `--count` is reached, the connection ends, or nobody reads our output.
+async fn listen(
+    args: &ListenArgs,
+    client: &Client,
+    mut events: signalbox_client::Events,
+) -> anyhow::Result<ExitCode> {
     let mut names = Names {
         me: client.me().id,
         names: client.peers().into_iter().map(|p| (p.id, p.name)).collect(),
     };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", connected_line(&client, args.json))?;
+    let connected = connected_line(client, args.json);
+    if args.json {
+        writeln!(out, "{connected}")?;
+    } else {
+        writeln!(out, "{}", super::terminal_safe(&connected))?;
+    }
     out.flush()?;
     drop(out);
     let mut seen = 0u64;
     if args.count == Some(0) {
-        client.leave().await;
         return Ok(ExitCode::SUCCESS);
     }
-    while let Some(event) = events.next().await {
+    let reader_gone = super::stdout_closed();
+    tokio::pin!(reader_gone);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            // Whoever read our output has gone (e.g. `| head`): leave now, not at the next
+            // signal.
+            _ = &mut reader_gone => break,
+        };
         let line = match &event {
             Event::Signal(s) => {
                 if !args.types.is_empty() && !args.types.contains(&s.r#type) {
@@ -165,11 +189,20 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                     format!("denied: {message}")
                 }
             }
-            Event::Missed { count } => {
+            Event::Missed {
+                from,
+                first,
+                last,
+                count,
+            } => {
                 if args.json {
-                    json!({"event": "missed", "count": count}).to_string()
+                    json!({"event": "missed", "from": from, "from_name": names.of(*from), "first": first, "last": last, "count": count}).to_string()
                 } else {
-                    format!("missed {count} signals while away")
+                    format!(
+                        "{}  {count} signals from {} were lost while away (#{first}–#{last})",
+                        clock(),
+                        names.label(*from)
+                    )
                 }
             }
             Event::Reconnecting { reason, message } => {
@@ -198,11 +231,17 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                     json!({"event": "disconnected", "reason": reason, "message": message})
                         .to_string()
                 } else {
-                    format!("disconnected ({reason}): {message}")
+                    super::terminal_safe(&format!("disconnected ({reason}): {message}"))
+                        .into_owned()
                 };
                 println!("{line}");
                 return Ok(ExitCode::FAILURE);
             }
+        };
+        let line = if args.json {
+            line
+        } else {
+            super::terminal_safe(&line).into_owned()
         };
         let mut out = std::io::stdout().lock();
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
@@ -213,7 +252,5 @@ pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    client.leave().await;
-    client.wait_idle().await;
     Ok(ExitCode::SUCCESS)
 }

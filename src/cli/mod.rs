@@ -50,11 +50,41 @@ enum Command {
     Discover(discover::DiscoverArgs),
     /// Print the relay's Vonage-compatible API key and secret (for the OpenTok server SDKs).
     Credentials(credentials::CredentialsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for signalbox and every subcommand into a directory.
+    #[command(hide = true)]
+    Manpages {
+        /// Where (created if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+/// What `--version` prints: the version, the wire protocol it speaks, and the commit it was
+/// built from.
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (protocol {}, commit {})",
+            env!("CARGO_PKG_VERSION"),
+            signalbox_proto::PROTOCOL_VERSION,
+            env!("SIGNALBOX_GIT_COMMIT")
+        )
+    })
+}
+
+/// The command-line definition, with its full version.
+pub(crate) fn definition() -> clap::Command {
+    Cli::command().version(version())
 }
 
 /// Parses the command line, keeping the matches (to tell flags given from defaults).
 pub(crate) fn parse() -> (Cli, ArgMatches) {
-    let matches = Cli::command().get_matches();
+    let matches = definition().get_matches();
     match Cli::from_arg_matches(&matches) {
         Ok(cli) => (cli, matches),
         Err(e) => e.exit(),
@@ -103,6 +133,20 @@ pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Kick(args) => runtime()?.block_on(kick::run(args)),
         Command::Credentials(args) => credentials::run(args),
         Command::Discover(args) => runtime()?.block_on(discover::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut definition(),
+                "signalbox",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(definition(), &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -112,6 +156,106 @@ fn data_dir(flag: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathB
         Some(d) => d,
         None => signalbox_relay::paths::data_dir()?,
     })
+}
+
+/// Runs `work` for a joined `client`; when it ends — or on Ctrl-C, SIGTERM or SIGHUP, or an
+/// error — leaves the session cleanly (`Leave`, then close code 0: peers see
+/// `clientDisconnected` at once, not after the relay's timeouts) before returning. Stopped
+/// by a signal, the exit code is 128 + its number.
+async fn joined(
+    client: &signalbox_client::Client,
+    work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let outcome = tokio::select! {
+        r = work => r,
+        signal = stop_signal() => Ok(ExitCode::from(128 + signal)),
+    };
+    client.leave().await;
+    client.wait_idle().await;
+    outcome
+}
+
+/// Waits for Ctrl-C (SIGINT), SIGTERM (systemd's stop) or SIGHUP (the terminal closed);
+/// returns the signal's number.
+pub(crate) async fn stop_signal() -> u8 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            return tokio::select! {
+                _ = int.recv() => 2,
+                _ = term.recv() => 15,
+                _ = hup.recv() => 1,
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    2
+}
+
+/// Resolves when standard output is a pipe or socket whose reader has gone (`listen | head`
+/// after `head` exited), without waiting for the next write to fail. Never resolves for a
+/// terminal or a file.
+pub(crate) async fn stdout_closed() {
+    #[cfg(unix)]
+    {
+        use rustix::event::{PollFd, PollFlags, poll};
+        use std::os::fd::AsFd;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // poll(2) with no events asked reports only errors and hang-ups: for the write end of
+        // a pipe, that its reader closed. A thread of its own, as the wait has no end.
+        std::thread::spawn(move || {
+            let stdout = std::io::stdout();
+            let mut fds = [PollFd::from_borrowed_fd(stdout.as_fd(), PollFlags::empty())];
+            loop {
+                match poll(&mut fds, None) {
+                    Ok(_) => {
+                        let got = fds[0].revents();
+                        if got.intersects(PollFlags::ERR | PollFlags::HUP) {
+                            let _ = tx.send(());
+                            return;
+                        }
+                        if got.contains(PollFlags::NVAL) {
+                            return;
+                        }
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+        if rx.await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Makes text from others safe to print on a terminal: control characters (C0 but tab, DEL,
+/// C1) and the invisible bidirectional controls are shown escaped (`\u{1b}`), so a peer's
+/// data, name or mDNS record cannot set the window title, erase or forge lines, or reorder
+/// what is shown. JSON output needs none of this: serde escapes it.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Connects with an invite, turning the error into one line for people.
@@ -129,8 +273,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn text_from_peers_cannot_drive_the_terminal() {
+        // An OSC title, erase-line + carriage return + a forged line, a C1 CSI, DEL, and a
+        // right-to-left override.
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2K\rrelay: all good\u{9b}31m\u{7f}\u{202e}txt.exe";
+        let safe = terminal_safe(hostile);
+        assert!(!safe.chars().any(|c| c.is_control()), "{safe}");
+        assert!(!safe.contains('\u{202e}'));
+        assert_eq!(
+            safe,
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2K\\u{d}relay: all good\\u{9b}31m\\u{7f}\\u{202e}txt.exe"
+        );
+        assert_eq!(
+            terminal_safe("plain → text\twith a tab, é"),
+            "plain → text\twith a tab, é"
+        );
+    }
+
+    #[test]
     fn command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
+        definition().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_protocol_and_the_commit() {
+        let v = version();
+        assert!(v.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
+        assert!(v.contains("(protocol 1, commit "), "{v}");
+    }
+
+    #[test]
+    fn man_pages_for_every_subcommand() {
+        let dir = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(definition(), dir.path()).unwrap();
+        for page in [
+            "signalbox.1",
+            "signalbox-relay.1",
+            "signalbox-listen.1",
+            "signalbox-send.1",
+        ] {
+            let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+            assert!(text.starts_with(".ie \\n(.g .ds Aq"), "{page} is roff");
+        }
     }
 
     #[test]

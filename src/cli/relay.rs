@@ -57,29 +57,15 @@ pub(crate) async fn run(args: RelayArgs, matches: &ArgMatches) -> anyhow::Result
         None => println!("http: off"),
     }
     println!("mode: {}", if relay.is_open() { "open" } else { "token" });
+    // The moderator's invite can remove anyone: it is the operator's. Participants get
+    // publisher invites from `signalbox invite`.
     println!(
-        "invite: {}",
+        "moderator invite: {}",
         relay.invite(args.session.clone(), Some(token))
     );
 
-    wait_for_stop().await;
+    super::stop_signal().await;
     eprintln!("shutting down…");
     relay.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Ctrl-C, or SIGTERM (systemd's stop).
-async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -75,62 +75,63 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
-    let mut receipts: Vec<(String, Receipt)> = Vec::new();
-    let mut failed = false;
-    match single {
-        Some(signal) => match client.send(signal).await {
-            Ok(r) => receipts.push((String::new(), r)),
-            Err(e) => {
-                report("", &e);
-                failed = true;
-            }
-        },
-        None => {
-            let stdin = std::io::stdin();
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(256);
-            // Blocking stdin on its own thread; lines go over a bounded channel in order.
-            std::thread::spawn(move || {
-                for line in stdin.lock().lines() {
-                    if tx.blocking_send(line).is_err() {
-                        break;
-                    }
+    let work = async {
+        let mut receipts: Vec<(String, Receipt)> = Vec::new();
+        let mut failed = false;
+        match single {
+            Some(signal) => match client.send(signal).await {
+                Ok(r) => receipts.push((String::new(), r)),
+                Err(e) => {
+                    report("", &e);
+                    failed = true;
                 }
-            });
-            let mut n = 0usize;
-            while let Some(line) = rx.recv().await {
-                n += 1;
-                let line = line.map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
-                match client.send(make(line)).await {
-                    Ok(r) => receipts.push((format!(" (line {n})"), r)),
-                    Err(e) => {
-                        report(&format!(" (line {n})"), &e);
-                        failed = true;
-                        if matches!(e, SendError::NotConnected) {
+            },
+            None => {
+                let stdin = std::io::stdin();
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(256);
+                // Blocking stdin on its own thread; lines go over a bounded channel in order.
+                std::thread::spawn(move || {
+                    for line in stdin.lock().lines() {
+                        if tx.blocking_send(line).is_err() {
                             break;
+                        }
+                    }
+                });
+                let mut n = 0usize;
+                while let Some(line) = rx.recv().await {
+                    n += 1;
+                    let line = line.map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?;
+                    match client.send(make(line)).await {
+                        Ok(r) => receipts.push((format!(" (line {n})"), r)),
+                        Err(e) => {
+                            report(&format!(" (line {n})"), &e);
+                            failed = true;
+                            if matches!(e, SendError::NotConnected) {
+                                break;
+                            }
                         }
                     }
                 }
             }
         }
-    }
-    for (what, receipt) in receipts {
-        let outcome = tokio::select! {
-            r = receipt.accepted() => r,
-            _ = gone_rx.wait_for(Option::is_some) => Err(SendError::NotConnected),
-        };
-        if let Err(e) = outcome {
-            report(&what, &e);
-            failed = true;
+        for (what, receipt) in receipts {
+            let outcome = tokio::select! {
+                r = receipt.accepted() => r,
+                _ = gone_rx.wait_for(Option::is_some) => Err(SendError::NotConnected),
+            };
+            if let Err(e) = outcome {
+                report(&what, &e);
+                failed = true;
+            }
         }
-    }
-    if let Some(why) = gone_rx.borrow().clone() {
-        eprintln!("{why}");
-    }
-    client.leave().await;
-    client.wait_idle().await;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+        if let Some(why) = gone_rx.borrow().clone() {
+            eprintln!("{why}");
+        }
+        Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    };
+    super::joined(&client, work).await
 }

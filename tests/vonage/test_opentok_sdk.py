@@ -61,7 +61,7 @@ class OpenTokSdk(unittest.TestCase):
         cls.env = dict(os.environ, SIGNALBOX_HOME=cls.home, RUST_LOG="warn")
         cls.relay = Proc([SIGNALBOX, "relay", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"], cls.env)
         info = {}
-        while "invite" not in info:
+        while "moderator invite" not in info:
             key, _, value = cls.relay.line().partition(": ")
             info[key] = value
         cls.quic = info["quic"]

@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) seen: Mutex<HashMap<Option<ConnectionId>, u64>>,
     pub(crate) signals_in: AtomicU64,
     pub(crate) signals_out: AtomicU64,
+    /// Cancelled when the client has closed for good: its tasks end.
+    pub(crate) stopped: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +106,78 @@ impl Inner {
 
     pub(crate) fn set_state(&self, s: State) {
         self.state.store(s as u8, Ordering::Release);
+        if s == State::Closed {
+            self.stopped.cancel();
+        }
+    }
+
+    /// Waits (briefly) until the relay has taken every signal sent, says `Leave` on the
+    /// current link and waits (briefly) for the relay to close the connection; then closes.
+    pub(crate) async fn leave(&self) {
+        // The relay stops reading the send stream at `Leave`: first let it take what was sent
+        // (every signal accepted or rejected), for a bounded time.
+        let deadline = tokio::time::Instant::now() + LEAVE_WAIT;
+        while self.state() == State::Connected
+            && !lock(&self.send_state).unacked.is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.closing.store(true, Ordering::Release);
+        if self.control(&ClientMessage::Leave).await.is_ok() {
+            let conn = self.link.load().conn.clone();
+            let _ = tokio::time::timeout(LEAVE_WAIT, conn.closed()).await;
+        }
+        self.close();
+    }
+
+    /// Closes the current link with code 0 (a leave) and never reconnects.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.link
+            .load()
+            .conn
+            .close(CloseCode::Normal.as_u32().into(), b"client closed");
+    }
+
+    async fn control(&self, msg: &ClientMessage) -> Result<(), RequestError> {
+        if self.state() != State::Connected {
+            return Err(RequestError::NotConnected);
+        }
+        let frame = codec::frame(msg, MAX_CONTROL_FRAME).map_err(|_| RequestError::NotConnected)?;
+        let link = self.link.load_full();
+        let mut control = link.control.lock().await;
+        control
+            .write_chunk(frame.freeze())
+            .await
+            .map_err(|_| RequestError::NotConnected)
+    }
+}
+
+/// How long `leave` waits for the relay to close the connection after `Leave`.
+const LEAVE_WAIT: Duration = Duration::from_secs(1);
+
+/// Held by every [`Client`] clone and by the [`Events`]: when the last of them is dropped,
+/// the client leaves the session (in the background, on the current Tokio runtime; closing
+/// the connection at once where there is none) and its tasks end.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if self.inner.closing.load(Ordering::Acquire) || self.inner.stopped.is_cancelled() {
+            // Left or closed already.
+            return;
+        }
+        let inner = self.inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { inner.leave().await });
+            }
+            Err(_) => inner.close(),
+        }
     }
 }
 
@@ -115,9 +189,15 @@ impl Inner {
 /// holds it, sends again every signal the relay has not accepted, and tells about it with
 /// [`Event::Reconnecting`](crate::Event::Reconnecting) and
 /// [`Event::Reconnected`](crate::Event::Reconnected).
+///
+/// Dropping: the client stays in the session while any clone of it or its [`Events`] is
+/// alive. When the last of them is dropped it leaves — sends `Leave` and closes the
+/// connection, so peers see `clientDisconnected` at once — and its tasks end. Call
+/// [`Client::leave`] to leave at a time of your choosing and wait for it.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
 }
 
 /// The relay's answer to a sent signal: await [`Receipt::accepted`].
@@ -207,9 +287,19 @@ impl Client {
             seen: Mutex::new(HashMap::new()),
             signals_in: AtomicU64::new(0),
             signals_out: AtomicU64::new(0),
+            stopped: tokio_util::sync::CancellationToken::new(),
         });
-        let events = supervisor::start(inner.clone(), frames, send_rx);
-        Ok((Client { inner }, events))
+        let owner = Arc::new(Owner {
+            inner: inner.clone(),
+        });
+        let events = supervisor::start(inner.clone(), frames, send_rx, owner.clone());
+        Ok((
+            Client {
+                inner,
+                _owner: owner,
+            },
+            events,
+        ))
     }
 
     /// This connection, as the session sees it (a new one after a rejoin).
@@ -363,37 +453,20 @@ impl Client {
     }
 
     async fn control(&self, msg: &ClientMessage) -> Result<(), RequestError> {
-        if self.inner.state() != State::Connected {
-            return Err(RequestError::NotConnected);
-        }
-        let frame = codec::frame(msg, MAX_CONTROL_FRAME).map_err(|_| RequestError::NotConnected)?;
-        let link = self.inner.link.load_full();
-        let mut control = link.control.lock().await;
-        control
-            .write_chunk(frame.freeze())
-            .await
-            .map_err(|_| RequestError::NotConnected)
+        self.inner.control(msg).await
     }
 
-    /// Leaves the session: says goodbye, waits (briefly) for the relay to close the
-    /// connection, so that everything sent before arrives first.
+    /// Leaves the session: waits (at most a second) until the relay has taken every signal
+    /// sent, says goodbye, and waits (at most a second) for the relay to close the
+    /// connection. Peers see `clientDisconnected`.
     pub async fn leave(&self) {
-        self.inner.closing.store(true, Ordering::Release);
-        if self.control(&ClientMessage::Leave).await.is_ok() {
-            let conn = self.inner.link.load().conn.clone();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-        }
-        self.close();
+        self.inner.leave().await;
     }
 
-    /// Closes the connection at once (no reconnect).
+    /// Closes the connection at once with code 0 (peers see `clientDisconnected`; signals
+    /// not yet written may be lost) and never reconnects.
     pub fn close(&self) {
-        self.inner.closing.store(true, Ordering::Release);
-        self.inner
-            .link
-            .load()
-            .conn
-            .close(CloseCode::Normal.as_u32().into(), b"client closed");
+        self.inner.close();
     }
 
     /// Waits until the connection's UDP socket has sent its last packets (call before exit).

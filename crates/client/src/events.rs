@@ -98,8 +98,15 @@ pub enum Event {
         /// The relay's explanation.
         message: String,
     },
-    /// Signals addressed to us were lost while we were away.
+    /// Signals of one sender addressed to us were lost while we were away (the relay could
+    /// not keep them all): "12 signals from alice were lost".
     Missed {
+        /// Whose: a connection, or `None` for the relay's own signals.
+        from: Option<ConnectionId>,
+        /// The lowest lost `seq`.
+        first: u64,
+        /// The highest lost `seq`.
+        last: u64,
         /// How many.
         count: u64,
     },
@@ -140,13 +147,19 @@ pub(crate) type EventTx = mpsc::Sender<Vec<Event>>;
 pub struct Events {
     rx: mpsc::Receiver<Vec<Event>>,
     ready: VecDeque<Event>,
+    /// Keeps the client in its session while the events are read (see [`crate::Client`]).
+    _owner: std::sync::Arc<crate::client::Owner>,
 }
 
 impl Events {
-    pub(crate) fn new(rx: mpsc::Receiver<Vec<Event>>) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Vec<Event>>,
+        owner: std::sync::Arc<crate::client::Owner>,
+    ) -> Self {
         Self {
             rx,
             ready: VecDeque::new(),
+            _owner: owner,
         }
     }
 

@@ -39,11 +39,17 @@ pub(crate) fn start(
     inner: Arc<Inner>,
     frames: Frames,
     send_rx: mpsc::Receiver<(u64, Bytes)>,
+    owner: Arc<crate::client::Owner>,
 ) -> Events {
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    tokio::spawn(writer(inner.clone(), send_rx));
+    let stopped = inner.stopped.clone();
+    tokio::spawn(
+        stopped
+            .clone()
+            .run_until_cancelled_owned(writer(inner.clone(), send_rx)),
+    );
     tokio::spawn(supervise(inner, frames, events_tx));
-    Events::new(events_rx)
+    Events::new(events_rx, owner)
 }
 
 /// Serves links until the client closes, is removed, or cannot reconnect in time.
@@ -463,7 +469,17 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx) {
                 }
             }
             RelayMessage::Denied { message } => Some(Event::Denied { message }),
-            RelayMessage::Missed { count } => Some(Event::Missed { count }),
+            RelayMessage::Missed {
+                from,
+                first,
+                last,
+                count,
+            } => Some(Event::Missed {
+                from,
+                first,
+                last,
+                count,
+            }),
             RelayMessage::Welcome(_) | RelayMessage::Refused(_) => None,
         };
         if let Some(event) = event {

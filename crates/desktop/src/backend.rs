@@ -564,8 +564,23 @@ async fn forward(event: ClientEvent, st: &mut State, out: &Outbox) {
         ClientEvent::Left { peer, reason } => Event::Left { peer, reason },
         ClientEvent::Rejected { seq, error } => Event::Denied(format!("signal #{seq}: {error}")),
         ClientEvent::Denied { message } => Event::Denied(message),
-        ClientEvent::Missed { count } => {
-            Event::Denied(format!("missed {count} signals while away"))
+        ClientEvent::Missed {
+            from,
+            first,
+            last,
+            count,
+        } => {
+            let who = match from {
+                None => "the relay".to_owned(),
+                Some(id) => st
+                    .client
+                    .as_ref()
+                    .and_then(|(c, _)| c.peer(id))
+                    .map_or_else(|| id.short(), |p| format!("{} ({})", p.name, id.short())),
+            };
+            Event::Denied(format!(
+                "{count} signals from {who} were lost while away (#{first}–#{last})"
+            ))
         }
         ClientEvent::Reconnecting { reason, message } => Event::Reconnecting { reason, message },
         ClientEvent::Reconnected { resumed, me } => Event::Reconnected { resumed, me },

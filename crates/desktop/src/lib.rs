@@ -80,13 +80,20 @@ pub fn run(options: Options) -> eframe::Result {
 
 /// The window icon: a signal mast drawn in code (also written to `assets/icon.png`).
 pub fn icon() -> egui::IconData {
-    let size = 64usize;
+    icon_sized(64)
+}
+
+/// The icon drawn at `size` × `size` pixels (the sizes desktops look for are in
+/// `assets/icons/`; `assets/signalbox.svg` is the same drawing as vectors).
+pub fn icon_sized(size: usize) -> egui::IconData {
     let mut rgba = vec![0u8; size * size * 4];
+    // The drawing is on a 64-unit grid.
+    let unit = size as f32 / 64.0;
     let center = (size as f32 - 1.0) / 2.0;
     for y in 0..size {
         for x in 0..size {
-            let dx = x as f32 - center;
-            let dy = y as f32 - center;
+            let dx = (x as f32 - center) / unit;
+            let dy = (y as f32 - center) / unit;
             let r = (dx * dx + dy * dy).sqrt();
             let i = (y * size + x) * 4;
             // A rounded square background.
@@ -132,5 +139,26 @@ mod tests {
         }
         let on_disk = eframe::icon_data::from_png_bytes(&std::fs::read(path).unwrap()).unwrap();
         assert_eq!(on_disk, super::icon(), "assets/icon.png is out of date");
+    }
+
+    /// The icon at the sizes desktop environments look for (hicolor 48, 128, 256), as the
+    /// package installs them. Redrawn like `icon.png`.
+    #[test]
+    fn icon_sizes_match_the_drawn_icon() {
+        for size in [48usize, 128, 256] {
+            let drawn = super::icon_sized(size);
+            let path = format!(
+                "{}/../../assets/icons/{size}x{size}/signalbox.png",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            if std::env::var_os("SIGNALBOX_WRITE_ICON").is_some() {
+                std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+                std::fs::write(&path, drawn.to_png_bytes().unwrap()).unwrap();
+            }
+            let on_disk =
+                eframe::icon_data::from_png_bytes(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!((on_disk.width, on_disk.height), (size as u32, size as u32));
+            assert_eq!(on_disk, drawn, "{path} is out of date");
+        }
     }
 }

@@ -282,10 +282,18 @@ pub enum RelayMessage {
         /// What happened.
         message: String,
     },
-    /// Signals addressed to this connection were lost while it was away (resume past the
-    /// relay's buffer).
+    /// Signals of one sender addressed to this connection were lost while it was away (they
+    /// did not fit what the relay keeps for an away member). Sent on the control stream right
+    /// after the `Welcome` of a resume, one per sender that lost any.
     Missed {
-        /// How many.
+        /// Whose signals: a connection, or `None` for the relay's own (REST) signals.
+        from: Option<ConnectionId>,
+        /// The lowest lost `seq` of that sender.
+        first: u64,
+        /// The highest lost `seq` of that sender.
+        last: u64,
+        /// How many were lost (at most `last − first + 1`: a sender's signals to others
+        /// are not counted).
         count: u64,
     },
 }

@@ -176,7 +176,18 @@ fn relay_message() -> impl Strategy<Value = RelayMessage> {
         (any::<u64>(), signal_error())
             .prop_map(|(seq, error)| RelayMessage::Rejected { seq, error }),
         ".{0,100}".prop_map(|message| RelayMessage::Denied { message }),
-        any::<u64>().prop_map(|count| RelayMessage::Missed { count }),
+        (
+            proptest::option::of(conn_id()),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(from, first, last, count)| RelayMessage::Missed {
+                from,
+                first,
+                last,
+                count
+            }),
     ]
 }
 

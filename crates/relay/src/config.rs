@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use signalbox_proto::Limits;
 use signalbox_proto::signal::{DEFAULT_MAX_DATA_BYTES, MAX_DATA_BYTES_CEILING};
 
+/// The shortest secret the relay signs or checks anything with (its token secret, the
+/// Vonage API secret): shorter ones can be guessed.
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
+
 /// Everything a relay can be told. Every field has a default; `relay.toml` may set any of
 /// them (unknown keys are an error), and command-line flags override the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
@@ -100,6 +104,24 @@ pub struct RelayConfig {
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
 
+    /// Time a connection has, after its QUIC handshake, to send `Hello`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+
+    /// Connections that have not joined yet (handshaking or before `Hello`), at most: a
+    /// budget apart from `max_connections`, so unauthenticated ones cannot fill the relay.
+    #[arg(long, default_value_t = RelayConfig::default().max_pending)]
+    pub max_pending: u32,
+
+    /// Connections from one IP address that have not joined yet, at most.
+    #[arg(long, default_value_t = RelayConfig::default().max_pending_per_source)]
+    pub max_pending_per_source: u32,
+
+    /// Joined connections from one IP address, at most.
+    #[arg(long, default_value_t = RelayConfig::default().max_connections_per_source)]
+    pub max_connections_per_source: u32,
+
     /// A connection silent for this long is gone (keep-alives keep live ones talking).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     #[serde(with = "humantime_serde")]
@@ -167,6 +189,10 @@ impl Default for RelayConfig {
             signals_per_second: limits.signals_per_second,
             signal_burst: limits.signal_burst,
             handshake_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(2),
+            max_pending: 1024,
+            max_pending_per_source: 256,
+            max_connections_per_source: 4096,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             receiver_queue_bytes: 8 << 20,
@@ -195,6 +221,16 @@ pub enum ConfigError {
     /// Only one of `vonage_api_key` and `vonage_api_secret` is set.
     #[error("vonage_api_key and vonage_api_secret must be set together")]
     VonageHalf,
+    /// A value is outside the range the relay can work with.
+    #[error("{key} = {value} is out of range: allowed {range}")]
+    OutOfRange {
+        /// The key (as in `relay.toml`; the flag is the same with dashes).
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        range: String,
+    },
     /// The TOML file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -225,7 +261,9 @@ impl RelayConfig {
         }
     }
 
-    /// Checks the values against each other.
+    /// Checks every value against its range and the values against each other: a bad one is
+    /// an error naming the key, the value and what is allowed (nothing fails later, at run
+    /// time, because of a setting).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_data_bytes as usize > MAX_DATA_BYTES_CEILING {
             return Err(ConfigError::DataLimit(self.max_data_bytes));
@@ -239,10 +277,113 @@ impl RelayConfig {
             ("max_connections", self.max_connections as usize),
             ("receiver_queue_bytes", self.receiver_queue_bytes),
             ("receiver_queue_signals", self.receiver_queue_signals),
+            ("signal_burst", self.signal_burst as usize),
+            ("max_pending", self.max_pending as usize),
+            (
+                "max_pending_per_source",
+                self.max_pending_per_source as usize,
+            ),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source as usize,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        let counts: [(&'static str, u64, u64); 10] = [
+            (
+                "max_connections_per_session",
+                self.max_connections_per_session.into(),
+                65_536,
+            ),
+            ("max_sessions", self.max_sessions.into(), 10_000_000),
+            ("max_connections", self.max_connections.into(), 10_000_000),
+            (
+                "signals_per_second",
+                self.signals_per_second.into(),
+                10_000_000,
+            ),
+            ("signal_burst", self.signal_burst.into(), 10_000_000),
+            (
+                "receiver_queue_bytes",
+                self.receiver_queue_bytes as u64,
+                1 << 30,
+            ),
+            (
+                "receiver_queue_signals",
+                self.receiver_queue_signals as u64,
+                10_000_000,
+            ),
+            ("max_pending", self.max_pending.into(), 1_000_000),
+            (
+                "max_pending_per_source",
+                self.max_pending_per_source.into(),
+                1_000_000,
+            ),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source.into(),
+                10_000_000,
+            ),
+        ];
+        for (key, value, most) in counts {
+            if value > most {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    value: value.to_string(),
+                    range: format!("at most {most}"),
+                });
+            }
+        }
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        let durations = [
+            (
+                "handshake_timeout",
+                self.handshake_timeout,
+                ms(100),
+                secs(60),
+            ),
+            ("hello_timeout", self.hello_timeout, ms(100), secs(60)),
+            ("idle_timeout", self.idle_timeout, ms(100), secs(3600)),
+            ("keep_alive", self.keep_alive, ms(10), secs(3600)),
+            ("write_timeout", self.write_timeout, ms(100), secs(600)),
+            ("resume_grace", self.resume_grace, Duration::ZERO, secs(600)),
+            ("stream_idle", self.stream_idle, ms(10), secs(3600)),
+        ];
+        for (key, value, least, most) in durations {
+            if value < least || value > most {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    value: humantime::format_duration(value).to_string(),
+                    range: format!(
+                        "{} to {}",
+                        humantime::format_duration(least),
+                        humantime::format_duration(most)
+                    ),
+                });
+            }
+        }
+        if self.keep_alive >= self.idle_timeout {
+            return Err(ConfigError::OutOfRange {
+                key: "keep_alive",
+                value: humantime::format_duration(self.keep_alive).to_string(),
+                range: format!(
+                    "less than idle_timeout ({}), or connections time out between keep-alives",
+                    humantime::format_duration(self.idle_timeout)
+                ),
+            });
+        }
+        if let Some(secret) = &self.vonage_api_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            return Err(ConfigError::OutOfRange {
+                key: "vonage_api_secret",
+                value: format!("({} characters)", secret.len()),
+                range: format!("at least {MIN_SECRET_BYTES} characters"),
+            });
         }
         for s in &self.announce_sessions {
             signalbox_proto::SessionId::new(s.as_str())
@@ -373,6 +514,45 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/relay.toml");
         let file = RelayConfig::from_toml_file(std::path::Path::new(path)).unwrap();
         assert_eq!(file, RelayConfig::default());
+    }
+
+    #[test]
+    fn every_duration_and_size_is_checked_at_start() {
+        let bad = |f: fn(&mut RelayConfig)| {
+            let mut c = RelayConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert_eq!(
+            bad(|c| c.stream_idle = Duration::ZERO),
+            "stream_idle = 0s is out of range: allowed 10ms to 1h"
+        );
+        assert!(
+            bad(|c| c.write_timeout = Duration::from_secs(3600)).starts_with("write_timeout = 1h")
+        );
+        assert!(bad(|c| c.handshake_timeout = Duration::ZERO).starts_with("handshake_timeout"));
+        assert!(bad(|c| c.keep_alive = Duration::from_secs(60)).starts_with("keep_alive = 1m"));
+        assert!(bad(|c| c.receiver_queue_signals = 0).contains("receiver_queue_signals"));
+        assert!(bad(|c| c.signal_burst = 0).contains("signal_burst"));
+        assert!(bad(|c| c.receiver_queue_bytes = 2 << 30).starts_with("receiver_queue_bytes"));
+        assert!(
+            bad(|c| {
+                c.vonage_api_key = Some("1".into());
+                c.vonage_api_secret = Some("short".into());
+            })
+            .starts_with("vonage_api_secret")
+        );
+        // From a file too: the same check runs on whatever the settings came from.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "stream_idle = \"0s\"\n").unwrap();
+        let file = RelayConfig::from_toml_file(&path).unwrap();
+        assert!(
+            file.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("stream_idle = 0s")
+        );
     }
 
     #[test]

@@ -7,16 +7,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use signalbox_proto::codec::{self, MAX_CONTROL_FRAME, encode_frame};
+use signalbox_proto::codec::{self, encode_frame};
 use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason, Outgoing,
     PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SessionId,
     SignalError, Target, Welcome, signal, token,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::Instrument;
 
+use crate::admission::{Joined, Pending};
 use crate::delivery::{self, Fanout};
 use crate::frames;
 use crate::ratelimit::TokenBucket;
@@ -25,6 +26,12 @@ use crate::server::Shared;
 
 /// Encoded control frames that may wait for one connection.
 const CONTROL_QUEUE: usize = 8192;
+/// The largest `Hello` frame a client may send: room for a resume's `seen` list of a full
+/// session (3000 senders × at most 21 bytes), a token and a name.
+pub(crate) const MAX_HELLO_FRAME: usize = 64 * 1024;
+/// The largest control frame a client may send after `Hello` (`Kick` and `Leave` are under
+/// 20 bytes).
+pub(crate) const MAX_CLIENT_CONTROL_FRAME: usize = 1024;
 /// Signals handled before the reader lets the connection's other work run.
 const YIELD_EVERY: u32 = 128;
 /// The least time between two `Accepted` notices to one sender: a sender at full speed gets
@@ -45,17 +52,13 @@ fn protocol(msg: impl Into<String>) -> End {
     End::Close(CloseCode::ProtocolError, msg.into())
 }
 
-/// Serves one incoming connection until it ends.
-pub(crate) async fn handle(
-    incoming: quinn::Incoming,
-    shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Serves one incoming connection until it ends. It holds a pending slot until it joins.
+pub(crate) async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, pending: Pending) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, id = tracing::field::Empty);
     async move {
-        let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
-        let conn = match tokio::time::timeout_at(deadline, incoming).await {
+        let handshake = tokio::time::timeout(shared.config.handshake_timeout, incoming).await;
+        let conn = match handshake {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "QUIC handshake failed");
@@ -66,8 +69,8 @@ pub(crate) async fn handle(
                 return;
             }
         };
-        let hello = tokio::time::timeout_at(deadline, read_hello(&conn)).await;
-        let (send, frames, hello) = match hello {
+        let hello = tokio::time::timeout(shared.config.hello_timeout, read_hello(&conn, &shared));
+        let (send, frames, hello) = match hello.await {
             Ok(Ok(x)) => x,
             Ok(Err(End::Close(code, reason))) => {
                 tracing::debug!(%reason, "bad hello");
@@ -78,27 +81,44 @@ pub(crate) async fn handle(
             Err(_) => {
                 conn.close(
                     CloseCode::HandshakeTimeout.as_u32().into(),
-                    b"no Hello within the handshake timeout",
+                    b"no Hello within the hello timeout",
                 );
                 return;
             }
         };
-        serve(conn, send, frames, hello, shared).await;
+        serve(conn, send, frames, hello, shared, pending).await;
     }
     .instrument(span)
     .await
 }
 
-async fn read_hello(conn: &quinn::Connection) -> Result<(quinn::SendStream, Frames, Hello), End> {
+async fn read_hello(
+    conn: &quinn::Connection,
+    shared: &Shared,
+) -> Result<(quinn::SendStream, Frames, Hello), End> {
     let (send, recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
-    let mut frames = FramedRead::new(recv, codec::codec(MAX_CONTROL_FRAME));
+    let mut frames = FramedRead::new(recv, codec::codec(MAX_HELLO_FRAME));
     let frame = match frames.next().await {
         Some(Ok(f)) => f,
         Some(Err(e)) => return Err(protocol(format!("control stream: {e}"))),
         None => return Err(protocol("control stream ended before Hello")),
     };
+    // After Hello a client sends only Kick and Leave: small frames.
+    frames
+        .decoder_mut()
+        .set_max_frame_length(MAX_CLIENT_CONTROL_FRAME);
     match codec::decode::<ClientMessage>(&frame) {
-        Ok(ClientMessage::Hello(hello)) => Ok((send, frames, hello)),
+        Ok(ClientMessage::Hello(hello)) => {
+            // A resume names at most one entry per sender a session can hold (and the relay).
+            let most = shared.config.max_connections_per_session as usize + 1;
+            if hello.seen.len() > most {
+                return Err(protocol(format!(
+                    "Hello.seen lists {} senders; a session holds at most {most}",
+                    hello.seen.len()
+                )));
+            }
+            Ok((send, frames, hello))
+        }
         Ok(_) => Err(protocol("the first message must be Hello")),
         Err(e) => Err(protocol(format!("malformed Hello: {e}"))),
     }
@@ -178,7 +198,9 @@ async fn refuse(
     if let Some(frame) = frames::control(&RelayMessage::Refused(refused.clone())) {
         let _ = send.write_chunk(frame).await;
         let _ = send.finish();
-        let _ = tokio::time::timeout(shared.config.handshake_timeout, send.stopped()).await;
+        // Long enough for the client to read why; a refused connection holds its slot no
+        // longer than a joining one may wait for its Hello.
+        let _ = tokio::time::timeout(shared.config.hello_timeout, send.stopped()).await;
     }
     conn.close(
         CloseCode::Refused.as_u32().into(),
@@ -199,7 +221,19 @@ async fn serve(
     frames: Frames,
     hello: Hello,
     shared: Arc<Shared>,
+    pending: Pending,
 ) {
+    // From here on the connection holds a joined slot (until it ends), not a pending one.
+    let _joined: Joined = match pending.join() {
+        Ok(joined) => joined,
+        Err(why) => {
+            let refused = Refused {
+                code: RefuseCode::RelayFull,
+                message: why.into(),
+            };
+            return refuse(&conn, send, refused, &shared).await;
+        }
+    };
     if let Some(ticket) = &hello.resume {
         return resume(conn, send, frames, &hello, ticket, shared).await;
     }
@@ -257,30 +291,32 @@ async fn resume(
     shared: Arc<Shared>,
 ) {
     tracing::Span::current().record("id", tracing::field::display(ticket.connection));
-    let found = shared
-        .registry
-        .member(&hello.session, ticket.connection)
-        .filter(|(_, m)| {
-            bool::from(subtle::ConstantTimeEq::ct_eq(
-                &m.secret[..],
-                &ticket.secret[..],
-            ))
-        });
-    let seen = hello.seen.iter().map(|s| (s.from, s.seq)).collect();
-    let attached = found.and_then(|(session, member)| {
-        member
-            .attach(conn.clone(), seen)
-            .map(|g| (session, member, g))
-    });
-    let Some((session, member, generation)) = attached else {
+    let gone = || Refused {
+        code: RefuseCode::ResumeFailed,
+        message: format!(
+            "connection {} is no longer in session '{}' (its grace period ended, or the relay restarted); join again",
+            ticket.connection, hello.session
+        ),
+    };
+    let Some((session, member)) = shared.registry.member(&hello.session, ticket.connection) else {
+        return refuse(&conn, send, gone(), &shared).await;
+    };
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &member.secret[..],
+        &ticket.secret[..],
+    )) {
         let refused = Refused {
             code: RefuseCode::ResumeFailed,
             message: format!(
-                "connection {} is no longer in session '{}' (its grace period ended, or the relay restarted); join again",
-                ticket.connection, hello.session
+                "the resume ticket does not match connection {}",
+                ticket.connection
             ),
         };
         return refuse(&conn, send, refused, &shared).await;
+    }
+    let seen = hello.seen.iter().map(|s| (s.from, s.seq)).collect();
+    let Some(generation) = member.attach(conn.clone(), seen) else {
+        return refuse(&conn, send, gone(), &shared).await;
     };
     tracing::info!(session = %hello.session, "resumed");
     let mut peers: Vec<ConnectionInfo> = session
@@ -325,11 +361,15 @@ async fn run_member(
         Some(frame) => send.write_chunk(frame).await.is_ok(),
         None => false,
     };
-    let missed = member.missed.swap(0, Ordering::AcqRel);
-    if missed > 0
-        && let Some(frame) = frames::control(&RelayMessage::Missed { count: missed })
-    {
-        member.send_control(frame);
+    for (from, lost) in member.take_missed() {
+        if let Some(frame) = frames::control(&RelayMessage::Missed {
+            from,
+            first: lost.first,
+            last: lost.last,
+            count: lost.count,
+        }) {
+            member.send_control(frame);
+        }
     }
     let acceptance = Acceptance {
         up_to: AtomicU64::new(accepted),
@@ -605,10 +645,12 @@ async fn signal_reader(
             Ok(o) => o,
             Err(e) => return protocol(format!("malformed signal: {e}")),
         };
+        // The rule (crates/proto/README.md, "seq"): seqs start at 1 and rise; one at or below
+        // the last taken is a resend (after a reconnect); 0 is an error.
+        if out.seq == 0 {
+            return protocol("signal seq must start at 1");
+        }
         if out.seq <= last_seq {
-            if out.seq == 0 {
-                return protocol("signal seq must start at 1");
-            }
             // Already taken (a resend after a reconnect): drop the duplicate — but tell
             // again if it was rejected, in case that notice was lost with the connection.
             if let Some(error) = member.rejection(out.seq)

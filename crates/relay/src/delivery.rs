@@ -109,7 +109,7 @@ impl Fanout {
         let queued = to.queued_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
         if queued > self.settings.queue_bytes {
             to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-            overflow(to, "slow consumer: too much data waiting");
+            overflow(to, self.from, seq, "slow consumer: too much data waiting");
             return;
         }
         let mut item = (seq, frame.clone());
@@ -134,7 +134,12 @@ impl Fanout {
                 Ok(()) => return,
                 Err(TrySendError::Full(_)) => {
                     to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                    overflow(to, "slow consumer: too many signals waiting");
+                    overflow(
+                        to,
+                        self.from,
+                        seq,
+                        "slow consumer: too many signals waiting",
+                    );
                     return;
                 }
                 Err(TrySendError::Closed(f)) => {
@@ -160,9 +165,9 @@ impl Fanout {
 
 /// A receiver's queue is full: a slow consumer is disconnected; one that is away (its
 /// connection lost, waiting to resume) has the signal counted as missed instead.
-fn overflow(to: &Member, why: &str) {
+fn overflow(to: &Member, from: Option<ConnectionId>, seq: u64, why: &str) {
     if to.is_away() {
-        to.missed.fetch_add(1, Ordering::Relaxed);
+        to.add_missed(from, seq, seq, 1);
     } else {
         tracing::warn!(conn = %to.id(), "{why}; disconnecting");
         to.close(CloseCode::SlowConsumer, why);
@@ -239,15 +244,25 @@ impl Ring {
         self.bytes = 0;
     }
 
-    /// The kept frames newer than `seen`, as one chunk, and how many newer ones are lost.
-    fn after(&self, seen: u64) -> (Bytes, u64) {
+    /// The kept frames newer than `seen`, as one chunk, and the newer ones that were pushed
+    /// out (lost): their lowest and highest seq and how many.
+    fn after(&self, seen: u64) -> (Bytes, Option<(u64, u64, u64)>) {
         let mut buf = BytesMut::new();
         for (seq, f) in &self.frames {
             if *seq > seen {
                 buf.extend_from_slice(f);
             }
         }
-        let lost = self.evicted.iter().filter(|&&s| s > seen).count() as u64;
+        let lost = self
+            .evicted
+            .iter()
+            .filter(|&&s| s > seen)
+            .fold(None, |acc, &s| {
+                Some(match acc {
+                    None => (s, s, 1),
+                    Some((lo, hi, n)) => (u64::min(lo, s), u64::max(hi, s), n + 1),
+                })
+            });
         (buf.freeze(), lost)
     }
 }
@@ -325,6 +340,8 @@ async fn run_route(
     let mut idle = tokio::time::interval(settings.stream_idle);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     idle.tick().await;
+    let mut attach = to.watch_attach();
+    attach.borrow_and_update();
     let mut active = true;
     loop {
         let first = tokio::select! {
@@ -335,6 +352,25 @@ async fn run_route(
                 // The sender is gone: finish the stream after what was written.
                 None => break,
             },
+            changed = attach.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // The receiver resumed on a new connection. What this route wrote to the old
+                // one may never have arrived: replay it now, not when the sender next speaks
+                // or the idle stream is finished.
+                let current = *attach.borrow_and_update();
+                if current == route.generation {
+                    continue;
+                }
+                if route.stream.is_none() {
+                    // Nothing was written on the old connection.
+                    route.generation = current;
+                } else if !route.resume().await {
+                    return;
+                }
+                continue;
+            }
             _ = idle.tick() => {
                 if std::mem::take(&mut active) || to.is_away() {
                     continue;
@@ -411,8 +447,8 @@ impl RouteStream<'_> {
                 }
             }
             let (replay, lost) = self.ring.after(self.to.seen_from(self.from));
-            if lost > 0 {
-                self.to.missed.fetch_add(lost, Ordering::Relaxed);
+            if let Some((first, last, count)) = lost {
+                self.to.add_missed(self.from, first, last, count);
             }
             if replay.is_empty() {
                 return true;

@@ -33,18 +33,28 @@ fn create_parent(path: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Writes a file only its owner may read (keys and secrets), creating its directory.
+/// Writes a file only its owner may read (keys and secrets), creating its directory. The
+/// write is atomic: a temporary file (mode 0600) in the same directory is written, synced and
+/// renamed over `path`, so a failure never leaves a partial or empty secret behind.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     create_parent(path)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile creates the file with mode 0600 and a random name, exclusively.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(err(path))?;
+    file.write_all(bytes).map_err(err(path))?;
+    file.as_file().sync_all().map_err(err(path))?;
+    file.persist(path).map_err(|e| FileError {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    // The rename itself is durable once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
-    let mut file = options.open(path).map_err(err(path))?;
-    file.write_all(bytes).map_err(err(path))
+    Ok(())
 }
 
 /// Writes an ordinary file, creating its directory.

@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod announce;
 mod cluster;
 mod config;

@@ -45,8 +45,8 @@ pub(crate) struct Member {
     pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     /// Bytes waiting in delivery queues toward this member, across all senders.
     pub(crate) queued_bytes: AtomicUsize,
-    /// Signals for this member dropped while it was away and its queue was full.
-    pub(crate) missed: AtomicU64,
+    /// Signals for this member lost while it was away, by sender (told on resume).
+    missed: Mutex<HashMap<Option<ConnectionId>, Lost>>,
     /// Set once, by whoever closes the member first: why it is going.
     closing: OnceLock<LeftReason>,
     /// Cancelled when the member is closing; its delivery tasks stop.
@@ -59,6 +59,17 @@ pub(crate) struct Member {
     pub(crate) fanout: Mutex<Option<Fanout>>,
     /// As a sender: its most recent rejections, told again if the signal is resent.
     rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
+}
+
+/// Signals of one sender lost to an away member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lost {
+    /// The lowest lost seq.
+    pub(crate) first: u64,
+    /// The highest lost seq.
+    pub(crate) last: u64,
+    /// How many.
+    pub(crate) count: u64,
 }
 
 impl Member {
@@ -83,7 +94,7 @@ impl Member {
             control,
             control_rx: tokio::sync::Mutex::new(control_rx),
             queued_bytes: AtomicUsize::new(0),
-            missed: AtomicU64::new(0),
+            missed: Mutex::new(HashMap::new()),
             closing: OnceLock::new(),
             gone,
             receives_broadcasts,
@@ -176,6 +187,40 @@ impl Member {
             .iter()
             .find(|(s, _)| *s == seq)
             .map(|(_, e)| e.clone())
+    }
+
+    /// Counts signals of `from` (seqs `first..=last`, `count` of them) as lost to this member.
+    pub(crate) fn add_missed(&self, from: Option<ConnectionId>, first: u64, last: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if !self.is_away() {
+            // Attached again (a route found its replay incomplete after the resume): tell now.
+            if let Some(frame) = frames::control(&RelayMessage::Missed {
+                from,
+                first,
+                last,
+                count,
+            }) {
+                self.send_control(frame);
+            }
+            return;
+        }
+        lock(&self.missed)
+            .entry(from)
+            .and_modify(|l| {
+                l.first = l.first.min(first);
+                l.last = l.last.max(last);
+                l.count += count;
+            })
+            .or_insert(Lost { first, last, count });
+    }
+
+    /// What was lost while away, by sender; forgotten once taken.
+    pub(crate) fn take_missed(&self) -> Vec<(Option<ConnectionId>, Lost)> {
+        let mut lost: Vec<_> = lock(&self.missed).drain().collect();
+        lost.sort_by_key(|(_, l)| l.first);
+        lost
     }
 
     /// What the client has from `from`, as it said when it resumed.

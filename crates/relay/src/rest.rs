@@ -126,8 +126,8 @@ impl Caller {
         }
     }
 
-    fn is_server(&self) -> bool {
-        self.0.role == Role::Server
+    fn is_server_for_all(&self) -> bool {
+        self.0.role == Role::Server && self.0.sid == ANY_SESSION
     }
 }
 
@@ -212,7 +212,9 @@ async fn list_sessions(
     let out: Vec<SessionSummary> = shared
         .session_counts()
         .into_iter()
-        .filter(|(id, _)| caller.is_server() || caller.may(id.as_str()).is_ok())
+        // A token sees the sessions it may act on: a server token for `*` all of them, one
+        // for a session (server or moderator) only that one.
+        .filter(|(id, _)| caller.may(id.as_str()).is_ok())
         .map(|(id, connections)| SessionSummary { id, connections })
         .collect();
     Json(out)
@@ -266,10 +268,10 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> String {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>, caller: Caller) -> Result<Response, ApiError> {
-    if !caller.is_server() {
+    if !caller.is_server_for_all() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "metrics need a server token",
+            "metrics cover every session: they need a server token for '*'",
         ));
     }
     let text = shared.metrics_text();

@@ -9,10 +9,10 @@ use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, Fingerprint, Incoming, Invite, Limits, SessionId,
     SignalError, Target, codec, signal,
 };
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Decision};
 use crate::config::{ConfigError, RelayConfig};
 use crate::delivery::{self, DeliverySettings, Fanout};
 use crate::identity::{Identity, IdentityError};
@@ -360,7 +360,13 @@ impl Relay {
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections as usize));
+    let config = &shared.config;
+    let admission = Admission::new(
+        config.max_pending,
+        config.max_connections,
+        config.max_pending_per_source,
+        config.max_connections_per_source,
+    );
     loop {
         let incoming = tokio::select! {
             biased;
@@ -370,14 +376,25 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 None => break,
             },
         };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        let remote = incoming.remote_address();
+        match admission.incoming(remote.ip(), incoming.remote_address_validated()) {
+            Decision::Accept(pending) => {
                 shared
                     .tracker
-                    .spawn(connection::handle(incoming, shared.clone(), permit));
+                    .spawn(connection::handle(incoming, shared.clone(), pending));
             }
-            Err(_) => {
-                tracing::warn!(remote = %incoming.remote_address(), "relay full; refusing connection");
+            Decision::Retry => {
+                if let Err(e) = incoming.retry() {
+                    // Already retried once (cannot be asked twice): no slot for it now.
+                    e.into_incoming().ignore();
+                }
+            }
+            Decision::Ignore => {
+                tracing::debug!(%remote, "too many handshakes from this address; ignoring");
+                incoming.ignore();
+            }
+            Decision::Refuse => {
+                tracing::warn!(%remote, pending = admission.pending(), "too many connections joining; refusing");
                 incoming.refuse();
             }
         }

@@ -99,7 +99,22 @@ pub(crate) fn secret(data_dir: &Path) -> Result<Vec<u8>, FileError> {
         }
         let text = files::read(&path)?;
         let text = String::from_utf8_lossy(&text);
-        Ok(text.trim().as_bytes().to_vec())
+        let secret = text.trim().as_bytes().to_vec();
+        if secret.len() < crate::config::MIN_SECRET_BYTES {
+            return Err(FileError {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the token secret is {} bytes; at least {} are needed (remove the file \
+                         and a new random one is made — tokens signed with the old one stop working)",
+                        secret.len(),
+                        crate::config::MIN_SECRET_BYTES
+                    ),
+                ),
+            });
+        }
+        Ok(secret)
     }
 }
 
@@ -170,11 +185,27 @@ impl TokenKeys {
                 },
                 other => Refused {
                     code: RefuseCode::InvalidToken,
-                    message: format!("the token is not valid: {other:?}"),
+                    message: plain_reason(other).into(),
                 },
             },
         )?;
         Ok(data.claims)
+    }
+}
+
+/// Why a token was not accepted, in words for people (never the JWT library's own text).
+fn plain_reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => "the token is malformed (not a token this relay makes)",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token is signed with an algorithm this relay does not accept"
+        }
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a claim this relay needs",
+        ErrorKind::ImmatureSignature => "the token is not valid yet",
+        _ => "the token is not valid",
     }
 }
 

@@ -51,9 +51,23 @@ impl Credentials {
     /// Loads them from `data_dir`, making new ones on first use.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, FileError> {
         let path = data_dir.join(CREDENTIALS_FILE);
-        if let Ok(bytes) = std::fs::read(&path)
-            && let Ok(c) = serde_json::from_slice::<Credentials>(&bytes)
-        {
+        if let Ok(bytes) = std::fs::read(&path) {
+            let bad = |why: String| FileError {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+            };
+            let c = serde_json::from_slice::<Credentials>(&bytes).map_err(|e| {
+                bad(format!(
+                    "not valid credentials ({e}); remove it to make new ones"
+                ))
+            })?;
+            if c.api_secret.len() < crate::config::MIN_SECRET_BYTES {
+                return Err(bad(format!(
+                    "the API secret is {} characters; at least {} are needed (remove the file to make new credentials)",
+                    c.api_secret.len(),
+                    crate::config::MIN_SECRET_BYTES
+                )));
+            }
             return Ok(c);
         }
         // From the system's generator: an 8-digit key and a 40-hex-digit (160-bit) secret.
