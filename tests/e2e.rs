@@ -436,6 +436,7 @@ async fn joins_are_refused_with_clear_reasons() {
             exp: 1_000_000,
             iat: 999_000,
             jti: "old".into(),
+            aud: None,
         })
         .unwrap();
     let (code, msg) = refused(Client::connect(opts(Some(expired))).await);

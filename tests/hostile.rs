@@ -413,3 +413,186 @@ async fn tokens_act_within_their_scope_and_errors_are_plain() {
         "{refused}"
     );
 }
+
+/// Item 4: a token is for one relay. Another relay with the same secret refuses it, and a
+/// client never shows it to a relay whose certificate is not the token's audience — a
+/// look-alike relay on the LAN never sees it.
+#[tokio::test]
+async fn a_token_is_for_one_relay_and_never_shown_to_another() {
+    use signalbox_client::{Client, ConnectError};
+    use signalbox_proto::Role;
+    let real = TestRelay::start().await;
+    let token = real.token(Role::Publisher, "bob");
+    let claims = signalbox_proto::token::Claims::peek(&token).unwrap();
+    assert_eq!(claims.aud, Some(real.handle.fingerprint().to_string()));
+    // A look-alike: the same token secret (say, a copied data directory), its own certificate.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        real.dir.path().join("token-secret"),
+        dir.path().join("token-secret"),
+    )
+    .unwrap();
+    let twin = signalbox_relay::Relay::spawn(signalbox_relay::RelayConfig::local(dir.path()))
+        .await
+        .unwrap();
+    let to_twin = ConnectOptions::new("127.0.0.1", twin.quic_addr().port(), TestRelay::session())
+        .with_fingerprint(twin.fingerprint());
+    // The client does not send it (the twin's certificate is not the audience).
+    match Client::connect(to_twin.clone().with_token(token.clone())).await {
+        Err(ConnectError::WrongRelay {
+            audience, actual, ..
+        }) => {
+            assert_eq!(audience, real.handle.fingerprint());
+            assert_eq!(actual, twin.fingerprint());
+        }
+        other => panic!("expected WrongRelay, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(twin.connection_count(), 0);
+    // A client that sends it anyway is refused by the twin.
+    let (_, refused) = {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let config = signalbox_client::client_config(Some(twin.fingerprint())).unwrap();
+        let conn = endpoint
+            .connect_with(config, twin.quic_addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut control, recv) = conn.open_bi().await.unwrap();
+        let hello = signalbox_proto::ClientMessage::Hello(signalbox_proto::Hello {
+            protocol: signalbox_proto::PROTOCOL_VERSION,
+            session: TestRelay::session(),
+            token: Some(token.clone()),
+            name: None,
+            resume: None,
+            receive_broadcasts: true,
+            seen: vec![],
+        });
+        control.write_all(&frame(&hello)).await.unwrap();
+        let mut frames = tokio_util::codec::FramedRead::new(
+            recv,
+            signalbox_proto::codec::codec(signalbox_proto::codec::MAX_CONTROL_FRAME),
+        );
+        let first = futures_util::StreamExt::next(&mut frames)
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            conn,
+            signalbox_proto::codec::decode::<signalbox_proto::RelayMessage>(&first).unwrap(),
+        )
+    };
+    match refused {
+        signalbox_proto::RelayMessage::Refused(r) => {
+            assert_eq!(r.code, signalbox_proto::RefuseCode::InvalidToken);
+            assert!(r.message.contains("another relay"), "{}", r.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    twin.shutdown().await;
+    // The real relay takes it.
+    assert!(
+        Client::connect(real.options(Role::Publisher, "x").with_token(token))
+            .await
+            .is_ok()
+    );
+}
+
+/// Item 4: one token admits a bounded number of connections at once, and a removed one may
+/// not come straight back.
+#[tokio::test]
+async fn a_token_admits_a_few_and_a_removed_one_stays_out() {
+    use signalbox_client::{Client, ConnectError};
+    use signalbox_proto::{LeftReason, RefuseCode, Role};
+    let relay = TestRelay::start_with(|c| c.max_connections_per_token = 2).await;
+    let shared = relay.token(Role::Publisher, "crowd");
+    let with = |t: &str| relay.options(Role::Publisher, "x").with_token(t.to_owned());
+    let (_one, _) = Client::connect(with(&shared)).await.unwrap();
+    let (two, _) = Client::connect(with(&shared)).await.unwrap();
+    match Client::connect(with(&shared)).await {
+        Err(ConnectError::Refused { code, .. }) => assert_eq!(code, RefuseCode::SessionFull),
+        other => panic!("a third connection on one token: {:?}", other.map(|_| ())),
+    }
+    two.leave().await;
+    let (_again, _) = Client::connect(with(&shared)).await.unwrap();
+
+    // A moderator removes bob; bob's token cannot rejoin; another token can.
+    let (moderator, mut m_ev) = relay.join_as(Role::Moderator, "mod").await;
+    let bob_token = relay.token(Role::Publisher, "bob");
+    let (bob, _) = Client::connect(with(&bob_token)).await.unwrap();
+    let bob_id = bob.me().id;
+    sees_join(&mut m_ev, bob_id).await;
+    moderator.kick(bob_id).await.unwrap();
+    let reason = expect(&mut m_ev, "bob removed", |e| match e {
+        signalbox_client::Event::Left { peer, reason } if peer.id == bob_id => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, LeftReason::ForceDisconnected);
+    match Client::connect(with(&bob_token)).await {
+        Err(ConnectError::Refused { code, message }) => {
+            assert_eq!(code, RefuseCode::InvalidToken);
+            assert!(message.contains("removed"), "{message}");
+        }
+        other => panic!("bob rejoined at once: {:?}", other.map(|_| ())),
+    }
+    assert!(
+        Client::connect(with(&relay.token(Role::Publisher, "bob")))
+            .await
+            .is_ok()
+    );
+}
+
+/// Item 5: the HTTP listener holds against slow and numerous clients: a connection that does
+/// not finish its headers is closed within the header timeout (5 s); past 256 open
+/// connections more are closed at once; real requests go on being answered.
+#[tokio::test]
+async fn the_http_listener_bounds_slow_and_numerous_clients() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start_with(|c| c.http = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = relay.handle.http_addr().unwrap();
+    // Slowloris: headers a byte at a time, never finished.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let start = Instant::now();
+    let trickle = async {
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        loop {
+            if slow.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(8), trickle)
+        .await
+        .expect("the slow client is cut off");
+    assert!(start.elapsed() < Duration::from_secs(8));
+
+    // Hold every slot with idle connections; the next is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..256 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The idle ones time out; the API answers again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let body = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.starts_with("ok"));
+    drop(idle);
+}

@@ -190,6 +190,7 @@ async fn each_error_has_its_code_and_a_json_body() {
             exp: 1_000,
             iat: 1,
             jti: "x".into(),
+            aud: None,
         })
         .unwrap();
     let e = error_of(api.post(signal, &expired, json!({})).send().await.unwrap()).await;

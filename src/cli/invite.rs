@@ -25,7 +25,12 @@ pub(crate) struct InviteArgs {
 
 pub(crate) fn run(args: InviteArgs) -> anyhow::Result<ExitCode> {
     let data_dir = super::data_dir(args.token.data_dir.clone())?;
-    let identity = Identity::load_or_create(&data_dir)?;
+    // The certificate the relay presents (recorded when it starts; with `--cert` it is not
+    // the data directory's own), else the data directory's identity.
+    let fingerprint = match signalbox_relay::TokenKeys::load_or_create(&data_dir)?.audience() {
+        Some(recorded) => recorded.parse()?,
+        None => Identity::load_or_create(&data_dir)?.fingerprint,
+    };
     let (host, port) = match &args.host {
         Some(h) => ConnectOptions::split_address(h)
             .ok_or_else(|| anyhow::anyhow!("'{h}' is not HOST or HOST:PORT"))?,
@@ -43,7 +48,7 @@ pub(crate) fn run(args: InviteArgs) -> anyhow::Result<ExitCode> {
         host,
         port,
         session: SessionId::new(args.token.session.clone())?,
-        fingerprint: Some(identity.fingerprint),
+        fingerprint: Some(fingerprint),
         token,
     };
     println!("{invite}");

@@ -34,6 +34,18 @@ pub enum ConnectError {
         /// What the relay presented.
         actual: Fingerprint,
     },
+    /// The token was made for another relay than the one that answered; it was not sent.
+    #[error(
+        "the token is for the relay with certificate fingerprint {audience}, but the relay at {address} presented {actual}; the token was not sent (this is not the relay that made it)"
+    )]
+    WrongRelay {
+        /// The relay's address.
+        address: String,
+        /// The token's audience.
+        audience: Fingerprint,
+        /// What the relay presented.
+        actual: Fingerprint,
+    },
     /// The TLS settings could not be built.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
 use signalbox_proto::{
-    ClientMessage, CloseCode, ConnectionId, Hello, PROTOCOL_VERSION, Refused, RelayMessage,
-    ResumeTicket, Seen, Welcome,
+    ClientMessage, CloseCode, ConnectionId, Fingerprint, Hello, PROTOCOL_VERSION, Refused,
+    RelayMessage, ResumeTicket, Seen, Welcome,
 };
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
@@ -172,6 +172,38 @@ pub(crate) async fn dial(
             return Err(unreachable(&e));
         }
     };
+    // A token made for one relay is shown to no other: a look-alike relay on the LAN (its
+    // own certificate) never sees it.
+    if let Some(audience) = options
+        .token
+        .as_deref()
+        .and_then(signalbox_proto::token::Claims::peek)
+        .and_then(|c| c.aud)
+        .and_then(|aud| aud.parse::<Fingerprint>().ok())
+    {
+        let actual = conn
+            .peer_identity()
+            .and_then(|id| {
+                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|certs| certs.first().map(|c| Fingerprint::of_der(c)));
+        if actual != Some(audience) {
+            conn.close(
+                CloseCode::Normal.as_u32().into(),
+                b"token for another relay",
+            );
+            let _ = conn.keep();
+            return Err(match actual {
+                Some(actual) => ConnectError::WrongRelay {
+                    address,
+                    audience,
+                    actual,
+                },
+                None => ConnectError::Protocol("the relay presented no certificate".into()),
+            });
+        }
+    }
     let (mut control, recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
     let hello = ClientMessage::Hello(Hello {
         protocol: PROTOCOL_VERSION,

@@ -34,6 +34,12 @@ pub struct Claims {
     pub iat: u64,
     /// A unique id for this token.
     pub jti: String,
+    /// The relay it is for: the SHA-256 fingerprint (64 hex digits) of the certificate the
+    /// relay presents. A relay refuses a token made for another; a client does not present
+    /// it to a relay whose certificate has another fingerprint (a look-alike relay on the
+    /// LAN never sees it). Absent: any relay that checks the signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// A display name or connection data that breaks the rules.
@@ -45,8 +51,8 @@ pub enum InvalidIdentity {
         /// Its length in characters.
         len: usize,
     },
-    /// The name has a control character.
-    #[error("name may not contain control characters")]
+    /// The name has a control character or another invisible one.
+    #[error("name may not contain control, bidirectional or other invisible characters")]
     NameControl,
     /// The connection data is too long.
     #[error("connection data is {len} characters; the limit is {MAX_CONNECTION_DATA_CHARS}")]
@@ -56,13 +62,40 @@ pub enum InvalidIdentity {
     },
 }
 
-/// Checks a display name: at most 64 characters, no control characters.
+/// Whether `c` draws nothing or reorders what is drawn: controls, bidirectional embeddings,
+/// overrides, isolates and marks, zero-width characters, the soft hyphen and the byte-order
+/// mark. A name with one can look like another, or like none.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fff8}'
+        )
+}
+
+/// Checks a display name: at most 64 characters, none of them invisible (controls,
+/// bidirectional controls, zero-width characters: see [`is_invisible`]), and not blank.
 pub fn validate_name(name: &str) -> Result<(), InvalidIdentity> {
     let len = name.chars().count();
     if len > MAX_NAME_CHARS {
         return Err(InvalidIdentity::NameTooLong { len });
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(is_invisible) {
         return Err(InvalidIdentity::NameControl);
     }
     Ok(())
@@ -78,6 +111,17 @@ pub fn validate_connection_data(data: &str) -> Result<(), InvalidIdentity> {
 }
 
 impl Claims {
+    /// The claims of `token` as it says, without checking its signature (a client reads the
+    /// audience of the token it was given). `None` for anything but a Signalbox JWT.
+    pub fn peek(token: &str) -> Option<Claims> {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1)?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
     /// Whether the token admits to `session`.
     pub fn admits(&self, session: &str) -> bool {
         self.sid == session || (self.sid == ANY_SESSION && self.role == Role::Server)
@@ -97,6 +141,20 @@ mod tests {
             Err(InvalidIdentity::NameTooLong { len: 65 })
         );
         assert_eq!(validate_name("a\nb"), Err(InvalidIdentity::NameControl));
+        // Right-to-left override, zero-width space, a BOM: refused; accents and emoji are not.
+        for hostile in [
+            "ad\u{202e}nim",
+            "bob\u{200b}",
+            "\u{feff}relay",
+            "a\u{2066}b",
+        ] {
+            assert_eq!(
+                validate_name(hostile),
+                Err(InvalidIdentity::NameControl),
+                "{hostile:?}"
+            );
+        }
+        assert!(validate_name("Zoë 🚀").is_ok());
         assert!(validate_connection_data(&"é".repeat(1000)).is_ok());
         assert!(validate_connection_data(&"é".repeat(1001)).is_err());
     }
@@ -111,6 +169,7 @@ mod tests {
             exp: 0,
             iat: 0,
             jti: "j".into(),
+            aud: None,
         };
         assert!(c.admits("lobby"));
         assert!(!c.admits("other"));

@@ -122,6 +122,17 @@ pub struct RelayConfig {
     #[arg(long, default_value_t = RelayConfig::default().max_connections_per_source)]
     pub max_connections_per_source: u32,
 
+    /// Connections joined with one token at the same time, at most (a leaked invite admits
+    /// no crowd).
+    #[arg(long, default_value_t = RelayConfig::default().max_connections_per_token)]
+    pub max_connections_per_token: u32,
+
+    /// A connection removed by a moderator or the server may not join that session again
+    /// with the same token for this long. 0 turns it off.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    #[serde(with = "humantime_serde")]
+    pub kick_ban: Duration,
+
     /// A connection silent for this long is gone (keep-alives keep live ones talking).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     #[serde(with = "humantime_serde")]
@@ -193,6 +204,8 @@ impl Default for RelayConfig {
             max_pending: 1024,
             max_pending_per_source: 256,
             max_connections_per_source: 4096,
+            max_connections_per_token: 64,
+            kick_ban: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             receiver_queue_bytes: 8 << 20,
@@ -287,12 +300,16 @@ impl RelayConfig {
                 "max_connections_per_source",
                 self.max_connections_per_source as usize,
             ),
+            (
+                "max_connections_per_token",
+                self.max_connections_per_token as usize,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
         }
-        let counts: [(&'static str, u64, u64); 10] = [
+        let counts: &[(&'static str, u64, u64)] = &[
             (
                 "max_connections_per_session",
                 self.max_connections_per_session.into(),
@@ -327,8 +344,13 @@ impl RelayConfig {
                 self.max_connections_per_source.into(),
                 10_000_000,
             ),
+            (
+                "max_connections_per_token",
+                self.max_connections_per_token.into(),
+                10_000_000,
+            ),
         ];
-        for (key, value, most) in counts {
+        for &(key, value, most) in counts {
             if value > most {
                 return Err(ConfigError::OutOfRange {
                     key,
@@ -352,6 +374,12 @@ impl RelayConfig {
             ("write_timeout", self.write_timeout, ms(100), secs(600)),
             ("resume_grace", self.resume_grace, Duration::ZERO, secs(600)),
             ("stream_idle", self.stream_idle, ms(10), secs(3600)),
+            (
+                "kick_ban",
+                self.kick_ban,
+                Duration::ZERO,
+                secs(7 * 24 * 3600),
+            ),
         ];
         for (key, value, least, most) in durations {
             if value < least || value > most {

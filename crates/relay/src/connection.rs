@@ -249,6 +249,7 @@ async fn serve(
         shared.cancel.child_token(),
         hello.receive_broadcasts,
         CONTROL_QUEUE,
+        hello.token.as_deref().map(crate::registry::token_key),
     ));
     let elsewhere = shared
         .cluster

@@ -51,6 +51,7 @@ mod connection;
 mod delivery;
 mod files;
 mod frames;
+mod http;
 mod identity;
 mod metrics;
 pub mod net;

@@ -53,12 +53,34 @@ pub(crate) struct Member {
     pub(crate) gone: CancellationToken,
     /// Whether signals to everyone reach it.
     pub(crate) receives_broadcasts: bool,
+    /// The SHA-256 of the token it joined with (none in open mode): counted per token, and
+    /// banned for a while when the member is removed.
+    pub(crate) token_key: Option<TokenKey>,
     /// As a sender: the highest seq taken (duplicates after a resume are dropped).
     pub(crate) last_seq: AtomicU64,
     /// As a sender: its routes to receivers, kept across resumes so order holds.
     pub(crate) fanout: Mutex<Option<Fanout>>,
     /// As a sender: its most recent rejections, told again if the signal is resent.
     rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
+}
+
+/// A token as the relay remembers it: its SHA-256.
+pub(crate) type TokenKey = [u8; 32];
+
+/// The key of `token`.
+pub(crate) fn token_key(token: &str) -> TokenKey {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+/// How tokens are used: connections per token, and tokens banned from a session after a
+/// removal (until the instant).
+#[derive(Debug, Default)]
+struct TokenUse {
+    connections: HashMap<TokenKey, u32>,
+    banned: HashMap<(SessionId, TokenKey), std::time::Instant>,
 }
 
 /// Signals of one sender lost to an away member.
@@ -79,6 +101,7 @@ impl Member {
         gone: CancellationToken,
         receives_broadcasts: bool,
         control_capacity: usize,
+        token_key: Option<TokenKey>,
     ) -> Self {
         let (control, control_rx) = mpsc::channel(control_capacity);
         let mut secret = [0u8; 16];
@@ -98,6 +121,7 @@ impl Member {
             closing: OnceLock::new(),
             gone,
             receives_broadcasts,
+            token_key,
             last_seq: AtomicU64::new(0),
             fanout: Mutex::new(None),
             rejections: Mutex::new(std::collections::VecDeque::new()),
@@ -308,6 +332,10 @@ pub(crate) struct SessionRegistry {
     sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
     max_sessions: usize,
     max_per_session: usize,
+    /// Guarded by `sessions` (taken after it).
+    tokens: Mutex<TokenUse>,
+    max_per_token: u32,
+    kick_ban: std::time::Duration,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -317,11 +345,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionRegistry {
-    pub(crate) fn new(max_sessions: usize, max_per_session: usize) -> Self {
+    pub(crate) fn new(
+        max_sessions: usize,
+        max_per_session: usize,
+        max_per_token: u32,
+        kick_ban: std::time::Duration,
+    ) -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
             max_sessions,
             max_per_session,
+            tokens: Mutex::new(TokenUse::default()),
+            max_per_token,
+            kick_ban,
         }
     }
 
@@ -335,6 +371,30 @@ impl SessionRegistry {
         elsewhere: usize,
     ) -> Result<(Arc<Session>, Vec<ConnectionInfo>), Refused> {
         let mut sessions = lock(&self.sessions);
+        let mut tokens = lock(&self.tokens);
+        if let Some(key) = &member.token_key {
+            let now = std::time::Instant::now();
+            if let Some(until) = tokens.banned.get(&(session.clone(), *key))
+                && *until > now
+            {
+                let minutes = (*until - now).as_secs().div_ceil(60);
+                return Err(Refused {
+                    code: RefuseCode::InvalidToken,
+                    message: format!(
+                        "this token was removed from session '{session}'; it may join again in {minutes} min"
+                    ),
+                });
+            }
+            let used = tokens.connections.get(key).copied().unwrap_or(0);
+            if used >= self.max_per_token {
+                return Err(Refused {
+                    code: RefuseCode::SessionFull,
+                    message: format!(
+                        "this token is in use by {used} connections, its limit; ask for an invite of your own"
+                    ),
+                });
+            }
+        }
         let sess = match sessions.get(session) {
             Some(s) => s.clone(),
             None => {
@@ -368,6 +428,9 @@ impl SessionRegistry {
                 other.send_control(frame.clone());
             }
         }
+        if let Some(key) = member.token_key {
+            *tokens.connections.entry(key).or_default() += 1;
+        }
         members.insert(member.id(), member);
         sess.publish(&members);
         Ok((sess.clone(), peers))
@@ -377,8 +440,25 @@ impl SessionRegistry {
     pub(crate) fn leave(&self, session: &Session, id: ConnectionId, reason: LeftReason) {
         let mut sessions = lock(&self.sessions);
         let mut members = lock(&session.members);
-        if members.remove(&id).is_none() {
+        let Some(gone) = members.remove(&id) else {
             return;
+        };
+        if let Some(key) = gone.token_key {
+            let mut tokens = lock(&self.tokens);
+            if let Some(n) = tokens.connections.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    tokens.connections.remove(&key);
+                }
+            }
+            if reason == LeftReason::ForceDisconnected && !self.kick_ban.is_zero() {
+                // Removed: the same token may not come straight back.
+                let now = std::time::Instant::now();
+                tokens.banned.retain(|_, until| *until > now);
+                tokens
+                    .banned
+                    .insert((session.id.clone(), key), now + self.kick_ban);
+            }
         }
         session.publish(&members);
         if let Some(frame) = frames::control(&RelayMessage::Left {

@@ -245,7 +245,10 @@ impl Relay {
             _ => Identity::load_or_create(&data_dir)?,
         };
         let secret = crate::tokens::secret(&data_dir)?;
-        let tokens = TokenKeys::from_secret(&secret);
+        // Tokens are for this relay: their audience is the certificate it presents, recorded
+        // for the command line's tokens and invites on this machine.
+        let tokens = TokenKeys::from_secret(&secret).for_relay(&identity.fingerprint);
+        crate::tokens::record_fingerprint(&data_dir, &identity.fingerprint)?;
         let vonage = match (&config.vonage_api_key, &config.vonage_api_secret) {
             (Some(api_key), Some(api_secret)) => crate::vonage::Credentials {
                 api_key: api_key.clone(),
@@ -302,6 +305,8 @@ impl Relay {
             registry: SessionRegistry::new(
                 config.max_sessions as usize,
                 config.max_connections_per_session as usize,
+                config.max_connections_per_token,
+                config.kick_ban,
             ),
             tokens,
             vonage,
@@ -328,14 +333,12 @@ impl Relay {
                     .local_addr()
                     .map_err(|source| RelayError::HttpBind { addr, source })?;
                 let router = crate::rest::router(shared.clone());
-                let stop = cancel.clone();
-                tracker.spawn(async move {
-                    let serve = axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { stop.cancelled().await });
-                    if let Err(e) = serve.await {
-                        tracing::error!(error = %e, "REST API stopped");
-                    }
-                });
+                tracker.spawn(crate::http::serve(
+                    listener,
+                    router,
+                    cancel.clone(),
+                    tracker.clone(),
+                ));
                 tracing::info!(%bound, "REST API listening");
                 Some(bound)
             }

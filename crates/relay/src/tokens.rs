@@ -20,7 +20,15 @@ pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The audience of the tokens these keys make and accept: the fingerprint of the
+    /// certificate the relay presents (`None`: tokens without one, and any is accepted).
+    audience: Option<String>,
 }
+
+/// The file in the data directory where a running relay records the fingerprint of the
+/// certificate it presents (public: it is in every invite), so that tokens made by the
+/// command line on that machine carry it as their audience.
+const FINGERPRINT_FILE: &str = "fingerprint";
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,18 +76,51 @@ fn now_secs() -> u64 {
 }
 
 impl TokenKeys {
-    /// Keys from a secret.
+    /// Keys from a secret, for tokens without an audience.
     pub fn from_secret(secret: &[u8]) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            audience: None,
         }
     }
 
-    /// Loads the secret from `data_dir`, making a random one on first use.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self, FileError> {
-        Ok(Self::from_secret(&secret(data_dir)?))
+    /// The same keys for the relay whose certificate has this fingerprint: tokens they make
+    /// carry it as `aud`, and tokens with another `aud` are refused.
+    pub fn for_relay(mut self, fingerprint: &signalbox_proto::Fingerprint) -> Self {
+        self.audience = Some(fingerprint.to_string());
+        self
     }
+
+    /// The audience of the tokens these keys make.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// Loads the secret from `data_dir`, making a random one on first use; the audience is
+    /// the fingerprint the relay of that directory last presented (none before it first
+    /// started).
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, FileError> {
+        let keys = Self::from_secret(&secret(data_dir)?);
+        let recorded = std::fs::read_to_string(data_dir.join(FINGERPRINT_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<signalbox_proto::Fingerprint>().ok());
+        Ok(match recorded {
+            Some(fp) => keys.for_relay(&fp),
+            None => keys,
+        })
+    }
+}
+
+/// Records the fingerprint the relay presents, for [`TokenKeys::load_or_create`].
+pub(crate) fn record_fingerprint(
+    data_dir: &Path,
+    fingerprint: &signalbox_proto::Fingerprint,
+) -> Result<(), FileError> {
+    files::write_public(
+        &data_dir.join(FINGERPRINT_FILE),
+        format!("{fingerprint}\n").as_bytes(),
+    )
 }
 
 /// The relay's secret (made on first use), from which its token keys and its QUIC
@@ -143,6 +184,7 @@ impl TokenKeys {
             exp: iat + ttl.as_secs().max(1),
             iat,
             jti: ConnectionId::random().to_string(),
+            aud: self.audience.clone(),
         })
     }
 
@@ -173,6 +215,8 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_exp = true;
+        // The audience is checked below, against this relay's certificate.
+        validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => Refused {
@@ -189,6 +233,16 @@ impl TokenKeys {
                 },
             },
         )?;
+        if let (Some(aud), Some(ours)) = (&data.claims.aud, &self.audience)
+            && aud != ours
+        {
+            return Err(Refused {
+                code: RefuseCode::InvalidToken,
+                message:
+                    "the token was made for another relay (its audience is another certificate)"
+                        .into(),
+            });
+        }
         Ok(data.claims)
     }
 }
@@ -259,6 +313,7 @@ mod tests {
             exp: now_secs() - 10,
             iat: now_secs() - 100,
             jti: "x".into(),
+            aud: None,
         };
         let expired = keys.sign(&claims).unwrap();
         assert_eq!(
@@ -278,6 +333,31 @@ mod tests {
         server.role = Role::Server;
         let t = keys.mint(&server).unwrap();
         assert!(keys.verify(&t, "anything").is_ok());
+    }
+
+    #[test]
+    fn a_token_is_for_one_relay() {
+        let fp = |b: u8| signalbox_proto::Fingerprint([b; 32]);
+        let here = TokenKeys::from_secret(b"shared secret").for_relay(&fp(1));
+        let there = TokenKeys::from_secret(b"shared secret").for_relay(&fp(2));
+        let t = here.mint(&req("s")).unwrap();
+        assert_eq!(
+            signalbox_proto::token::Claims::peek(&t).unwrap().aud,
+            Some(fp(1).to_string())
+        );
+        assert!(here.verify(&t, "s").is_ok());
+        let refused = there.verify(&t, "s").unwrap_err();
+        assert_eq!(refused.code, RefuseCode::InvalidToken);
+        assert!(
+            refused.message.contains("another relay"),
+            "{}",
+            refused.message
+        );
+        // Tokens without an audience (made before the relay first ran) still work.
+        let plain = TokenKeys::from_secret(b"shared secret")
+            .mint(&req("s"))
+            .unwrap();
+        assert!(there.verify(&plain, "s").is_ok());
     }
 
     #[test]
