@@ -17,6 +17,9 @@ cargo test --workspace --locked
 echo "== the official OpenTok Python SDK against a relay"
 scripts/vonage_sdk_test.sh
 
+echo "== the Debian package"
+scripts/check-package.sh
+
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 

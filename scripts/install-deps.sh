@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust, when missing (Debian/Ubuntu packages):
-# nats-server (the cluster tests and the benchmark compare against it) and Python's venv (the
-# Vonage drop-in test runs the official OpenTok SDK from PyPI).
+# nats-server (the cluster tests and the benchmark compare against it), Python's venv (the
+# Vonage drop-in test runs the official OpenTok SDK from PyPI), and the tools that check the
+# .deb (dpkg-deb, desktop-file-validate, appstreamcli, file).
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,10 @@ fi
 if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
     missing+=(python3 python3-venv)
 fi
+command -v desktop-file-validate >/dev/null || missing+=(desktop-file-utils)
+command -v appstreamcli >/dev/null || missing+=(appstream)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
+command -v file >/dev/null || missing+=(file)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}…"
     sudo=()
