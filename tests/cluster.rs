@@ -507,3 +507,47 @@ async fn the_session_limit_counts_every_node() {
         .unwrap_err();
     assert!(err.to_string().contains("full"), "{err}");
 }
+
+/// Nodes that share the token secret share the tokens' audience (the cluster's id, not a
+/// node's certificate): a token made by one node joins any node, and no relay outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_by_one_node_is_good_on_every_node() {
+    let nats = Nats::start();
+    let a = node(&nats, "a").await;
+    let secret = std::fs::read(a.dir.path().join("token-secret")).unwrap();
+    let shared = secret.clone();
+    let b = node_with(&nats, "b", move |c| {
+        let dir = c.data_dir.clone().unwrap();
+        std::fs::write(dir.join("token-secret"), &shared).unwrap();
+    })
+    .await;
+    let token = a.token(Role::Publisher, "ann");
+    let aud = signalbox_proto::token::Claims::peek(&token)
+        .unwrap()
+        .aud
+        .unwrap();
+    assert!(aud.starts_with("cluster:"), "{aud}");
+    let to_b = ConnectOptions::new(
+        "127.0.0.1",
+        b.handle.quic_addr().port(),
+        TestRelay::session(),
+    )
+    .with_fingerprint(b.handle.fingerprint())
+    .with_token(token.clone());
+    let (ann, _) = Client::connect(to_b).await.unwrap();
+    assert_eq!(ann.me().name, "ann");
+    // A lone relay with the same secret is not the cluster: it refuses the token.
+    let lone = TestRelay::start_with(move |c| {
+        let dir = c.data_dir.clone().unwrap();
+        std::fs::write(dir.join("token-secret"), &secret).unwrap();
+    })
+    .await;
+    let to_lone = ConnectOptions::new(
+        "127.0.0.1",
+        lone.handle.quic_addr().port(),
+        TestRelay::session(),
+    )
+    .with_fingerprint(lone.handle.fingerprint())
+    .with_token(token);
+    assert!(Client::connect(to_lone).await.is_err());
+}

@@ -27,8 +27,8 @@ pub(crate) fn run(args: InviteArgs) -> anyhow::Result<ExitCode> {
     let data_dir = super::data_dir(args.token.data_dir.clone())?;
     // The certificate the relay presents (recorded when it starts; with `--cert` it is not
     // the data directory's own), else the data directory's identity.
-    let fingerprint = match signalbox_relay::TokenKeys::load_or_create(&data_dir)?.audience() {
-        Some(recorded) => recorded.parse()?,
+    let fingerprint = match signalbox_relay::tokens::recorded_fingerprint(&data_dir) {
+        Some(recorded) => recorded,
         None => Identity::load_or_create(&data_dir)?.fingerprint,
     };
     let (host, port) = match &args.host {

@@ -71,7 +71,12 @@ impl SignalboxApp {
         if st.host.visible {
             egui::Panel::right("host")
                 .default_size(300.0)
-                .show(ui, |ui| commands.extend(views::host_panel(ui, st)));
+                .show(ui, |ui| {
+                    // Taller than a small window once it runs (two invites): it scrolls.
+                    egui::ScrollArea::vertical()
+                        .id_salt("host-scroll")
+                        .show(ui, |ui| commands.extend(views::host_panel(ui, st)));
+                });
         }
         if st.is_connected() {
             egui::Panel::left("people")

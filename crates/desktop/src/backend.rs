@@ -156,7 +156,7 @@ pub enum Event {
         sent: u64,
     },
     /// The hosted relay is running.
-    HostStarted(HostInfo),
+    HostStarted(Box<HostInfo>),
     /// The hosted relay stopped.
     HostStopped,
     /// The hosted relay could not start.
@@ -178,9 +178,12 @@ pub struct HostInfo {
     pub lan: Vec<IpAddr>,
     /// Whether it accepts joins without a token.
     pub open: bool,
-    /// A moderator invite to its session, with a LAN address.
+    /// A participant's (publisher's) invite to its session, with a LAN address: the one to
+    /// hand out.
     pub invite: Invite,
-    /// The same invite over loopback, for joining from this machine.
+    /// A moderator's invite (it can remove anyone): the host's own.
+    pub moderator_invite: Invite,
+    /// The moderator's invite over loopback, for joining from this machine.
     pub local_invite: Invite,
     /// The name it announces on the LAN, when it does.
     pub announced_as: Option<String>,
@@ -192,6 +195,23 @@ pub struct Backend {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::Receiver<Event>,
     repaint: Arc<OnceLock<egui::Context>>,
+    /// Says when the backend thread has finished (left the session, stopped the relay).
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// How long closing the window waits for the backend to leave the session and stop the
+/// hosted relay.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+impl Drop for Backend {
+    /// The window is closing: the backend leaves the session (peers see
+    /// `clientDisconnected` at once) and stops the hosted relay, and this waits for it
+    /// (bounded), so the process does not end halfway.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.commands, closed));
+        let _ = self.done.recv_timeout(CLOSE_WAIT);
+    }
 }
 
 impl Backend {
@@ -204,9 +224,11 @@ impl Backend {
             tx: events_tx,
             repaint: repaint.clone(),
         };
+        let (done_tx, done) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("signalbox-backend".into())
             .spawn(move || {
+                let _done = DoneOnDrop(done_tx);
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -227,6 +249,7 @@ impl Backend {
             commands,
             events,
             repaint,
+            done,
         }
     }
 
@@ -243,6 +266,15 @@ impl Backend {
     /// The next waiting event, if any. Never blocks.
     pub fn try_event(&mut self) -> Option<Event> {
         self.events.try_recv().ok()
+    }
+}
+
+/// Tells the UI thread that the backend thread ended, however it ends.
+struct DoneOnDrop(std::sync::mpsc::Sender<()>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -479,7 +511,7 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
             match start_host(config, session).await {
                 Ok((relay, info)) => {
                     st.relay = Some(relay);
-                    out.send(Event::HostStarted(info)).await;
+                    out.send(Event::HostStarted(Box::new(info))).await;
                 }
                 Err(e) => out.send(Event::HostFailed(e)).await,
             }
@@ -517,18 +549,22 @@ async fn start_host(
 ) -> Result<(RelayHandle, HostInfo), String> {
     let open = config.open;
     let relay = Relay::spawn(config).await.map_err(|e| e.to_string())?;
-    let token = relay
-        .tokens()
-        .mint(&TokenRequest {
-            session: session.to_string(),
-            role: Role::Moderator,
-            ..TokenRequest::default()
-        })
-        .map_err(|e| e.to_string())?;
-    let invite = relay.invite(session, Some(token));
+    let mint = |role| {
+        relay
+            .tokens()
+            .mint(&TokenRequest {
+                session: session.to_string(),
+                role,
+                ..TokenRequest::default()
+            })
+            .map_err(|e| e.to_string())
+    };
+    let (publisher, moderator) = (mint(Role::Publisher)?, mint(Role::Moderator)?);
+    let invite = relay.invite(session.clone(), Some(publisher));
+    let moderator_invite = relay.invite(session, Some(moderator));
     let local_invite = Invite {
         host: "127.0.0.1".into(),
-        ..invite.clone()
+        ..moderator_invite.clone()
     };
     let info = HostInfo {
         quic_addr: relay.quic_addr(),
@@ -540,6 +576,7 @@ async fn start_host(
             .collect(),
         open,
         invite,
+        moderator_invite,
         local_invite,
         announced_as: relay.is_announced().then(|| relay.name()),
     };

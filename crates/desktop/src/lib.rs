@@ -44,6 +44,9 @@ pub fn run(options: Options) -> eframe::Result {
     let persistence_path = signalbox_relay::paths::config_dir()
         .ok()
         .map(|d| d.join("app.ron"));
+    if let Some(path) = &persistence_path {
+        keep_private(path);
+    }
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Signalbox")
@@ -76,6 +79,23 @@ pub fn run(options: Options) -> eframe::Result {
             Ok(Box::new(app))
         }),
     )
+}
+
+/// The settings hold recent invites, which may carry moderator tokens: their directory is
+/// the owner's only (0700) and the file 0600.
+pub fn keep_private(settings_file: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(dir) = settings_file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // A file eframe makes later is inside the private directory.
+        if settings_file.exists() {
+            let _ = std::fs::set_permissions(settings_file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
 }
 
 /// The window icon: a signal mast drawn in code (also written to `assets/icon.png`).
@@ -139,6 +159,21 @@ mod tests {
         }
         let on_disk = eframe::icon_data::from_png_bytes(&std::fs::read(path).unwrap()).unwrap();
         assert_eq!(on_disk, super::icon(), "assets/icon.png is out of date");
+    }
+
+    #[test]
+    fn the_settings_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let file = home.path().join("config").join("app.ron");
+        super::keep_private(&file);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
+        std::fs::write(&file, b"()").unwrap();
+        // An existing, world-readable one is made private too.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::keep_private(&file);
+        assert_eq!(mode(&file), 0o600);
     }
 
     /// The icon at the sizes desktop environments look for (hicolor 48, 128, 256), as the

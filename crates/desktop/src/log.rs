@@ -5,8 +5,16 @@ use std::collections::VecDeque;
 
 use signalbox_proto::{ConnectionId, SignalError};
 
-/// Rows kept; older ones are dropped.
+/// Rows kept; older ones are dropped (with [`MAX_BYTES`], whichever comes first).
 pub const MAX_ROWS: usize = 100_000;
+/// Bytes of row text (data, type, names) kept: 100 000 rows of 8 KiB would be 0.8 GB.
+pub const MAX_BYTES: usize = 64 << 20;
+/// What a row costs beyond its text.
+const ROW_OVERHEAD: usize = 160;
+
+fn cost(row: &Row) -> usize {
+    ROW_OVERHEAD + row.data.len() + row.r#type.len() + row.sender.len() + row.target.len()
+}
 
 /// Whether a row was sent by us or received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +105,8 @@ pub struct SignalLog {
     filter: Filter,
     /// Numbers of the rows that match the filter, ascending.
     shown: VecDeque<u64>,
+    /// What the kept rows cost ([`cost`]).
+    bytes: usize,
 }
 
 impl SignalLog {
@@ -104,12 +114,16 @@ impl SignalLog {
     pub fn push(&mut self, mut row: Row) -> u64 {
         row.number = self.next_number;
         self.next_number += 1;
-        if self.rows.len() == MAX_ROWS
+        let added = cost(&row);
+        while (self.rows.len() >= MAX_ROWS || self.bytes + added > MAX_BYTES)
             && let Some(old) = self.rows.pop_front()
-            && self.shown.front() == Some(&old.number)
         {
-            self.shown.pop_front();
+            self.bytes -= cost(&old);
+            if self.shown.front() == Some(&old.number) {
+                self.shown.pop_front();
+            }
         }
+        self.bytes += added;
         if self.filter.matches(&row) {
             self.shown.push_back(row.number);
         }
@@ -177,6 +191,12 @@ impl SignalLog {
     pub fn clear(&mut self) {
         self.rows.clear();
         self.shown.clear();
+        self.bytes = 0;
+    }
+
+    /// What the kept rows cost, in bytes (bounded by [`MAX_BYTES`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -191,6 +211,20 @@ pub fn failed(error: &SignalError) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_is_bounded_by_bytes_too() {
+        let mut log = SignalLog::default();
+        let big = "x".repeat(8192);
+        for _ in 0..20_000 {
+            log.push(row("t", "bob", &big));
+        }
+        assert!(log.bytes() <= MAX_BYTES, "{}", log.bytes());
+        assert!(log.len() < 20_000 && log.len() > 7_000, "{}", log.len());
+        assert_eq!(log.shown_len(), log.len());
+        log.clear();
+        assert_eq!(log.bytes(), 0);
+    }
 
     fn row(ty: &str, sender: &str, data: &str) -> Row {
         Row {

@@ -104,7 +104,8 @@ impl Default for Settings {
             ],
             theme: Theme::Dark,
             host_port: signalbox_proto::invite::DEFAULT_PORT,
-            host_open: true,
+            // Token mode: people join with the invite the host hands out.
+            host_open: false,
             host_session: "lobby".into(),
             host_announce: true,
             known_relays: Default::default(),

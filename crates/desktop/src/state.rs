@@ -148,7 +148,18 @@ pub struct ChatMessage {
     pub read_by: BTreeSet<ConnectionId>,
     /// For sent messages: their seq (to match read receipts).
     pub seq: Option<u64>,
+    /// For sent messages: who it went to (`None`: everyone); only they can have read it.
+    pub sent_to: Option<Vec<ConnectionId>>,
 }
+
+/// Chat messages kept; older ones are dropped (with [`MAX_CHAT_BYTES`], whichever first).
+pub const MAX_CHAT_MESSAGES: usize = 2_000;
+/// Bytes of chat text kept.
+pub const MAX_CHAT_BYTES: usize = 4 << 20;
+/// Names of people who left, kept to label their signals that arrive late.
+const MAX_DEPARTED: usize = 10_000;
+/// Names that would pass for the app's own words.
+const RESERVED_NAMES: [&str; 5] = ["relay", "you", "me", "everyone", "server"];
 
 /// Which view the middle of the window shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -256,6 +267,10 @@ pub struct AppState {
     next_local: u64,
     outgoing: HashMap<u64, Outgoing>,
     chat_by_seq: HashMap<u64, usize>,
+    /// Bytes of text in `chat`.
+    chat_bytes: usize,
+    /// Names of people who left (oldest first), for signals of theirs that arrive late.
+    departed: std::collections::VecDeque<(ConnectionId, String)>,
 }
 
 /// The time of day in UTC, `HH:MM:SS.mmm` (the log's time column).
@@ -298,19 +313,41 @@ impl AppState {
     }
 
     /// A display name for a connection id.
+    ///
+    /// A name that could pass for someone else's — another member's (ignoring case and
+    /// surrounding space) or one of the app's own words ("relay", "you", …) — is shown with the
+    /// short id beside it. People who left keep their names (their last signals may arrive
+    /// after they left).
     pub fn name_of(&self, id: Option<ConnectionId>) -> String {
-        match id {
-            None => "relay".into(),
-            Some(id) if self.me.as_ref().is_some_and(|m| m.id == id) => {
-                self.me.as_ref().map(|m| m.name.clone()).unwrap_or_default()
-            }
-            Some(id) => self
-                .peers
-                .iter()
-                .find(|p| p.id == id)
-                .map(|p| p.name.clone())
-                .unwrap_or_else(|| id.short()),
+        let Some(id) = id else {
+            return "relay".into();
+        };
+        let name = if let Some(me) = self.me.as_ref().filter(|m| m.id == id) {
+            me.name.clone()
+        } else if let Some(p) = self.peers.iter().find(|p| p.id == id) {
+            p.name.clone()
+        } else if let Some((_, n)) = self.departed.iter().rev().find(|(d, _)| *d == id) {
+            n.clone()
+        } else {
+            return id.short();
+        };
+        if self.looks_like_another(id, &name) {
+            format!("{name} ({})", id.short())
+        } else {
+            name
         }
+    }
+
+    /// Whether `name` (of `id`) looks like another member's name or like the app's words.
+    pub fn looks_like_another(&self, id: ConnectionId, name: &str) -> bool {
+        let norm = |n: &str| n.trim().to_lowercase();
+        let name = norm(name);
+        RESERVED_NAMES.contains(&name.as_str())
+            || self
+                .me
+                .iter()
+                .chain(self.peers.iter())
+                .any(|p| p.id != id && norm(&p.name) == name)
     }
 
     /// The participant with this display name.
@@ -347,7 +384,12 @@ impl AppState {
             seq: None,
         });
         let chat = (signal.r#type == CHAT_TYPE).then(|| {
-            self.chat.push(ChatMessage {
+            let sent_to = match &signal.to {
+                Target::All => None,
+                Target::One(id) => Some(vec![*id]),
+                Target::List(ids) => Some(ids.clone()),
+            };
+            self.push_chat(ChatMessage {
                 time: clock(),
                 from: me,
                 mine: true,
@@ -356,8 +398,8 @@ impl AppState {
                 delivery: Some(Delivery::Pending),
                 read_by: BTreeSet::new(),
                 seq: None,
-            });
-            self.chat.len() - 1
+                sent_to,
+            })
         });
         self.outgoing.insert(
             local,
@@ -367,6 +409,35 @@ impl AppState {
             },
         );
         Command::Send { local, signal }
+    }
+
+    /// Adds a chat message, dropping the oldest beyond [`MAX_CHAT_MESSAGES`] or
+    /// [`MAX_CHAT_BYTES`]; returns its index.
+    fn push_chat(&mut self, msg: ChatMessage) -> usize {
+        self.chat_bytes += msg.text.len();
+        self.chat.push(msg);
+        let mut drop = 0;
+        let mut bytes = self.chat_bytes;
+        while self.chat.len() - drop > MAX_CHAT_MESSAGES
+            || (bytes > MAX_CHAT_BYTES && self.chat.len() - drop > 1)
+        {
+            bytes -= self.chat[drop].text.len();
+            drop += 1;
+        }
+        if drop > 0 {
+            self.chat.drain(..drop);
+            self.chat_bytes = bytes;
+            // Indices into the chat move down; those of dropped messages are gone.
+            self.chat_by_seq.retain(|_, i| {
+                let kept = *i >= drop;
+                *i = i.wrapping_sub(drop);
+                kept
+            });
+            for o in self.outgoing.values_mut() {
+                o.chat = o.chat.and_then(|i| i.checked_sub(drop));
+            }
+        }
+        self.chat.len() - 1
     }
 
     fn update_outgoing(&mut self, local: u64, f: impl Fn(&mut Option<Delivery>, &mut Option<u64>)) {
@@ -418,6 +489,10 @@ impl AppState {
             }
             Event::Left { peer, .. } => {
                 self.peers.retain(|x| x.id != peer.id);
+                if self.departed.len() == MAX_DEPARTED {
+                    self.departed.pop_front();
+                }
+                self.departed.push_back((peer.id, peer.name.clone()));
                 match &mut self.composer.target {
                     TargetChoice::One(Some(id)) if *id == peer.id => {
                         self.composer.target = TargetChoice::One(None);
@@ -508,7 +583,7 @@ impl AppState {
                 self.stats.rtt = Some(rtt);
             }
             Event::HostStarted(info) => {
-                self.host.running = Some(info);
+                self.host.running = Some(*info);
                 self.host.busy = false;
                 self.host.error = None;
             }
@@ -592,6 +667,9 @@ impl AppState {
             && let (Some(from), Ok(seq)) = (s.from, s.data.parse::<u64>())
             && let Some(&i) = self.chat_by_seq.get(&seq)
             && let Some(msg) = self.chat.get_mut(i)
+            // Only someone the message went to can have read it (and not we ourselves).
+            && Some(from) != me
+            && msg.sent_to.as_ref().is_none_or(|to| to.contains(&from))
         {
             msg.read_by.insert(from);
         }
@@ -601,7 +679,7 @@ impl AppState {
         }
         let sender = self.name_of(s.from);
         if s.r#type == CHAT_TYPE {
-            self.chat.push(ChatMessage {
+            self.push_chat(ChatMessage {
                 time: clock(),
                 from: sender.clone(),
                 mine: false,
@@ -610,6 +688,7 @@ impl AppState {
                 delivery: None,
                 read_by: BTreeSet::new(),
                 seq: Some(s.seq),
+                sent_to: None,
             });
         }
         self.log.push(Row {
@@ -684,6 +763,107 @@ mod tests {
         assert_eq!(st.peers, vec![carol]);
         assert_eq!(st.composer.target, TargetChoice::One(None));
         assert_eq!(st.chat_to, None);
+    }
+
+    fn chat_from(from: &ConnectionInfo, seq: u64, data: String) -> Event {
+        Event::Signal(ReceivedSignal {
+            from: Some(from.id),
+            seq,
+            to_all: true,
+            r#type: CHAT_TYPE.into(),
+            data,
+        })
+    }
+
+    #[test]
+    fn the_chat_is_bounded_in_messages_and_bytes_and_receipts_still_match() {
+        let me = info("me");
+        let bob = info("bob");
+        let mut st = connected(&me, vec![bob.clone()]);
+        for i in 0..(MAX_CHAT_MESSAGES as u64 + 500) {
+            st.apply(chat_from(&bob, i + 1, format!("m{i}")));
+        }
+        assert_eq!(st.chat.len(), MAX_CHAT_MESSAGES);
+        assert_eq!(st.chat[0].text, "m500", "the oldest went first");
+        // Big messages: bounded by bytes too.
+        for i in 0..6 {
+            st.apply(chat_from(&bob, 10_000 + i, "x".repeat(1 << 20)));
+        }
+        let bytes: usize = st.chat.iter().map(|m| m.text.len()).sum();
+        assert!(bytes <= MAX_CHAT_BYTES, "{bytes}");
+        // A message sent now still gets its receipt after more are dropped.
+        let Command::Send { local, .. } = st.send(Signal::to_all(CHAT_TYPE, "mine")) else {
+            panic!()
+        };
+        st.apply(Event::Queued { local, seq: 1 });
+        for i in 0..3 {
+            st.apply(chat_from(&bob, 20_000 + i, "y".repeat(1 << 20)));
+        }
+        st.apply(Event::Signal(ReceivedSignal {
+            from: Some(bob.id),
+            seq: 30_000,
+            to_all: false,
+            r#type: READ_RECEIPT_TYPE.into(),
+            data: "1".into(),
+        }));
+        let mine = st.chat.iter().find(|m| m.mine).expect("still kept");
+        assert_eq!(mine.read_by.len(), 1);
+    }
+
+    #[test]
+    fn a_receipt_counts_only_from_someone_the_message_went_to() {
+        let me = info("me");
+        let (bob, carol) = (info("bob"), info("carol"));
+        let mut st = connected(&me, vec![bob.clone(), carol.clone()]);
+        let Command::Send { local, .. } = st.send(Signal::to_one(bob.id, CHAT_TYPE, "psst")) else {
+            panic!()
+        };
+        st.apply(Event::Queued { local, seq: 4 });
+        let receipt = |from: &ConnectionInfo| {
+            Event::Signal(ReceivedSignal {
+                from: Some(from.id),
+                seq: 9,
+                to_all: false,
+                r#type: READ_RECEIPT_TYPE.into(),
+                data: "4".into(),
+            })
+        };
+        st.apply(receipt(&carol));
+        assert!(st.chat[0].read_by.is_empty(), "carol was not sent it");
+        st.apply(receipt(&me));
+        assert!(st.chat[0].read_by.is_empty(), "nor were we");
+        st.apply(receipt(&bob));
+        assert_eq!(st.chat[0].read_by.len(), 1);
+    }
+
+    #[test]
+    fn look_alike_names_show_their_id_and_departed_names_stay() {
+        let me = info("ann");
+        let (bob, bob2, relay) = (info("bob"), info(" Bob"), info("Relay"));
+        let mut st = connected(&me, vec![bob.clone(), bob2.clone(), relay.clone()]);
+        assert_eq!(
+            st.name_of(Some(bob.id)),
+            format!("bob ({})", bob.id.short())
+        );
+        assert_eq!(
+            st.name_of(Some(bob2.id)),
+            format!(" Bob ({})", bob2.id.short())
+        );
+        assert_eq!(
+            st.name_of(Some(relay.id)),
+            format!("Relay ({})", relay.id.short())
+        );
+        assert_eq!(st.name_of(Some(me.id)), "ann");
+        assert_eq!(st.name_of(None), "relay");
+        // A one-shot sender leaves before its signal arrives: the log still names it.
+        let script = info("script");
+        st.apply(Event::Joined(script.clone()));
+        st.apply(Event::Left {
+            peer: script.clone(),
+            reason: LeftReason::ClientDisconnected,
+        });
+        st.apply(chat_from(&script, 1, "done".into()));
+        assert_eq!(st.log.shown(0).unwrap().sender, "script");
     }
 
     #[test]

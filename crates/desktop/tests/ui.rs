@@ -136,6 +136,9 @@ fn wait_for(h: &mut Harness<'_, SignalboxApp>, what: &str, cond: impl Fn(&Signal
 
 /// Clicks the widget labelled `label` and lets the UI handle it (and redraw).
 fn click(h: &mut Harness<'_, SignalboxApp>, label: &str) {
+    // A person scrolls to what is below the fold before clicking it.
+    h.get_by_label(label).scroll_to_me();
+    h.step();
     h.get_by_label(label).click();
     h.step();
     h.step();
@@ -372,15 +375,32 @@ fn host_a_relay_share_its_invite_and_stop_it() {
     let info = h.state().state.host.running.clone().unwrap();
     assert!(info.announced_as.is_some());
     h.get_by_label_contains("Announced on the LAN as");
-    h.get_by_label_contains("signalbox://127.0.0.1:");
+    // The participant invite first, the moderator's second, both shown whole.
+    let participant = h.get_by_label(&info.invite.to_string()).rect();
+    let moderator = h.get_by_label(&info.moderator_invite.to_string()).rect();
+    assert!(participant.min.y < moderator.min.y);
     h.get_by_label("Copy invite");
+    h.get_by_label("Copy moderator invite");
     h.check_accessibility();
-    // Someone else joins with the invite shown.
+    // The participant invite comes first, and is a publisher's.
+    let (participant, _participant_ev) = env
+        .rt
+        .block_on(Client::connect(
+            info.invite
+                .to_string()
+                .parse::<ConnectOptions>()
+                .unwrap()
+                .with_name("pat"),
+        ))
+        .unwrap();
+    assert_eq!(participant.me().role, Role::Publisher);
+    assert!(!info.open, "hosting defaults to token mode");
+    // Someone else joins with the moderator invite shown.
     let (guest, mut guest_ev) = env
         .rt
         .block_on(Client::connect({
             let mut o = info
-                .invite
+                .moderator_invite
                 .to_string()
                 .parse::<ConnectOptions>()
                 .unwrap()
@@ -632,4 +652,33 @@ fn nearby_relays_are_listed_with_trust_on_first_use() {
         instance: office.instance.clone(),
     }));
     assert_eq!(h.state().state.nearby.len(), 2);
+}
+
+/// Closing the window leaves the session: peers see `clientDisconnected` at once, not a
+/// ghost that lingers until the relay's timeouts.
+#[test]
+fn closing_the_window_leaves_the_session() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app(&home);
+    let (_peer, mut peer_ev) = env.peer("bob");
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    let alice = h.state().state.me.clone().unwrap().id;
+    let started = std::time::Instant::now();
+    drop(h);
+    let reason = env.rt.block_on(async {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match peer_ev.next().await {
+                    Some(Event::Left { peer, reason }) if peer.id == alice => return reason,
+                    Some(_) => continue,
+                    None => panic!("events ended"),
+                }
+            }
+        })
+        .await
+        .expect("alice leaving")
+    });
+    assert_eq!(reason, LeftReason::ClientDisconnected);
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

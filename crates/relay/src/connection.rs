@@ -685,13 +685,15 @@ async fn signal_reader(
                     r#type: out.r#type.as_ref().into(),
                     data: out.data.as_ref().into(),
                 };
-                if enc.capacity() - enc.len() < 256 {
-                    enc.reserve(64 * 1024);
-                }
+                enc.clear();
                 if let Err(e) = encode_frame(&incoming, &mut enc, usize::MAX) {
                     return protocol(format!("cannot encode signal: {e}"));
                 }
-                let bytes = enc.split().freeze();
+                // Encoded once, into a buffer of its own exact size: every route shares it,
+                // and a frame kept for replay or queued pins only its own bytes (a slice of a
+                // shared encode buffer would keep the whole buffer alive — a tiny frame kept
+                // beside large ones pinned tens of KiB each).
+                let bytes = bytes::Bytes::copy_from_slice(&enc);
                 let delivered = {
                     let mut fanout = lock(&member.fanout);
                     let fanout = fanout.get_or_insert_with(|| {

@@ -245,10 +245,15 @@ impl Relay {
             _ => Identity::load_or_create(&data_dir)?,
         };
         let secret = crate::tokens::secret(&data_dir)?;
-        // Tokens are for this relay: their audience is the certificate it presents, recorded
-        // for the command line's tokens and invites on this machine.
-        let tokens = TokenKeys::from_secret(&secret).for_relay(&identity.fingerprint);
-        crate::tokens::record_fingerprint(&data_dir, &identity.fingerprint)?;
+        // Tokens are for this relay: their audience is the certificate it presents — or, for
+        // a cluster node, the cluster (its nodes share the secret) — recorded for the command
+        // line's tokens and invites on this machine.
+        let audience = match &config.cluster {
+            Some(_) => crate::tokens::cluster_audience(&secret),
+            None => identity.fingerprint.to_string(),
+        };
+        let tokens = TokenKeys::from_secret(&secret).for_audience(audience.clone());
+        crate::tokens::record_identity(&data_dir, &identity.fingerprint, &audience)?;
         let vonage = match (&config.vonage_api_key, &config.vonage_api_secret) {
             (Some(api_key), Some(api_secret)) => crate::vonage::Credentials {
                 api_key: api_key.clone(),

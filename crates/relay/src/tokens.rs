@@ -21,7 +21,8 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// The audience of the tokens these keys make and accept: the fingerprint of the
-    /// certificate the relay presents (`None`: tokens without one, and any is accepted).
+    /// certificate the relay presents, or its cluster's id (`None`: tokens without one, and
+    /// any is accepted).
     audience: Option<String>,
 }
 
@@ -29,6 +30,8 @@ pub struct TokenKeys {
 /// certificate it presents (public: it is in every invite), so that tokens made by the
 /// command line on that machine carry it as their audience.
 const FINGERPRINT_FILE: &str = "fingerprint";
+/// Beside it, the audience of the relay's tokens (its fingerprint, or its cluster's id).
+const AUDIENCE_FILE: &str = "audience";
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,8 +90,14 @@ impl TokenKeys {
 
     /// The same keys for the relay whose certificate has this fingerprint: tokens they make
     /// carry it as `aud`, and tokens with another `aud` are refused.
-    pub fn for_relay(mut self, fingerprint: &signalbox_proto::Fingerprint) -> Self {
-        self.audience = Some(fingerprint.to_string());
+    pub fn for_relay(self, fingerprint: &signalbox_proto::Fingerprint) -> Self {
+        self.for_audience(fingerprint.to_string())
+    }
+
+    /// The same keys for an audience: a relay's fingerprint, or a cluster's id (see
+    /// [`cluster_audience`]).
+    pub fn for_audience(mut self, audience: String) -> Self {
+        self.audience = Some(audience);
         self
     }
 
@@ -102,24 +111,47 @@ impl TokenKeys {
     /// started).
     pub fn load_or_create(data_dir: &Path) -> Result<Self, FileError> {
         let keys = Self::from_secret(&secret(data_dir)?);
-        let recorded = std::fs::read_to_string(data_dir.join(FINGERPRINT_FILE))
+        let recorded = std::fs::read_to_string(data_dir.join(AUDIENCE_FILE))
             .ok()
-            .and_then(|text| text.trim().parse::<signalbox_proto::Fingerprint>().ok());
+            .map(|text| text.trim().to_owned())
+            .filter(|a| !a.is_empty());
         Ok(match recorded {
-            Some(fp) => keys.for_relay(&fp),
+            Some(audience) => keys.for_audience(audience),
             None => keys,
         })
     }
 }
 
-/// Records the fingerprint the relay presents, for [`TokenKeys::load_or_create`].
-pub(crate) fn record_fingerprint(
+/// The fingerprint the relay of `data_dir` last presented, if it ever ran.
+pub fn recorded_fingerprint(data_dir: &Path) -> Option<signalbox_proto::Fingerprint> {
+    std::fs::read_to_string(data_dir.join(FINGERPRINT_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+/// The audience of a cluster's tokens: `cluster:` and 16 hex digits derived from the token
+/// secret its nodes share, so a token made by one node is good on all of them (and on no
+/// other cluster or relay).
+pub(crate) fn cluster_audience(secret: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, b"signalbox cluster audience");
+    format!("cluster:{}", hex::encode(&tag.as_ref()[..8]))
+}
+
+/// Records the fingerprint the relay presents and its tokens' audience, for
+/// [`TokenKeys::load_or_create`] and `signalbox invite`.
+pub(crate) fn record_identity(
     data_dir: &Path,
     fingerprint: &signalbox_proto::Fingerprint,
+    audience: &str,
 ) -> Result<(), FileError> {
     files::write_public(
         &data_dir.join(FINGERPRINT_FILE),
         format!("{fingerprint}\n").as_bytes(),
+    )?;
+    files::write_public(
+        &data_dir.join(AUDIENCE_FILE),
+        format!("{audience}\n").as_bytes(),
     )
 }
 

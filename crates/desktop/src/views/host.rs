@@ -27,9 +27,9 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             super::labelled_field(ui, "Session", &mut st.settings.host_session, "lobby");
             ui.checkbox(
                 &mut st.settings.host_open,
-                "Open (anyone who can reach it may join)",
+                "Open (anyone who can reach it may join, without an invite)",
             )
-            .on_hover_text("Off: joining needs a token; share the invite below, which carries one");
+            .on_hover_text("Off (the default): joining needs a token; share the participant invite, which carries one");
             ui.checkbox(
                 &mut st.settings.host_announce,
                 "Announce on the LAN (people nearby see it in their join screen)",
@@ -82,13 +82,23 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             ui.label(egui::RichText::new("Fingerprint").strong());
             ui.monospace(info.fingerprint.short())
                 .on_hover_text(info.fingerprint.to_string());
-            ui.label(egui::RichText::new("Invite (moderator)").strong());
+            ui.label(egui::RichText::new("Invite for participants").strong());
+            ui.weak("Hand this one out: it lets people join and send.");
             let invite = info.invite.to_string();
-            ui.add(egui::Label::new(egui::RichText::new(&invite).monospace().small()).wrap());
+            invite_text(ui, &invite);
+            if ui.button("Copy invite").clicked() {
+                ui.ctx().copy_text(invite.clone());
+                st.notice = Some("Invite copied.".into());
+            }
+            ui.add_space(4.0);
+            ui.label(egui::RichText::new("Moderator invite").strong());
+            ui.weak("Keep this one: whoever holds it can remove anyone.");
+            let moderator = info.moderator_invite.to_string();
+            invite_text(ui, &moderator);
             ui.horizontal(|ui| {
-                if ui.button("Copy invite").clicked() {
-                    ui.ctx().copy_text(invite.clone());
-                    st.notice = Some("Invite copied.".into());
+                if ui.button("Copy moderator invite").clicked() {
+                    ui.ctx().copy_text(moderator.clone());
+                    st.notice = Some("Moderator invite copied.".into());
                 }
                 if ui.button("Join my relay").clicked() {
                     let mut options = ConnectOptions::from_invite(&info.local_invite);
@@ -112,4 +122,13 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
         super::error_text(ui, e);
     }
     command
+}
+
+/// An invite as people copy it: monospace, wrapped, selectable.
+fn invite_text(ui: &mut egui::Ui, invite: &str) {
+    ui.add(
+        egui::Label::new(egui::RichText::new(invite).monospace())
+            .wrap()
+            .selectable(true),
+    );
 }

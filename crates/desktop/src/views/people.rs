@@ -22,11 +22,13 @@ pub fn participants(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
     }
     let moderator = st.is_moderator();
     let mut pick = None;
+    // A name that could pass for another member's, or for the app's words, shows its id.
+    let labels: Vec<String> = st.peers.iter().map(|p| st.name_of(Some(p.id))).collect();
     egui::ScrollArea::vertical().show(ui, |ui| {
-        for p in &st.peers {
+        for (p, label) in st.peers.iter().zip(&labels) {
             ui.horizontal(|ui| {
                 let name = ui
-                    .selectable_label(false, &p.name)
+                    .selectable_label(false, label)
                     .on_hover_text(format!("{}\nrole: {}\n{}", p.id, p.role, p.data));
                 if name.clicked() {
                     pick = Some(p.id);
