@@ -29,6 +29,13 @@ pub enum Direction {
         /// The app's own number for it (to match the relay's answer).
         local: u64,
     },
+    /// Someone joined, left or was removed (a line of the log, not a signal).
+    Presence {
+        /// Who.
+        who: ConnectionId,
+        /// `joined` or `left`.
+        event: &'static str,
+    },
 }
 
 /// What became of a sent signal.
@@ -197,6 +204,36 @@ impl SignalLog {
     /// What the kept rows cost, in bytes (bounded by [`MAX_BYTES`]).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl SignalLog {
+    /// The rows the filter shows, as JSON lines in the shape `signalbox listen --json`
+    /// prints (`event` first), with the local time added.
+    pub fn to_json_lines(&self) -> String {
+        let mut out = String::new();
+        for number in &self.shown {
+            let Some(r) = self.get(*number) else { continue };
+            let line = match &r.direction {
+                Direction::Presence { who, event } => serde_json::json!({
+                    "event": event, "connection": who, "name": r.sender, "detail": r.data,
+                    "time": r.time,
+                }),
+                Direction::In { from } => serde_json::json!({
+                    "event": "signal", "from": from, "from_name": r.sender,
+                    "to_all": r.target == "everyone", "seq": r.seq, "type": r.r#type,
+                    "data": r.data, "time": r.time,
+                }),
+                Direction::Out { .. } => serde_json::json!({
+                    "event": "sent", "to": r.target, "seq": r.seq, "type": r.r#type,
+                    "data": r.data, "time": r.time,
+                    "accepted": matches!(r.delivery, Some(Delivery::Accepted)),
+                }),
+            };
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        out
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`AppState::apply`]) and by the user's actions in the views.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use signalbox_client::discovery::{Discovery, NearbyRelay};
 use signalbox_client::{ConnectOptions, ReceivedSignal};
@@ -127,6 +127,30 @@ pub struct Composer {
     pub data: String,
     /// The last problem (local check or relay rejection).
     pub error: Option<String>,
+    /// A quiet note (e.g. the chosen recipient left, so it goes to everyone).
+    pub note: Option<String>,
+    /// The path typed into "Attach file".
+    pub attach_path: String,
+    /// Whether the attach field is open.
+    pub attaching: bool,
+}
+
+/// Why a file cannot be the data of a signal, if it cannot.
+pub fn read_attachment(path: &std::path::Path, limit: u32) -> Result<String, String> {
+    let name = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{name} is not a file"));
+    }
+    // The size is checked before reading: a large file is never loaded.
+    if meta.len() > u64::from(limit) {
+        return Err(format!(
+            "{name} is {} bytes; the limit is {limit}",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("{name} is not text (UTF-8); data must be text"))
 }
 
 /// A chat message, sent or received.
@@ -158,6 +182,8 @@ pub const MAX_CHAT_MESSAGES: usize = 2_000;
 pub const MAX_CHAT_BYTES: usize = 4 << 20;
 /// Names of people who left, kept to label their signals that arrive late.
 const MAX_DEPARTED: usize = 10_000;
+/// How long a transient notice stays.
+pub const NOTICE_TIME: std::time::Duration = std::time::Duration::from_secs(4);
 /// Names that would pass for the app's own words.
 const RESERVED_NAMES: [&str; 5] = ["relay", "you", "me", "everyone", "server"];
 
@@ -258,6 +284,14 @@ pub struct AppState {
     pub stats: Stats,
     /// A notice for the user (e.g. a denied request).
     pub notice: Option<String>,
+    /// When a transient notice ("Invite copied.") goes away by itself.
+    pub notice_until: Option<std::time::Instant>,
+    /// The log row whose details are open.
+    pub selected_row: Option<u64>,
+    /// The participant whose removal the user is asked to confirm.
+    pub confirm_remove: Option<ConnectionId>,
+    /// Removals this app asked for, not yet seen done.
+    removing: std::collections::HashSet<ConnectionId>,
     /// Relays announcing themselves on the LAN, by name.
     pub nearby: Vec<NearbyEntry>,
     /// Why LAN discovery is not running.
@@ -273,20 +307,53 @@ pub struct AppState {
     departed: std::collections::VecDeque<(ConnectionId, String)>,
 }
 
-/// The time of day in UTC, `HH:MM:SS.mmm` (the log's time column).
+/// An error as a person reads it: a one-line headline (what happened, what to do), and the
+/// technical text for the details, folded below it.
+pub fn explain(error: &str) -> (String, Option<String>) {
+    let has = |needle: &str| error.contains(needle);
+    let headline = if has("UnknownIssuer") || has("invalid peer certificate") {
+        "The relay answered, but its certificate cannot be checked: this invite has no \
+         fingerprint. Ask for the full invite (it has fp=…)."
+    } else if has("but the invite pins") || has("does not match the pinned") {
+        "This is not the relay you were invited to: it presented another certificate. Ask \
+         the host for a new invite."
+    } else if has("the token is for the relay with certificate fingerprint") {
+        "This invite's token is for another relay; it was not sent. Ask for an invite to \
+         this one."
+    } else if has("relative URL without a base")
+        || has("not an invite")
+        || has("invalid invite")
+        || has("scheme")
+    {
+        "That is not an invite. An invite starts with signalbox:// — paste all of it."
+    } else if has("has expired") {
+        "The invite has expired. Ask for a new one."
+    } else if has("refused to join") {
+        return (
+            format!(
+                "The relay refused: {}",
+                error
+                    .split_once("refused to join: ")
+                    .map_or(error, |(_, why)| why)
+            ),
+            None,
+        );
+    } else if has("cannot reach") || has("no answer from the relay") || has("cannot resolve") {
+        "Cannot reach the relay. Is it running, and are the address and port right?"
+    } else if error == "cancelled" {
+        return ("Cancelled.".into(), None);
+    } else {
+        return (error.lines().next().unwrap_or(error).to_owned(), None);
+    };
+    (headline.to_owned(), Some(error.to_owned()))
+}
+
+/// The time of day in the system's time zone, `HH:MM:SS.mmm` (the log's "Local time"
+/// column, and the chat's times).
 pub fn clock() -> String {
-    let ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let day_ms = (ms % 86_400_000) as u64;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
+    jiff::ZonedDateTime::now()
+        .strftime("%H:%M:%S%.3f")
+        .to_string()
 }
 
 impl AppState {
@@ -297,6 +364,30 @@ impl AppState {
             auto_scroll: true,
             ..Self::default()
         }
+    }
+
+    /// A notice that goes away by itself after a few seconds.
+    pub fn notify(&mut self, text: impl Into<String>) {
+        self.notice = Some(text.into());
+        self.notice_until = Some(std::time::Instant::now() + NOTICE_TIME);
+    }
+
+    /// A notice that stays until dismissed.
+    pub fn warn(&mut self, text: impl Into<String>) {
+        self.notice = Some(text.into());
+        self.notice_until = None;
+    }
+
+    /// Forgets a transient notice whose time is up; returns how long the current one has
+    /// left (to wake the UI then).
+    pub fn expire_notice(&mut self, now: std::time::Instant) -> Option<std::time::Duration> {
+        let until = self.notice_until?;
+        if now >= until {
+            self.notice = None;
+            self.notice_until = None;
+            return None;
+        }
+        Some(until - now)
     }
 
     /// Whether joined to a session (also while reconnecting: the session view stays).
@@ -411,6 +502,30 @@ impl AppState {
         Command::Send { local, signal }
     }
 
+    /// A line in the log for a presence change of `id` (joins and leaves are filterable like
+    /// signals: by the person's name, or by "joined"/"left" as text).
+    fn presence_row(&mut self, id: ConnectionId, event: &'static str, what: String) {
+        let sender = self.name_of(Some(id));
+        self.log.push(Row {
+            number: 0,
+            time: clock(),
+            direction: Direction::Presence { who: id, event },
+            sender,
+            target: String::new(),
+            r#type: String::new(),
+            data: what,
+            delivery: None,
+            seq: None,
+        });
+    }
+
+    /// The user confirmed removing `id`: the command, and the log will say who removed it.
+    pub fn remove(&mut self, id: ConnectionId) -> Command {
+        self.removing.insert(id);
+        self.confirm_remove = None;
+        Command::Kick(id)
+    }
+
     /// Adds a chat message, dropping the oldest beyond [`MAX_CHAT_MESSAGES`] or
     /// [`MAX_CHAT_BYTES`]; returns its index.
     fn push_chat(&mut self, msg: ChatMessage) -> usize {
@@ -485,9 +600,26 @@ impl AppState {
             Event::Signal(s) => self.received(s),
             Event::Joined(p) => {
                 self.peers.retain(|x| x.id != p.id);
+                let (id, line) = (p.id, format!("joined ({})", p.role));
                 self.peers.push(p);
+                self.presence_row(id, "joined", line);
             }
-            Event::Left { peer, .. } => {
+            Event::Left { peer, reason } => {
+                let line =
+                    if reason == LeftReason::ForceDisconnected && self.removing.remove(&peer.id) {
+                        "was removed by you".to_owned()
+                    } else {
+                        format!("left ({reason})")
+                    };
+                self.presence_row(peer.id, "left", line);
+                let chosen = matches!(self.composer.target, TargetChoice::One(Some(id)) if id == peer.id)
+                    || self.chat_to == Some(peer.id);
+                if chosen {
+                    self.composer.note = Some(format!(
+                        "{} left; signals go to everyone now",
+                        self.name_of(Some(peer.id))
+                    ));
+                }
                 self.peers.retain(|x| x.id != peer.id);
                 if self.departed.len() == MAX_DEPARTED {
                     self.departed.pop_front();
@@ -495,7 +627,8 @@ impl AppState {
                 self.departed.push_back((peer.id, peer.name.clone()));
                 match &mut self.composer.target {
                     TargetChoice::One(Some(id)) if *id == peer.id => {
-                        self.composer.target = TargetChoice::One(None);
+                        // Not a red "choose who to send to": back to everyone, said quietly.
+                        self.composer.target = TargetChoice::Everyone;
                     }
                     TargetChoice::Several(ids) => {
                         ids.remove(&peer.id);
@@ -529,7 +662,7 @@ impl AppState {
                 self.outgoing.remove(&local);
                 self.composer.error = Some(format!("error {code}: {message}"));
             }
-            Event::Denied(message) => self.notice = Some(message),
+            Event::Denied(message) => self.warn(message),
             Event::Reconnecting { reason, message } => {
                 let address = match &self.conn {
                     ConnState::Connected { address } | ConnState::Reconnecting { address, .. } => {
@@ -761,7 +894,8 @@ mod tests {
             reason: LeftReason::ClientDisconnected,
         });
         assert_eq!(st.peers, vec![carol]);
-        assert_eq!(st.composer.target, TargetChoice::One(None));
+        assert_eq!(st.composer.target, TargetChoice::Everyone);
+        assert!(st.composer.note.as_deref().unwrap().contains("bob left"));
         assert_eq!(st.chat_to, None);
     }
 
@@ -863,7 +997,81 @@ mod tests {
             reason: LeftReason::ClientDisconnected,
         });
         st.apply(chat_from(&script, 1, "done".into()));
+        let last = st.log.shown(st.log.shown_len() - 1).unwrap();
+        assert_eq!(
+            (last.sender.as_str(), last.data.as_str()),
+            ("script", "done")
+        );
+        // Its join and leave are lines of the log, by name.
         assert_eq!(st.log.shown(0).unwrap().sender, "script");
+        assert_eq!(st.log.shown(1).unwrap().data, "left (clientDisconnected)");
+    }
+
+    #[test]
+    fn transient_notices_expire_and_warnings_stay() {
+        let mut st = AppState::new(Settings::default());
+        let now = std::time::Instant::now();
+        st.notify("Invite copied.");
+        assert!(st.expire_notice(now).is_some());
+        assert_eq!(st.notice.as_deref(), Some("Invite copied."));
+        assert_eq!(
+            st.expire_notice(now + NOTICE_TIME + Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(st.notice, None);
+        st.warn("denied");
+        assert_eq!(st.expire_notice(now + Duration::from_secs(3600)), None);
+        assert_eq!(st.notice.as_deref(), Some("denied"));
+    }
+
+    #[test]
+    fn errors_have_a_headline_and_details() {
+        let (h, d) = explain(
+            "cannot reach the relay at 10.0.0.1:4433: invalid peer certificate: UnknownIssuer",
+        );
+        assert!(h.contains("certificate cannot be checked"), "{h}");
+        assert!(d.unwrap().contains("UnknownIssuer"));
+        let (h, _) = explain("relative URL without a base");
+        assert!(h.starts_with("That is not an invite"), "{h}");
+        let (h, d) = explain("the relay refused to join: session 'x' is full (code 1027)");
+        assert_eq!(h, "The relay refused: session 'x' is full (code 1027)");
+        assert_eq!(d, None);
+        let (h, _) = explain("the relay refused to join: the token has expired (code 401)");
+        assert_eq!(h, "The invite has expired. Ask for a new one.");
+        let (h, _) = explain(
+            "the relay at h:1 presented certificate fingerprint aa, but the invite pins bb; refusing",
+        );
+        assert!(
+            h.starts_with("This is not the relay you were invited to"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn the_log_exports_as_json_lines_like_listen() {
+        let me = info("me");
+        let bob = info("bob");
+        let mut st = connected(&me, vec![bob.clone()]);
+        st.apply(chat_from(&bob, 3, "hi".into()));
+        st.apply(Event::Left {
+            peer: bob.clone(),
+            reason: LeftReason::ClientDisconnected,
+        });
+        let text = st.log.to_json_lines();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with(r#"{"event":"signal","from":""#),
+            "{}",
+            lines[0]
+        );
+        let signal: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(signal["from_name"], "bob");
+        assert_eq!(signal["seq"], 3);
+        assert_eq!(signal["data"], "hi");
+        let left: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(left["event"], "left");
+        assert_eq!(left["connection"], bob.id.to_string());
     }
 
     #[test]

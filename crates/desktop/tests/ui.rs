@@ -120,6 +120,24 @@ fn app(home: &tempfile::TempDir) -> Harness<'static, SignalboxApp> {
         .build_ui_state(|ui, app: &mut SignalboxApp| app.show(ui), app)
 }
 
+/// The window's default size (`signalbox_desktop::run`).
+const DEFAULT_SIZE: egui::Vec2 = egui::vec2(1180.0, 720.0);
+
+/// The app at the window's default size.
+fn app_at_default_size(home: &tempfile::TempDir) -> Harness<'static, SignalboxApp> {
+    let mut app = SignalboxApp::new(Settings::default());
+    app.state.host.data_dir = Some(home.path().to_owned());
+    Harness::builder()
+        .with_size(DEFAULT_SIZE)
+        .build_ui_state(|ui, app: &mut SignalboxApp| app.show(ui), app)
+}
+
+/// Whether the widget labelled `label` is wholly inside the window.
+fn in_view(h: &Harness<'_, SignalboxApp>, label: &str) -> bool {
+    let r = h.get_by_label(label).rect();
+    egui::Rect::from_min_size(egui::Pos2::ZERO, DEFAULT_SIZE).contains_rect(r)
+}
+
 /// Steps the UI until `cond` holds (the backend works on its own thread meanwhile).
 fn wait_for(h: &mut Harness<'_, SignalboxApp>, what: &str, cond: impl Fn(&SignalboxApp) -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -138,7 +156,10 @@ fn wait_for(h: &mut Harness<'_, SignalboxApp>, what: &str, cond: impl Fn(&Signal
 fn click(h: &mut Harness<'_, SignalboxApp>, label: &str) {
     // A person scrolls to what is below the fold before clicking it.
     h.get_by_label(label).scroll_to_me();
-    h.step();
+    // Scrolling is animated: let it settle.
+    for _ in 0..30 {
+        h.step();
+    }
     h.get_by_label(label).click();
     h.step();
     h.step();
@@ -298,11 +319,23 @@ fn a_moderator_removes_a_participant() {
     let mut h = app(&home);
     join(&mut h, &env.invite(Role::Moderator, None), "mod");
     click(&mut h, "Remove");
+    // Nothing happens before the moderator confirms.
+    h.get_by_label_contains("Remove bob?");
+    assert_eq!(h.state().state.peers.len(), 1);
+    click(&mut h, "Cancel");
+    assert!(h.query_by_label_contains("Remove bob?").is_none());
+    click(&mut h, "Remove");
+    click(&mut h, "Yes, remove");
     assert_eq!(env.disconnected(&mut bob_ev), LeftReason::ForceDisconnected);
     wait_for(&mut h, "bob to leave the list", |a| {
         a.state.peers.is_empty()
     });
-    assert!(h.query_by_label("bob").is_none());
+    assert!(
+        h.query_by_label("Remove").is_none(),
+        "bob is not in the list"
+    );
+    // The log says who removed whom.
+    h.get_by_label("was removed by you");
 }
 
 #[test]
@@ -433,7 +466,8 @@ fn a_refused_join_is_shown_in_the_window() {
     type_into(&mut h, "Invite", &invite.to_string());
     click(&mut h, "Join");
     wait_for(&mut h, "the refusal", |a| a.state.join.error.is_some());
-    h.get_by_label_contains("the relay refused to join");
+    // A headline a person reads, the technical text folded below.
+    h.get_by_label_contains("The relay refused");
     // A bad invite is refused before any network.
     h.state_mut().state.join.invite.clear();
     type_into(&mut h, "Invite", "https://example.com/nope");
@@ -681,4 +715,205 @@ fn closing_the_window_leaves_the_session() {
     });
     assert_eq!(reason, LeftReason::ClientDisconnected);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A file dropped on the window, as winit hands it over.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Issue: pasting large data pushed Send, the counter and the limit error out of view (and
+/// 9000 bytes of one unbroken string made the composer vanish). The data box scrolls inside a
+/// bounded height; the composer keeps its height; a file can be attached, its size checked.
+#[test]
+fn large_data_keeps_the_composer_in_view_and_files_attach() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    let send_before = h.get_by_label("Send").rect();
+    for data in ["x".repeat(9000), "line of text\n".repeat(700)] {
+        h.state_mut().state.composer.data = data;
+        h.run();
+        assert!(in_view(&h, "Send"), "Send stays in view");
+        assert!(in_view(&h, "Ping"));
+        assert_eq!(h.get_by_label("Send").rect(), send_before, "nothing moved");
+        let limit = h.get_by_label_contains("the limit is 8192");
+        assert!(
+            egui::Rect::from_min_size(egui::Pos2::ZERO, DEFAULT_SIZE).contains_rect(limit.rect()),
+            "the limit error is visible"
+        );
+        h.get_by_label_contains("Connected to");
+    }
+    // A file too large is refused before it is read; a small one becomes the data.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, "y".repeat(9000)).unwrap();
+    h.state_mut().state.composer.data.clear();
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(big.clone())));
+    h.run();
+    h.get_by_label_contains("big.json is 9000 bytes; the limit is 8192");
+    assert!(h.state().state.composer.data.is_empty());
+    let small = dir.path().join("pose.json");
+    std::fs::write(&small, r#"{"x":1,"y":2}"#).unwrap();
+    click(&mut h, "Attach file…");
+    type_into(&mut h, "File", small.to_str().unwrap());
+    click(&mut h, "Attach");
+    assert_eq!(h.state().state.composer.data, r#"{"x":1,"y":2}"#);
+    assert_eq!(
+        h.get_by_label("Send").rect(),
+        send_before,
+        "still nothing moved"
+    );
+}
+
+/// Issue: the control pad editor was clipped at the default size (the fifth card cut, "Add
+/// button" out of reach). It scrolls.
+#[test]
+fn the_pad_editor_scrolls_to_add_button() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    click(&mut h, "Edit");
+    let before = h.state().state.settings.pad.len();
+    assert!(!in_view(&h, "Add button"), "below the fold at first");
+    h.get_by_label("Add button").scroll_to_me();
+    h.run();
+    assert!(in_view(&h, "Add button"), "reachable by scrolling");
+    click(&mut h, "Add button");
+    assert_eq!(h.state().state.settings.pad.len(), before + 1);
+}
+
+/// Issue: opening the Host panel hid the Data column. At the default size, with the host
+/// panel open, Data is in view; clicking a row opens its whole data, pretty when JSON, with
+/// Copy.
+#[test]
+fn the_data_column_stays_and_a_row_opens_its_details() {
+    let env = Env::new();
+    let (bob, _bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    h.state_mut().state.host.visible = true;
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    env.rt
+        .block_on(bob.send(Signal::to_all("pose", r#"{"x":1,"y":[2,3]}"#)))
+        .unwrap();
+    wait_for(&mut h, "bob's signal", |a| !a.state.log.is_empty());
+    // The column's header and the composer's field are both labelled "Data": both in view.
+    let window = egui::Rect::from_min_size(egui::Pos2::ZERO, DEFAULT_SIZE);
+    let data: Vec<egui::Rect> = h.get_all_by_label("Data").map(|n| n.rect()).collect();
+    assert_eq!(data.len(), 2);
+    assert!(
+        data.iter()
+            .all(|r| window.contains_rect(*r) && r.width() > 25.0),
+        "the Data column is in view: {data:?}"
+    );
+    h.get_by_label_contains(r#"{"x":1"#).click();
+    h.run();
+    h.get_by_label("Signal details");
+    h.get_by_label("Copy data");
+    // Pretty-printed.
+    h.get_by_label_contains("\"y\": [");
+}
+
+/// Joins and leaves are lines of the log, filterable like signals; a transient notice goes
+/// by itself; leaving on purpose is not shown as an error.
+#[test]
+fn presence_in_the_log_notices_expire_and_leaving_is_not_an_error() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    let (carol, _c) = env.peer("carol");
+    wait_for(&mut h, "carol's join", |a| {
+        a.state.peers.iter().any(|p| p.name == "carol")
+    });
+    env.rt.block_on(carol.leave());
+    wait_for(&mut h, "carol's leave", |a| a.state.peers.is_empty());
+    h.get_by_label("joined (publisher)");
+    h.get_by_label("left (clientDisconnected)");
+    type_into(&mut h, "text", "left");
+    assert_eq!(h.state().state.log.shown_len(), 1);
+    // "Copied"-style notices go away by themselves.
+    h.state_mut().state.notify("Invite copied.");
+    h.run();
+    h.get_by_label("Invite copied.");
+    h.state_mut().state.notice_until = Some(Instant::now());
+    h.run();
+    assert!(h.query_by_label("Invite copied.").is_none());
+    click(&mut h, "Leave");
+    wait_for(&mut h, "leaving", |a| !a.state.is_connected());
+    assert!(h.get_all_by_label("Left the session").count() >= 1);
+    assert!(h.query_by_label_contains("Disconnected (").is_none());
+}
+
+/// Errors in words: a headline that says what happened and what to do, the details folded.
+/// An edit clears an old error.
+#[test]
+fn join_errors_speak_plainly_and_clear_on_edit() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    // An invite without its fingerprint: the relay was reached, its certificate unknown.
+    let mut invite: signalbox_proto::Invite = env.invite(Role::Publisher, None).parse().unwrap();
+    invite.fingerprint = None;
+    type_into(&mut h, "Invite", &invite.to_string());
+    click(&mut h, "Join");
+    wait_for(&mut h, "the failure", |a| a.state.join.error.is_some());
+    h.get_by_label_contains("its certificate cannot be checked");
+    h.get_by_label("Details");
+    assert!(
+        h.query_by_label_contains("UnknownIssuer").is_none(),
+        "folded"
+    );
+    // Typing again clears it.
+    type_into(&mut h, "Invite", " ");
+    assert!(h.state().state.join.error.is_none());
+    // Garbage.
+    h.state_mut().state.join.invite = "hello there".into();
+    click(&mut h, "Join");
+    h.get_by_label_contains("That is not an invite");
+    // Both an invite and details: it says which one joins.
+    h.state_mut().state.join.invite = invite.to_string();
+    h.state_mut().state.join.address = "127.0.0.1:4433".into();
+    h.run();
+    h.get_by_label_contains("joins with the invite (the details below are not used)");
+}
+
+/// Chat as chat apps have it: "To:" before the choice, one header for consecutive messages of
+/// one sender, hh:mm.
+#[test]
+fn chat_groups_a_senders_messages() {
+    let env = Env::new();
+    let (bob, _bob_ev) = env.peer("bob");
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    for text in ["one", "two", "three"] {
+        env.rt
+            .block_on(bob.send(Signal::to_all("chat", text)))
+            .unwrap();
+    }
+    wait_for(&mut h, "bob's messages", |a| a.state.chat.len() == 3);
+    click(&mut h, "Chat");
+    h.get_by_label("three");
+    assert_eq!(
+        h.get_all_by_label("bob").count(),
+        2,
+        "one header for bob's three messages (and bob in the people list)"
+    );
+    h.get_by_label("To:");
+    let time = &h.state().state.chat[0].time;
+    h.get_by_label(&time[..5]);
 }

@@ -21,51 +21,63 @@ pub fn chat_view(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             if st.chat.is_empty() {
                 ui.weak("No messages yet. Say hello below.");
             }
+            let mut previous: Option<&crate::state::ChatMessage> = None;
             for m in &st.chat {
+                // Consecutive messages of one sender to the same people share one header.
+                let grouped =
+                    previous.is_some_and(|p| p.mine == m.mine && p.from == m.from && p.to == m.to);
+                previous = Some(m);
+                ui.add_space(if grouped { 1.0 } else { 6.0 });
                 let layout = if m.mine {
                     egui::Layout::right_to_left(egui::Align::Min)
                 } else {
                     egui::Layout::left_to_right(egui::Align::Min)
                 };
                 ui.with_layout(layout, |ui| {
-                    egui::Frame::group(ui.style())
-                        .corner_radius(8.0)
-                        .show(ui, |ui| {
-                            ui.set_max_width(420.0);
-                            ui.vertical(|ui| {
+                    // As wide as the text (up to a reading width), not the whole row.
+                    let bubble = egui::Frame::group(ui.style()).corner_radius(8.0);
+                    bubble.show(ui, |ui| {
+                        ui.set_max_width(420.0);
+                        ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
+                            if !grouped {
                                 let to =
-                                    m.to.as_ref().map(|t| format!(" → {t}")).unwrap_or_default();
+                                    m.to.as_ref()
+                                        .map(|t| format!(" {} {t}", symbols::TO))
+                                        .unwrap_or_default();
                                 ui.horizontal(|ui| {
                                     ui.strong(format!(
                                         "{}{to}",
                                         if m.mine { "me" } else { &m.from }
                                     ));
-                                    ui.colored_label(weak, &m.time);
+                                    // hh:mm, the exact time on hover.
+                                    ui.colored_label(weak, m.time.get(..5).unwrap_or(&m.time))
+                                        .on_hover_text(&m.time);
                                 });
-                                ui.label(&m.text);
-                                match &m.delivery {
-                                    Some(Delivery::Pending) => {
-                                        ui.colored_label(weak, "sending…");
-                                    }
-                                    Some(Delivery::Accepted) => {
-                                        let read = m.read_by.len();
-                                        let text = if read == 0 {
-                                            format!("{} sent", symbols::ACCEPTED)
-                                        } else {
-                                            format!("{} read by {read}", symbols::ACCEPTED)
-                                        };
-                                        ui.colored_label(weak, text);
-                                    }
-                                    Some(Delivery::Failed { code, message }) => {
-                                        ui.colored_label(
-                                            error,
-                                            format!("{} error {code}: {message}", symbols::FAILED),
-                                        );
-                                    }
-                                    None => {}
+                            }
+                            ui.add(egui::Label::new(&m.text).wrap());
+                            match &m.delivery {
+                                Some(Delivery::Pending) => {
+                                    ui.colored_label(weak, "sending…");
                                 }
-                            });
+                                Some(Delivery::Accepted) => {
+                                    let read = m.read_by.len();
+                                    let text = if read == 0 {
+                                        format!("{} sent", symbols::ACCEPTED)
+                                    } else {
+                                        format!("{} read by {read}", symbols::ACCEPTED)
+                                    };
+                                    ui.colored_label(weak, text);
+                                }
+                                Some(Delivery::Failed { code, message }) => {
+                                    ui.colored_label(
+                                        error,
+                                        format!("{} error {code}: {message}", symbols::FAILED),
+                                    );
+                                }
+                                None => {}
+                            }
                         });
+                    });
                 });
             }
         });
@@ -75,14 +87,18 @@ pub fn chat_view(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             .chat_to
             .map(|id| st.name_of(Some(id)))
             .unwrap_or_else(|| "everyone".into());
-        egui::ComboBox::from_label("Chat to")
+        // The label before the choice, as chat apps put it: "To: everyone ▾".
+        let to = ui.label("To:");
+        egui::ComboBox::from_id_salt("chat-to")
             .selected_text(to_label)
             .show_ui(ui, |ui| {
                 ui.selectable_value(&mut st.chat_to, None, "everyone");
                 for p in &st.peers {
                     ui.selectable_value(&mut st.chat_to, Some(p.id), &p.name);
                 }
-            });
+            })
+            .response
+            .labelled_by(to.id);
         let l = ui.label("Message");
         let input = ui
             .add(

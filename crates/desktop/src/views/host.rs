@@ -88,7 +88,7 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             invite_text(ui, &invite);
             if ui.button("Copy invite").clicked() {
                 ui.ctx().copy_text(invite.clone());
-                st.notice = Some("Invite copied.".into());
+                st.notify("Invite copied.");
             }
             ui.add_space(4.0);
             ui.label(egui::RichText::new("Moderator invite").strong());
@@ -98,7 +98,7 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             ui.horizontal(|ui| {
                 if ui.button("Copy moderator invite").clicked() {
                     ui.ctx().copy_text(moderator.clone());
-                    st.notice = Some("Moderator invite copied.".into());
+                    st.notify("Moderator invite copied.");
                 }
                 if ui.button("Join my relay").clicked() {
                     let mut options = ConnectOptions::from_invite(&info.local_invite);

@@ -9,47 +9,47 @@ use crate::state::{AppState, ConnState};
 /// The join screen.
 pub fn join_screen(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
     let mut command = None;
-    ui.vertical_centered(|ui| {
-        ui.add_space(16.0);
-        ui.heading("Join a session");
-        ui.label("Paste the invite you were given, or enter the relay's details.");
-    });
+    // The heading and the form share one left edge.
+    ui.add_space(16.0);
+    ui.heading("Join a session");
+    ui.label("Paste the invite you were given, or enter the relay's details.");
     ui.add_space(12.0);
     let connecting = matches!(st.conn, ConnState::Connecting { .. });
+    let mut edited = false;
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.set_max_width(640.0);
-        super::labelled_field(
+        edited |= super::labelled_field(
             ui,
             "Invite",
             &mut st.join.invite,
             "signalbox://host:4433/session?fp=…&token=…",
-        );
-        super::labelled_field(ui, "Your name", &mut st.settings.name, "how others see you");
+        )
+        .changed();
+        edited |=
+            super::labelled_field(ui, "Your name", &mut st.settings.name, "how others see you")
+                .changed();
         let reveal = std::mem::take(&mut st.join.reveal);
         egui::CollapsingHeader::new("Or enter the relay's details")
             .default_open(false)
             .open(reveal.then_some(true))
             .show(ui, |ui| {
-                super::labelled_field(
-                    ui,
-                    "Relay address",
-                    &mut st.join.address,
-                    "192.168.1.20:4433",
-                );
-                super::labelled_field(ui, "Session", &mut st.join.session, "lobby");
-                super::labelled_field(
-                    ui,
-                    "Token",
-                    &mut st.join.token,
-                    "leave empty for an open relay",
-                );
-                super::labelled_field(
-                    ui,
-                    "Fingerprint",
-                    &mut st.join.fingerprint,
-                    "64 hex digits (pins the relay's certificate)",
-                );
+                for (label, value, hint) in [
+                    ("Relay address", &mut st.join.address, "192.168.1.20:4433"),
+                    ("Session", &mut st.join.session, "lobby"),
+                    ("Token", &mut st.join.token, "leave empty for an open relay"),
+                    (
+                        "Fingerprint",
+                        &mut st.join.fingerprint,
+                        "64 hex digits (pins the relay's certificate)",
+                    ),
+                ] {
+                    edited |= super::labelled_field(ui, label, value, hint).changed();
+                }
             });
+        if edited {
+            // An old error is about what was there before.
+            st.join.error = None;
+        }
         ui.add_space(6.0);
         ui.horizontal(|ui| {
             let join = ui.add_enabled(!connecting, egui::Button::new("Join"));
@@ -66,14 +66,37 @@ pub fn join_screen(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
                 if ui.button("Cancel").clicked() {
                     command = Some(Command::CancelConnect);
                 }
+            } else {
+                // Which of the two joins, when both are filled in.
+                let details = !st.join.address.trim().is_empty();
+                if !st.join.invite.trim().is_empty() {
+                    ui.weak(if details {
+                        "joins with the invite (the details below are not used)"
+                    } else {
+                        "joins with the invite"
+                    });
+                } else if details {
+                    ui.weak("joins with the relay's details");
+                }
             }
         });
         if let Some(e) = &st.join.error {
-            super::error_text(ui, e);
+            let (headline, details) = crate::state::explain(e);
+            super::error_text(ui, &headline);
+            if let Some(details) = details {
+                egui::CollapsingHeader::new("Details")
+                    .id_salt("join-error-details")
+                    .default_open(false)
+                    .show(ui, |ui| {
+                        ui.add(
+                            egui::Label::new(egui::RichText::new(details).weak()).selectable(true),
+                        );
+                    });
+            }
         }
         if let ConnState::Disconnected { reason, message } = &st.conn {
-            let why = reason.map(|r| r.to_string()).unwrap_or_default();
-            ui.label(format!("Disconnected ({why}): {message}"));
+            let (color, text) = super::status::disconnected(*reason, message);
+            ui.colored_label(color, text);
         }
     });
     ui.add_space(12.0);

@@ -22,7 +22,7 @@ fn press(st: &mut AppState, index: usize) -> Option<Command> {
     match pad_signal(st, &b) {
         Ok(signal) => Some(st.send(signal)),
         Err(e) => {
-            st.notice = Some(e);
+            st.notify(e);
             None
         }
     }
@@ -52,7 +52,11 @@ pub fn control_pad(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
     });
     ui.separator();
     if st.editing_pad {
-        edit(ui, st);
+        // Five cards do not fit a small window: the editor scrolls, "Add button" included.
+        egui::ScrollArea::vertical()
+            .id_salt("pad-editor")
+            .auto_shrink([false, false])
+            .show(ui, |ui| edit(ui, st));
         return None;
     }
     if st.settings.pad.is_empty() {

@@ -22,6 +22,8 @@ pub fn participants(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
     }
     let moderator = st.is_moderator();
     let mut pick = None;
+    let mut confirm = None;
+    let mut remove = None;
     // A name that could pass for another member's, or for the app's words, shows its id.
     let labels: Vec<String> = st.peers.iter().map(|p| st.name_of(Some(p.id))).collect();
     egui::ScrollArea::vertical().show(ui, |ui| {
@@ -34,17 +36,36 @@ pub fn participants(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
                     pick = Some(p.id);
                 }
                 if moderator
+                    && st.confirm_remove != Some(p.id)
                     && ui
                         .small_button("Remove")
                         .on_hover_text(format!("Remove {} from the session", p.name))
                         .clicked()
                 {
-                    command = Some(Command::Kick(p.id));
+                    confirm = Some(Some(p.id));
                 }
             });
+            if st.confirm_remove == Some(p.id) {
+                // Removing someone is not undone: ask first.
+                ui.horizontal(|ui| {
+                    ui.label(format!("Remove {label}?"));
+                    if ui.small_button("Yes, remove").clicked() {
+                        remove = Some(p.id);
+                    }
+                    if ui.small_button("Cancel").clicked() {
+                        confirm = Some(None);
+                    }
+                });
+            }
             ui.small(format!("{} · {}", p.role, p.id.short()));
         }
     });
+    if let Some(c) = confirm {
+        st.confirm_remove = c;
+    }
+    if let Some(id) = remove {
+        command = Some(st.remove(id));
+    }
     if let Some(id) = pick {
         // Clicking a name addresses the next signal to that person.
         st.composer.target = TargetChoice::One(Some(id));

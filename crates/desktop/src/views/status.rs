@@ -3,6 +3,8 @@
 use super::symbols;
 use crate::backend::Command;
 use crate::settings::Theme;
+use signalbox_proto::LeftReason;
+
 use crate::state::{AppState, ConnState, Tab};
 
 /// Title, session, tabs, host toggle, theme, leave.
@@ -69,13 +71,7 @@ pub fn status_bar(ui: &mut egui::Ui, st: &mut AppState) {
                 egui::Color32::from_rgb(240, 170, 40),
                 format!("Reconnecting to {address}… ({message})"),
             ),
-            ConnState::Disconnected { reason, message } => (
-                egui::Color32::from_rgb(220, 80, 60),
-                format!(
-                    "Disconnected{}: {message}",
-                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                ),
-            ),
+            ConnState::Disconnected { reason, message } => disconnected(*reason, message),
         };
         let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
         ui.painter().circle_filled(rect.center(), 4.5, dot);
@@ -94,6 +90,10 @@ pub fn status_bar(ui: &mut egui::Ui, st: &mut AppState) {
             ui.separator();
             ui.label(format!("hosting :{}", info.quic_addr.port()));
         }
+        if let Some(left) = st.expire_notice(std::time::Instant::now()) {
+            // Wake up when a transient notice is due to go.
+            ui.ctx().request_repaint_after(left);
+        }
         if let Some(notice) = st.notice.clone() {
             ui.separator();
             ui.label(notice);
@@ -103,7 +103,28 @@ pub fn status_bar(ui: &mut egui::Ui, st: &mut AppState) {
                 .clicked()
             {
                 st.notice = None;
+                st.notice_until = None;
             }
         }
     });
+}
+
+/// The status of a connection that ended, in words: leaving on purpose is not an error.
+pub(super) fn disconnected(reason: Option<LeftReason>, message: &str) -> (egui::Color32, String) {
+    let red = egui::Color32::from_rgb(220, 80, 60);
+    let amber = egui::Color32::from_rgb(240, 170, 40);
+    match reason {
+        Some(LeftReason::ClientDisconnected) => (egui::Color32::GRAY, "Left the session".into()),
+        Some(LeftReason::RelayShutdown) => (amber, "The relay stopped".into()),
+        Some(LeftReason::ForceDisconnected) => {
+            (red, format!("Removed from the session: {message}"))
+        }
+        Some(LeftReason::SlowConsumer) => (
+            red,
+            "Disconnected: this app did not keep up with the signals".into(),
+        ),
+        Some(LeftReason::NetworkDisconnected) | None => {
+            (red, format!("Connection lost: {message}"))
+        }
+    }
 }
