@@ -66,6 +66,7 @@ impl SignalboxApp {
         });
         let st = &mut self.state;
         let mut commands: Vec<Command> = Vec::new();
+        close_while_hosting(&ctx, st, &mut commands);
         egui::Panel::top("top").show(ui, |ui| commands.extend(views::top_bar(ui, st)));
         egui::Panel::bottom("status").show(ui, |ui| views::status_bar(ui, st));
         if st.host.visible {
@@ -109,6 +110,61 @@ impl SignalboxApp {
             self.backend.send(c);
         }
     }
+}
+
+/// Closing the window while the app hosts a relay asks whether to keep hosting: in the
+/// background (the same relay, port and invites, in a process of its own), or not.
+fn close_while_hosting(ctx: &egui::Context, st: &mut AppState, commands: &mut Vec<Command>) {
+    let hosting = st.host.running.clone();
+    if ctx.input(|i| i.viewport().close_requested())
+        && hosting.is_some()
+        && !st.host.close_confirmed
+    {
+        ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+        st.host.asking_close = true;
+    }
+    if st.host.close_confirmed && st.host.close_after_move {
+        // The relay runs in the background now.
+        st.host.close_after_move = false;
+        ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+    }
+    if !st.host.asking_close {
+        return;
+    }
+    let Some(info) = hosting else {
+        st.host.asking_close = false;
+        return;
+    };
+    egui::Modal::new(egui::Id::unique("keep-hosting")).show(ctx, |ui| {
+        ui.heading("Keep hosting?");
+        ui.label(format!(
+            "This app hosts the relay of session {}. Keep it running after the window closes?",
+            info.invite.session
+        ));
+        ui.weak("In the background, the same invites keep working; the app shows it again when it starts.");
+        ui.add_space(6.0);
+        ui.horizontal(|ui| {
+            if ui.button("Keep hosting in the background").clicked() {
+                st.host.asking_close = false;
+                match st.host.start_options(&st.settings, info.invite.session.clone()) {
+                    Some(options) => {
+                        st.host.busy = true;
+                        st.host.close_after_move = true;
+                        commands.push(Command::MoveToBackground(options));
+                    }
+                    None => st.host.error = Some("no data directory for the relay".into()),
+                }
+            }
+            if ui.button("Stop hosting and close").clicked() {
+                st.host.asking_close = false;
+                st.host.close_confirmed = true;
+                ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+            if ui.button("Cancel").clicked() {
+                st.host.asking_close = false;
+            }
+        });
+    });
 }
 
 impl eframe::App for SignalboxApp {

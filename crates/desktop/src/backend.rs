@@ -64,6 +64,29 @@ pub enum Command {
     Discover(BrowseOptions),
     /// Stop the hosted relay (everyone is told `relayShutdown`).
     StopHost,
+    /// Start a relay process that outlives the window (and, with `autostart`, starts at
+    /// login).
+    StartBackground {
+        /// How.
+        options: crate::background::StartOptions,
+        /// Write (or remove) the XDG autostart entry.
+        autostart: bool,
+    },
+    /// Look for a relay running from this data directory in another process; keep showing
+    /// it (its people are read every two seconds).
+    FindBackground {
+        /// The data directory (`None`: the default one).
+        data_dir: Option<std::path::PathBuf>,
+        /// The session its invites are for.
+        session: String,
+    },
+    /// Remove someone from the background relay's session.
+    KickBackground(ConnectionId),
+    /// Stop the background relay (everyone is told `relayShutdown`).
+    StopBackground,
+    /// The window is closing and the user keeps hosting: stop the relay in this app and
+    /// start the same one in the background (same port, data directory and session).
+    MoveToBackground(crate::background::StartOptions),
 }
 
 /// What the backend reports.
@@ -159,6 +182,12 @@ pub enum Event {
     HostStarted(Box<HostInfo>),
     /// The hosted relay stopped.
     HostStopped,
+    /// A relay running from this data directory in another process, or none.
+    Background(Option<Box<crate::background::BackgroundView>>),
+    /// Starting, managing or stopping the background relay failed.
+    BackgroundFailed(String),
+    /// The hosted relay now runs in the background: the window may close.
+    MovedToBackground,
     /// The hosted relay could not start.
     HostFailed(String),
     /// A relay on the LAN announced itself or went away.
@@ -301,6 +330,12 @@ struct State {
     joining: Option<(Joining, String)>,
     relay: Option<RelayHandle>,
     browser: Option<Browser>,
+    /// The background relay shown: where it runs, its data directory and session.
+    background: Option<(
+        signalbox_relay::tokens::RunningRelay,
+        std::path::PathBuf,
+        String,
+    )>,
 }
 
 async fn run(mut commands: mpsc::UnboundedReceiver<Command>, out: Outbox) {
@@ -309,6 +344,7 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, out: Outbox) {
         joining: None,
         relay: None,
         browser: None,
+        background: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -345,11 +381,12 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, out: Outbox) {
                 Some(found) => out.send(Event::Nearby(found)).await,
                 None => st.browser = None,
             },
-            _ = tick.tick(), if st.client.is_some() => {
+            _ = tick.tick(), if st.client.is_some() || st.background.is_some() => {
                 if let Some((client, _)) = &st.client {
                     let (received, sent) = client.counts();
                     out.send(Event::Stats { rtt: client.rtt(), received, sent }).await;
                 }
+                refresh_background(&mut st, out.clone()).await;
             },
         }
     }
@@ -520,6 +557,77 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
             Ok(browser) => st.browser = Some(browser),
             Err(e) => out.send(Event::DiscoveryFailed(e.to_string())).await,
         },
+        Command::StartBackground { options, autostart } => {
+            if let Err(e) = crate::background::set_autostart(&options, autostart) {
+                out.send(Event::BackgroundFailed(format!(
+                    "cannot write the autostart entry: {e}"
+                )))
+                .await;
+            }
+            match crate::background::start(&options).await {
+                Ok(relay) => {
+                    st.background =
+                        Some((relay, options.data_dir.clone(), options.session.to_string()));
+                    refresh_background(st, out.clone()).await;
+                }
+                Err(e) => out.send(Event::BackgroundFailed(e)).await,
+            }
+        }
+        Command::FindBackground { data_dir, session } => {
+            let dir = match data_dir.map_or_else(signalbox_relay::paths::data_dir, Ok) {
+                Ok(d) => d,
+                Err(_) => return,
+            };
+            match crate::background::find(&dir).await {
+                Some(relay) => {
+                    st.background = Some((relay, dir, session));
+                    refresh_background(st, out.clone()).await;
+                }
+                None => out.send(Event::Background(None)).await,
+            }
+        }
+        Command::KickBackground(id) => {
+            if let Some((relay, dir, session)) = &st.background {
+                let view = crate::background::view(relay, dir, session).await;
+                let done = match view {
+                    Ok(view) => crate::background::kick(&view, id).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = done {
+                    out.send(Event::BackgroundFailed(e)).await;
+                }
+                refresh_background(st, out.clone()).await;
+            }
+        }
+        Command::StopBackground => {
+            if let Some((relay, _, _)) = st.background.take() {
+                if let Err(e) = crate::background::stop(&relay).await {
+                    out.send(Event::BackgroundFailed(e)).await;
+                }
+                out.send(Event::Background(None)).await;
+            }
+        }
+        Command::MoveToBackground(mut options) => {
+            if let Some(relay) = st.relay.take() {
+                // The same UDP port, so the invites handed out stay good (the data directory
+                // keeps the certificate and the secret).
+                options.port = relay.quic_addr().port();
+                if let Some((client, _)) = st.client.take() {
+                    client.leave().await;
+                }
+                relay.shutdown().await;
+                out.send(Event::HostStopped).await;
+            }
+            match crate::background::start(&options).await {
+                Ok(relay) => {
+                    st.background =
+                        Some((relay, options.data_dir.clone(), options.session.to_string()));
+                    refresh_background(st, out.clone()).await;
+                    out.send(Event::MovedToBackground).await;
+                }
+                Err(e) => out.send(Event::BackgroundFailed(e)).await,
+            }
+        }
         Command::StopHost => {
             if let Some(relay) = st.relay.take() {
                 // Joined to the relay being stopped: leave it rather than reconnect to it.
@@ -627,4 +735,19 @@ async fn forward(event: ClientEvent, st: &mut State, out: &Outbox) {
         }
     };
     out.send(event).await;
+}
+
+/// Reads the background relay's people again and tells the UI (or that it is gone).
+async fn refresh_background(st: &mut State, out: Outbox) {
+    let Some((relay, dir, session)) = &st.background else {
+        return;
+    };
+    match crate::background::view(relay, dir, session).await {
+        Ok(view) => out.send(Event::Background(Some(Box::new(view)))).await,
+        Err(_) => {
+            // It stopped (or was stopped elsewhere).
+            st.background = None;
+            out.send(Event::Background(None)).await;
+        }
+    }
 }

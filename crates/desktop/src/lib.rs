@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod background;
 pub mod demo;
 pub mod log;
 pub mod settings;
@@ -65,6 +66,12 @@ pub fn run(options: Options) -> eframe::Result {
             app.command(backend::Command::Discover(
                 signalbox_client::discovery::BrowseOptions::default(),
             ));
+            // A relay this machine hosts in the background (from an earlier window, a user
+            // unit, or login) is shown in the Host panel.
+            app.command(backend::Command::FindBackground {
+                data_dir: None,
+                session: app.state.settings.host_session.clone(),
+            });
             if options.demo {
                 match demo::Demo::start() {
                     Ok(demo) => {

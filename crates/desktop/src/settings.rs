@@ -86,6 +86,12 @@ pub struct Settings {
     pub host_session: String,
     /// Whether a hosted relay announces itself on the LAN.
     pub host_announce: bool,
+    /// Host in a process of its own that keeps running after the window closes.
+    #[serde(default)]
+    pub host_background: bool,
+    /// Start that background relay at login (an XDG autostart entry).
+    #[serde(default)]
+    pub host_autostart: bool,
     /// Relay names and the certificate fingerprints first seen for them (trust on first use).
     pub known_relays: signalbox_proto::discovery::KnownRelays,
 }
@@ -108,6 +114,8 @@ impl Default for Settings {
             host_open: false,
             host_session: "lobby".into(),
             host_announce: true,
+            host_background: false,
+            host_autostart: false,
             known_relays: Default::default(),
         }
     }

@@ -214,6 +214,43 @@ pub struct HostPanel {
     pub data_dir: Option<std::path::PathBuf>,
     /// The mDNS port its announcement uses (tests); the standard 5353 when `None`.
     pub mdns_port: Option<u16>,
+    /// A relay running from this machine's data directory in another process (started in
+    /// the background by this app or another, by a systemd user unit, or at login).
+    pub background: Option<crate::background::BackgroundView>,
+    /// The `signalbox` executable a background relay runs (`None`: this one).
+    pub exe: Option<std::path::PathBuf>,
+    /// The window asked to close while hosting: the user is asked whether to keep hosting.
+    pub asking_close: bool,
+    /// The user chose: the window may close now (or once the relay moved).
+    pub close_confirmed: bool,
+    /// Close once the relay runs in the background.
+    pub close_after_move: bool,
+    /// The background relay's participant whose removal the user is asked to confirm.
+    pub confirm_kick: Option<ConnectionId>,
+}
+
+impl HostPanel {
+    /// How a background relay of these settings starts.
+    pub fn start_options(
+        &self,
+        settings: &Settings,
+        session: SessionId,
+    ) -> Option<crate::background::StartOptions> {
+        let data_dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => signalbox_relay::paths::data_dir().ok()?,
+        };
+        Some(crate::background::StartOptions {
+            exe: self.exe.clone().or_else(|| std::env::current_exe().ok())?,
+            data_dir,
+            port: settings.host_port,
+            session,
+            open: settings.host_open,
+            announce: settings.host_announce,
+            loopback_only: self.loopback_only,
+            mdns_port: self.mdns_port,
+        })
+    }
 }
 
 /// A relay found on the LAN, and when its announcement was last reported (it leaves the list
@@ -719,6 +756,21 @@ impl AppState {
                 self.host.running = Some(*info);
                 self.host.busy = false;
                 self.host.error = None;
+            }
+            Event::Background(view) => {
+                self.host.background = view.map(|v| *v);
+                self.host.busy = false;
+            }
+            Event::BackgroundFailed(e) => {
+                self.host.busy = false;
+                self.host.error = Some(e);
+                self.host.close_after_move = false;
+            }
+            Event::MovedToBackground => {
+                self.host.busy = false;
+                if self.host.close_after_move {
+                    self.host.close_confirmed = true;
+                }
             }
             Event::HostStopped => {
                 self.host.running = None;

@@ -917,3 +917,153 @@ fn chat_groups_a_senders_messages() {
     let time = &h.state().state.chat[0].time;
     h.get_by_label(&time[..5]);
 }
+
+/// The `signalbox` binary a background relay runs (built by `cargo test --workspace`).
+fn signalbox_exe() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let exe = target.join("debug/signalbox");
+    assert!(
+        exe.is_file(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        exe.display()
+    );
+    exe
+}
+
+/// Hosting that outlives the window: the Host panel starts the relay as a process of its
+/// own; closing the window leaves it running; the next app finds it (through its REST API,
+/// with a token from the same data directory) and shows its people, removes one, stops it.
+#[test]
+fn hosting_in_the_background_outlives_the_window() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    {
+        let st = &mut h.state_mut().state;
+        st.host.exe = Some(signalbox_exe());
+        st.host.loopback_only = true;
+        st.settings.host_port = 0;
+        st.settings.host_announce = false;
+        st.settings.host_background = true;
+    }
+    click(&mut h, "Host a relay on this machine…");
+    click(&mut h, "Start relay");
+    wait_for(&mut h, "the background relay", |a| {
+        a.state.host.background.is_some()
+    });
+    h.get_by_label_contains("Running in the background");
+    let view = h.state().state.host.background.clone().unwrap();
+    let pid = view.relay.pid;
+    assert_ne!(pid, std::process::id(), "a process of its own");
+    let (guest, mut guest_ev) = env
+        .rt
+        .block_on(Client::connect({
+            let mut o = view
+                .invite
+                .to_string()
+                .parse::<ConnectOptions>()
+                .unwrap()
+                .with_name("guest");
+            o.reconnect = false;
+            o
+        }))
+        .unwrap();
+    assert_eq!(guest.me().role, Role::Publisher);
+    wait_for(&mut h, "the guest in the panel", |a| {
+        a.state
+            .host
+            .background
+            .as_ref()
+            .is_some_and(|b| b.people.iter().any(|p| p.name == "guest"))
+    });
+    // The window closes; the relay stays.
+    drop(h);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(guest.is_connected(), "the relay outlived the window");
+    // The next app finds it.
+    let mut h = app_at_default_size(&home);
+    h.state_mut().state.host.visible = true;
+    h.state_mut()
+        .command(signalbox_desktop::backend::Command::FindBackground {
+            data_dir: Some(home.path().to_owned()),
+            session: "lobby".into(),
+        });
+    wait_for(&mut h, "the relay found again", |a| {
+        a.state
+            .host
+            .background
+            .as_ref()
+            .is_some_and(|b| b.relay.pid == pid && !b.people.is_empty())
+    });
+    h.get_by_label("guest");
+    click(&mut h, "Remove");
+    click(&mut h, "Yes, remove");
+    assert_eq!(
+        env.disconnected(&mut guest_ev),
+        LeftReason::ForceDisconnected
+    );
+    click(&mut h, "Stop relay");
+    wait_for(&mut h, "the relay to stop", |a| {
+        a.state.host.background.is_none()
+    });
+    assert!(
+        signalbox_relay::tokens::RunningRelay::read(home.path()).is_none(),
+        "it stopped and forgot its record"
+    );
+}
+
+/// Closing the window while hosting asks; "Keep hosting in the background" moves the relay
+/// to a process of its own on the same port, so the invites handed out keep working.
+#[test]
+fn closing_while_hosting_asks_and_can_keep_hosting() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    {
+        let st = &mut h.state_mut().state;
+        st.host.exe = Some(signalbox_exe());
+        st.host.loopback_only = true;
+        st.settings.host_port = 0;
+        st.settings.host_announce = false;
+    }
+    click(&mut h, "Host a relay on this machine…");
+    click(&mut h, "Start relay");
+    wait_for(&mut h, "the relay to start", |a| {
+        a.state.host.running.is_some()
+    });
+    let info = h.state().state.host.running.clone().unwrap();
+    // The window is asked to close.
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    h.run();
+    h.get_by_label("Keep hosting?");
+    click(&mut h, "Keep hosting in the background");
+    wait_for(&mut h, "the move", |a| {
+        a.state.host.background.is_some() && a.state.host.running.is_none()
+    });
+    let view = h.state().state.host.background.clone().unwrap();
+    assert_eq!(
+        view.relay.quic.port(),
+        info.quic_addr.port(),
+        "the same port"
+    );
+    // An invite handed out before still works.
+    let (guest, _) = env
+        .rt
+        .block_on(Client::connect(
+            info.invite.to_string().parse::<ConnectOptions>().unwrap(),
+        ))
+        .unwrap();
+    assert!(guest.is_connected());
+    env.rt.block_on(guest.leave());
+    click(&mut h, "Stop relay");
+    wait_for(&mut h, "the relay to stop", |a| {
+        a.state.host.background.is_none()
+    });
+}

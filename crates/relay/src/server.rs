@@ -354,6 +354,13 @@ impl Relay {
         } else {
             None
         };
+        crate::tokens::RunningRelay {
+            pid: std::process::id(),
+            quic: quic_addr,
+            http: http_addr,
+            open: shared.config.open,
+        }
+        .write(&data_dir)?;
         tracing::info!(%quic_addr, fingerprint = %identity.fingerprint, open = shared.config.open, "relay started");
         Ok(RelayHandle {
             quic_addr,
@@ -508,6 +515,8 @@ impl RelayHandle {
 
     /// Closes every connection with `relayShutdown`, then waits (briefly) for every task.
     pub async fn shutdown(mut self) {
+        // Stopping: no longer to be found by tools on this machine.
+        crate::tokens::RunningRelay::remove(&self.data_dir);
         if let Some(announcer) = self.announcer.take() {
             announcer.withdraw().await;
         }

@@ -401,3 +401,42 @@ mod tests {
         assert!(b.verify(&t, "s").is_ok());
     }
 }
+
+/// The file in the data directory where a running relay says where it is.
+const RUNNING_FILE: &str = "running.json";
+
+/// A relay running from a data directory, as it records itself at start: a tool on the same
+/// machine (the app) finds it, manages it through its REST API with a token made from the
+/// same secret, and stops it by its process id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunningRelay {
+    /// Its process.
+    pub pid: u32,
+    /// Its QUIC address.
+    pub quic: std::net::SocketAddr,
+    /// Its REST API, when it serves one.
+    pub http: Option<std::net::SocketAddr>,
+    /// Whether it accepts joins without a token.
+    pub open: bool,
+}
+
+impl RunningRelay {
+    /// The record in `data_dir`, if a relay wrote one (it may have stopped since: check its
+    /// `/healthz`).
+    pub fn read(data_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(data_dir.join(RUNNING_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub(crate) fn write(&self, data_dir: &Path) -> Result<(), FileError> {
+        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        files::write_public(&data_dir.join(RUNNING_FILE), &json)
+    }
+
+    /// Forgets the record, if it is still this process's.
+    pub(crate) fn remove(data_dir: &Path) {
+        if Self::read(data_dir).is_some_and(|r| r.pid == std::process::id()) {
+            let _ = std::fs::remove_file(data_dir.join(RUNNING_FILE));
+        }
+    }
+}

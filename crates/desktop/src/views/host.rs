@@ -16,6 +16,13 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
         }
     });
     ui.separator();
+    if let Some(view) = st.host.background.clone() {
+        command = background_panel(ui, st, &view);
+        if let Some(e) = &st.host.error {
+            super::error_text(ui, e);
+        }
+        return command;
+    }
     match st.host.running.clone() {
         None => {
             ui.label("Run a relay in this app, so others on your network can join you.");
@@ -35,6 +42,17 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
                 "Announce on the LAN (people nearby see it in their join screen)",
             )
             .on_hover_text("mDNS / DNS-SD: its name, address, fingerprint, mode and this session");
+            ui.checkbox(
+                &mut st.settings.host_background,
+                "Keep it running after this window closes",
+            )
+            .on_hover_text(
+                "Runs the relay as a process of its own; the app finds it again when it starts",
+            );
+            ui.add_enabled_ui(st.settings.host_background, |ui| {
+                ui.checkbox(&mut st.settings.host_autostart, "Start it when I log in")
+                    .on_hover_text("Adds an entry to your desktop's autostart");
+            });
             let session = SessionId::new(st.settings.host_session.trim());
             if let Err(e) = &session {
                 super::error_text(ui, &e.to_string());
@@ -48,15 +66,30 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             {
                 st.host.busy = true;
                 st.host.error = None;
-                command = Some(Command::StartHost {
-                    port: st.settings.host_port,
-                    open: st.settings.host_open,
-                    session,
-                    loopback_only: st.host.loopback_only,
-                    data_dir: st.host.data_dir.clone(),
-                    announce: st.settings.host_announce,
-                    mdns_port: st.host.mdns_port,
-                });
+                if st.settings.host_background {
+                    match st.host.start_options(&st.settings, session) {
+                        Some(options) => {
+                            command = Some(Command::StartBackground {
+                                options,
+                                autostart: st.settings.host_autostart,
+                            });
+                        }
+                        None => {
+                            st.host.busy = false;
+                            st.host.error = Some("no data directory for the relay".into());
+                        }
+                    }
+                } else {
+                    command = Some(Command::StartHost {
+                        port: st.settings.host_port,
+                        open: st.settings.host_open,
+                        session,
+                        loopback_only: st.host.loopback_only,
+                        data_dir: st.host.data_dir.clone(),
+                        announce: st.settings.host_announce,
+                        mdns_port: st.host.mdns_port,
+                    });
+                }
             }
             if st.host.busy {
                 ui.spinner();
@@ -131,4 +164,88 @@ fn invite_text(ui: &mut egui::Ui, invite: &str) {
             .wrap()
             .selectable(true),
     );
+}
+
+/// A relay running from this machine's data directory in another process: where, its
+/// invites, who is there (with Remove), Join, Stop.
+fn background_panel(
+    ui: &mut egui::Ui,
+    st: &mut AppState,
+    view: &crate::background::BackgroundView,
+) -> Option<Command> {
+    let mut command = None;
+    ui.label(format!(
+        "Running in the background (process {}) on UDP port {}; it keeps running when this \
+         window closes.",
+        view.relay.pid,
+        view.relay.quic.port()
+    ));
+    if let Some(fp) = &view.invite.fingerprint {
+        ui.label(egui::RichText::new("Fingerprint").strong());
+        ui.monospace(fp.short()).on_hover_text(fp.to_string());
+    }
+    ui.label(egui::RichText::new("Invite for participants").strong());
+    let invite = view.invite.to_string();
+    invite_text(ui, &invite);
+    if ui.button("Copy invite").clicked() {
+        ui.ctx().copy_text(invite);
+        st.notify("Invite copied.");
+    }
+    ui.label(egui::RichText::new("Moderator invite").strong());
+    let moderator = view.moderator_invite.to_string();
+    invite_text(ui, &moderator);
+    if ui.button("Copy moderator invite").clicked() {
+        ui.ctx().copy_text(moderator);
+        st.notify("Moderator invite copied.");
+    }
+    ui.label(
+        egui::RichText::new(format!(
+            "In session {} ({})",
+            view.session,
+            view.people.len()
+        ))
+        .strong(),
+    );
+    if view.people.is_empty() {
+        ui.weak("Nobody yet.");
+    }
+    for p in &view.people {
+        ui.horizontal(|ui| {
+            ui.label(&p.name)
+                .on_hover_text(format!("{}\n{}", p.id, p.role));
+            if st.host.confirm_kick == Some(p.id) {
+                if ui.small_button("Yes, remove").clicked() {
+                    st.host.confirm_kick = None;
+                    command = Some(Command::KickBackground(p.id));
+                }
+                if ui.small_button("Cancel").clicked() {
+                    st.host.confirm_kick = None;
+                }
+            } else if ui
+                .small_button("Remove")
+                .on_hover_text(format!("Remove {} from the session", p.name))
+                .clicked()
+            {
+                st.host.confirm_kick = Some(p.id);
+            }
+        });
+    }
+    ui.add_space(6.0);
+    ui.horizontal(|ui| {
+        if ui.button("Join my relay").clicked() {
+            let mut options = ConnectOptions::from_invite(&view.local_invite);
+            if !st.settings.name.trim().is_empty() {
+                options.name = Some(st.settings.name.trim().to_owned());
+            }
+            command = Some(Command::Connect(options));
+        }
+        if ui
+            .add_enabled(!st.host.busy, egui::Button::new("Stop relay"))
+            .clicked()
+        {
+            st.host.busy = true;
+            command = Some(Command::StopBackground);
+        }
+    });
+    command
 }
