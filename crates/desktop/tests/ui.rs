@@ -503,7 +503,12 @@ fn the_log_stays_virtualised_with_100_000_rows() {
         h.step();
     }
     let per_frame = start.elapsed() / FRAMES;
-    eprintln!("log with 100 000 rows: {per_frame:?} per frame (debug build, no rendering)");
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    eprintln!("log with 100 000 rows: {per_frame:?} per frame ({build} build, no rendering)");
     // Auto-scroll shows the newest rows; only a screenful exists as widgets.
     h.get_by_label("row 99999");
     assert!(h.query_by_label("row 50000").is_none());
@@ -740,12 +745,18 @@ fn large_data_keeps_the_composer_in_view_and_files_attach() {
     let mut h = app_at_default_size(&home);
     join(&mut h, &env.invite(Role::Publisher, None), "alice");
     let send_before = h.get_by_label("Send").rect();
+    let type_before = h.get_by_label("Type").rect();
     for data in ["x".repeat(9000), "line of text\n".repeat(700)] {
         h.state_mut().state.composer.data = data;
         h.run();
         assert!(in_view(&h, "Send"), "Send stays in view");
         assert!(in_view(&h, "Ping"));
         assert_eq!(h.get_by_label("Send").rect(), send_before, "nothing moved");
+        assert_eq!(
+            h.get_by_label("Type").rect(),
+            type_before,
+            "nothing moved above either"
+        );
         let limit = h.get_by_label_contains("the limit is 8192");
         assert!(
             egui::Rect::from_min_size(egui::Pos2::ZERO, DEFAULT_SIZE).contains_rect(limit.rect()),
@@ -819,6 +830,14 @@ fn the_data_column_stays_and_a_row_opens_its_details() {
             .all(|r| window.contains_rect(*r) && r.width() > 25.0),
         "the Data column is in view: {data:?}"
     );
+    // The data itself is in view, not cut at the panel's edge.
+    let cell = h.get_by_label_contains(r#"{"x":1"#).rect();
+    assert!(window.contains_rect(cell), "the data is in view: {cell:?}");
+    let central_right = h.get_by_label("Control pad").rect().min.x;
+    assert!(
+        cell.max.x <= central_right,
+        "{cell:?} reaches under the pad at {central_right}"
+    );
     h.get_by_label_contains(r#"{"x":1"#).click();
     h.run();
     h.get_by_label("Signal details");
@@ -839,8 +858,19 @@ fn presence_in_the_log_notices_expire_and_leaving_is_not_an_error() {
     wait_for(&mut h, "carol's join", |a| {
         a.state.peers.iter().any(|p| p.name == "carol")
     });
+    // Carol is chosen as the recipient, then leaves: the composer goes back to everyone,
+    // saying so quietly (not a red "choose who to send to").
+    let carol_id = carol.me().id;
+    h.state_mut().state.composer.target =
+        signalbox_desktop::state::TargetChoice::One(Some(carol_id));
     env.rt.block_on(carol.leave());
     wait_for(&mut h, "carol's leave", |a| a.state.peers.is_empty());
+    assert_eq!(
+        h.state().state.composer.target,
+        signalbox_desktop::state::TargetChoice::Everyone
+    );
+    h.get_by_label("carol left; signals go to everyone now");
+    assert!(h.query_by_label("choose who to send to").is_none());
     h.get_by_label("joined (publisher)");
     h.get_by_label("left (clientDisconnected)");
     type_into(&mut h, "text", "left");
@@ -880,6 +910,14 @@ fn join_errors_speak_plainly_and_clear_on_edit() {
     // Typing again clears it.
     type_into(&mut h, "Invite", " ");
     assert!(h.state().state.join.error.is_none());
+    // The wrong fingerprint: one line, not four lines of hex.
+    let mut wrong = invite.clone();
+    wrong.fingerprint = Some(Fingerprint([7; 32]));
+    h.state_mut().state.join.invite = wrong.to_string();
+    click(&mut h, "Join");
+    wait_for(&mut h, "the mismatch", |a| a.state.join.error.is_some());
+    h.get_by_label_contains("This is not the relay you were invited to");
+    h.state_mut().state.join.error = None;
     // Garbage.
     h.state_mut().state.join.invite = "hello there".into();
     click(&mut h, "Join");
@@ -1066,4 +1104,34 @@ fn closing_while_hosting_asks_and_can_keep_hosting() {
     wait_for(&mut h, "the relay to stop", |a| {
         a.state.host.background.is_none()
     });
+}
+
+/// A one-shot sender's signal often arrives after its `left` (presence and signals travel on
+/// different streams): the log still names it.
+#[test]
+fn a_one_shot_senders_signal_shows_its_name() {
+    let env = Env::new();
+    let home = home();
+    let mut h = app_at_default_size(&home);
+    join(&mut h, &env.invite(Role::Publisher, None), "alice");
+    let (script, _ev) = env.peer("script");
+    env.rt.block_on(async {
+        script
+            .send(Signal::to_all("robot", "forward"))
+            .await
+            .unwrap()
+            .accepted()
+            .await
+            .unwrap();
+        script.leave().await;
+    });
+    wait_for(&mut h, "the signal", |a| {
+        (0..a.state.log.shown_len())
+            .any(|i| a.state.log.shown(i).is_some_and(|r| r.data == "forward"))
+    });
+    let row = (0..h.state().state.log.shown_len())
+        .filter_map(|i| h.state().state.log.shown(i).cloned())
+        .find(|r| r.data == "forward")
+        .unwrap();
+    assert_eq!(row.sender, "script");
 }

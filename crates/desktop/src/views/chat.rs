@@ -36,8 +36,26 @@ pub fn chat_view(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
                 ui.with_layout(layout, |ui| {
                     // As wide as the text (up to a reading width), not the whole row.
                     let bubble = egui::Frame::group(ui.style()).corner_radius(8.0);
+                    // The widest line it holds (text, header, receipt), up to 420 px.
+                    let body = egui::TextStyle::Body.resolve(ui.style());
+                    let wide = |t: &str| {
+                        ui.fonts_mut(|f| f.layout_no_wrap(t.to_owned(), body.clone(), weak))
+                            .size()
+                            .x
+                    };
+                    let header = format!(
+                        "{}{} 00:00",
+                        if m.mine { "me" } else { &m.from },
+                        m.to.as_ref()
+                            .map(|t| format!(" {} {t}", symbols::TO))
+                            .unwrap_or_default()
+                    );
+                    let width = [wide(&m.text), wide(&header), wide("✔ read by 99"), 60.0]
+                        .into_iter()
+                        .fold(0.0f32, f32::max)
+                        .min(420.0);
                     bubble.show(ui, |ui| {
-                        ui.set_max_width(420.0);
+                        ui.set_max_width(width);
                         ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
                             if !grouped {
                                 let to =

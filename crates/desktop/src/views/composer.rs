@@ -118,17 +118,18 @@ pub fn composer(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
         "e.g. chat, robot, cursor",
     );
     let data = ui
-        .horizontal(|ui| {
+        .horizontal_top(|ui| {
             let l = ui.label("Data");
             egui::ScrollArea::vertical()
                 .id_salt("composer-data")
                 .max_height(DATA_HEIGHT)
                 .min_scrolled_height(DATA_HEIGHT)
-                .auto_shrink([false, true])
+                // Always the same height, empty or full: nothing above or below it moves.
+                .auto_shrink([false, false])
                 .show(ui, |ui| {
                     ui.add(
                         egui::TextEdit::multiline(&mut st.composer.data)
-                            .desired_rows(2)
+                            .desired_rows(4)
                             .desired_width(f32::INFINITY)
                             .hint_text("the message (Ctrl+Enter sends), or drop a file here"),
                     )

@@ -44,7 +44,7 @@ pub fn log_view(ui: &mut egui::Ui, st: &mut AppState) {
                 Err(e) => st.warn(format!("Cannot export the log: {e}")),
             }
         }
-        ui.weak(format!("{} of {} rows", st.log.shown_len(), st.log.len()));
+        ui.weak(format!("{}/{} rows", st.log.shown_len(), st.log.len()));
     });
     st.log.set_filter(filter);
     ui.separator();
@@ -62,36 +62,49 @@ pub fn log_view(ui: &mut egui::Ui, st: &mut AppState) {
     let mut clicked = None;
     // The Data column is the one that matters: the others start narrow (and are resizable),
     // Data keeps at least DATA_MIN, and a window too narrow for them all scrolls sideways.
+    // What is visible: a panel beside this one may overlap the area egui gives it.
+    let available = ui
+        .available_width()
+        .min(ui.clip_rect().right() - ui.cursor().left());
     egui::ScrollArea::horizontal()
         .id_salt("log-sideways")
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            let width = ui.available_width().max(TIME_WIDTH + 3.0 * 48.0 + DATA_MIN);
+            let width = available.max(TIME_WIDTH + 3.0 * 40.0 + DATA_MIN);
             ui.set_min_width(width);
+            // Narrow (a side panel open): From, To and Type start narrow enough that Data
+            // keeps most of the room. Each mode remembers its own resized widths.
+            let narrow = available < TIME_WIDTH + 3.0 * 88.0 + 2.0 * DATA_MIN;
+            let side = if narrow {
+                ((available - TIME_WIDTH - 1.5 * DATA_MIN) / 3.0).clamp(40.0, 88.0)
+            } else {
+                88.0
+            };
             // A click anywhere on a row opens it (cell text is not selectable here; the
             // details are).
             ui.style_mut().interaction.selectable_labels = false;
             TableBuilder::new(ui)
+                .id_salt(if narrow { "log-narrow" } else { "log-wide" })
                 .striped(true)
                 .sense(egui::Sense::click())
                 .stick_to_bottom(st.auto_scroll)
                 .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
                 .column(Column::exact(TIME_WIDTH))
                 .column(
-                    Column::initial(88.0)
-                        .at_least(48.0)
+                    Column::initial(side)
+                        .at_least(40.0)
                         .clip(true)
                         .resizable(true),
                 )
                 .column(
-                    Column::initial(88.0)
-                        .at_least(48.0)
+                    Column::initial(side)
+                        .at_least(40.0)
                         .clip(true)
                         .resizable(true),
                 )
                 .column(
-                    Column::initial(88.0)
-                        .at_least(48.0)
+                    Column::initial(side)
+                        .at_least(40.0)
                         .clip(true)
                         .resizable(true),
                 )
