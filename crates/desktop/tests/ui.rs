@@ -64,6 +64,18 @@ impl Env {
         self.rt.block_on(Client::connect(options)).unwrap()
     }
 
+    /// "guest" joins with `invite`; it reports a relay that stops rather than waiting for it
+    /// to return.
+    fn guest(&self, invite: &signalbox_proto::Invite) -> (Client, Events) {
+        let mut o = invite
+            .to_string()
+            .parse::<ConnectOptions>()
+            .unwrap()
+            .with_name("guest");
+        o.reconnect = false;
+        self.rt.block_on(Client::connect(o)).unwrap()
+    }
+
     fn next_signal(&self, events: &mut Events) -> ReceivedSignal {
         self.rt.block_on(async {
             tokio::time::timeout(WAIT, async {
@@ -429,20 +441,7 @@ fn host_a_relay_share_its_invite_and_stop_it() {
     assert_eq!(participant.me().role, Role::Publisher);
     assert!(!info.open, "hosting defaults to token mode");
     // Someone else joins with the moderator invite shown.
-    let (guest, mut guest_ev) = env
-        .rt
-        .block_on(Client::connect({
-            let mut o = info
-                .moderator_invite
-                .to_string()
-                .parse::<ConnectOptions>()
-                .unwrap()
-                .with_name("guest");
-            // This guest reports the shutdown rather than waiting for the relay to return.
-            o.reconnect = false;
-            o
-        }))
-        .unwrap();
+    let (guest, mut guest_ev) = env.guest(&info.moderator_invite);
     assert_eq!(guest.me().role, Role::Moderator);
     // The app joins its own relay in one click and sees the guest.
     click(&mut h, "Join my relay");
@@ -970,6 +969,21 @@ fn signalbox_exe() -> std::path::PathBuf {
     exe
 }
 
+/// The app, set to host on loopback (any port, not announced), in the background or not.
+fn app_hosting_on_loopback(
+    home: &tempfile::TempDir,
+    background: bool,
+) -> Harness<'static, SignalboxApp> {
+    let mut h = app_at_default_size(home);
+    let st = &mut h.state_mut().state;
+    st.host.exe = Some(signalbox_exe());
+    st.host.loopback_only = true;
+    st.settings.host_port = 0;
+    st.settings.host_announce = false;
+    st.settings.host_background = background;
+    h
+}
+
 /// Hosting that outlives the window: the Host panel starts the relay as a process of its
 /// own; closing the window leaves it running; the next app finds it (through its REST API,
 /// with a token from the same data directory) and shows its people, removes one, stops it.
@@ -977,15 +991,7 @@ fn signalbox_exe() -> std::path::PathBuf {
 fn hosting_in_the_background_outlives_the_window() {
     let env = Env::new();
     let home = home();
-    let mut h = app_at_default_size(&home);
-    {
-        let st = &mut h.state_mut().state;
-        st.host.exe = Some(signalbox_exe());
-        st.host.loopback_only = true;
-        st.settings.host_port = 0;
-        st.settings.host_announce = false;
-        st.settings.host_background = true;
-    }
+    let mut h = app_hosting_on_loopback(&home, true);
     click(&mut h, "Host a relay on this machine…");
     click(&mut h, "Start relay");
     wait_for(&mut h, "the background relay", |a| {
@@ -995,19 +1001,7 @@ fn hosting_in_the_background_outlives_the_window() {
     let view = h.state().state.host.background.clone().unwrap();
     let pid = view.relay.pid;
     assert_ne!(pid, std::process::id(), "a process of its own");
-    let (guest, mut guest_ev) = env
-        .rt
-        .block_on(Client::connect({
-            let mut o = view
-                .invite
-                .to_string()
-                .parse::<ConnectOptions>()
-                .unwrap()
-                .with_name("guest");
-            o.reconnect = false;
-            o
-        }))
-        .unwrap();
+    let (guest, mut guest_ev) = env.guest(&view.invite);
     assert_eq!(guest.me().role, Role::Publisher);
     wait_for(&mut h, "the guest in the panel", |a| {
         a.state
@@ -1058,14 +1052,7 @@ fn hosting_in_the_background_outlives_the_window() {
 fn closing_while_hosting_asks_and_can_keep_hosting() {
     let env = Env::new();
     let home = home();
-    let mut h = app_at_default_size(&home);
-    {
-        let st = &mut h.state_mut().state;
-        st.host.exe = Some(signalbox_exe());
-        st.host.loopback_only = true;
-        st.settings.host_port = 0;
-        st.settings.host_announce = false;
-    }
+    let mut h = app_hosting_on_loopback(&home, false);
     click(&mut h, "Host a relay on this machine…");
     click(&mut h, "Start relay");
     wait_for(&mut h, "the relay to start", |a| {

@@ -95,7 +95,7 @@ impl TokenKeys {
     }
 
     /// The same keys for an audience: a relay's fingerprint, or a cluster's id (see
-    /// [`cluster_audience`]).
+    /// `cluster_audience`).
     pub fn for_audience(mut self, audience: String) -> Self {
         self.audience = Some(audience);
         self
