@@ -28,6 +28,15 @@ pub(crate) struct Cli {
     #[arg(long)]
     demo: bool,
 
+    /// With no command: the UDP port the app looks for relays on (as the relays'
+    /// `--mdns-port`; 5353 is mDNS's own).
+    #[arg(long, value_name = "PORT", default_value_t = 5353)]
+    mdns_port: u16,
+
+    /// With no command: the app looks for relays on this machine only (on loopback).
+    #[arg(long)]
+    loopback: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -117,8 +126,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let Some(command) = cli.command else {
         // No command: the desktop app.
-        signalbox_desktop::run(signalbox_desktop::Options { demo: cli.demo })
-            .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
+        signalbox_desktop::run(signalbox_desktop::Options {
+            demo: cli.demo,
+            discovery: signalbox_client::discovery::BrowseOptions {
+                mdns_port: cli.mdns_port,
+                loopback_only: cli.loopback,
+            },
+        })
+        .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
         return Ok(ExitCode::SUCCESS);
     };
     match command {

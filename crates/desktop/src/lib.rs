@@ -37,6 +37,8 @@ pub use app::SignalboxApp;
 pub struct Options {
     /// Host a demo relay with scripted participants and join it.
     pub demo: bool,
+    /// Where the join screen looks for relays announcing themselves.
+    pub discovery: signalbox_client::discovery::BrowseOptions,
 }
 
 /// Opens the window and runs until it is closed. Settings persist in the config directory
@@ -63,9 +65,7 @@ pub fn run(options: Options) -> eframe::Result {
         native,
         Box::new(move |cc| {
             let mut app = SignalboxApp::from_storage(cc.storage);
-            app.command(backend::Command::Discover(
-                signalbox_client::discovery::BrowseOptions::default(),
-            ));
+            app.command(backend::Command::Discover(options.discovery.clone()));
             // A relay this machine hosts in the background (from an earlier window, a user
             // unit, or login) is shown in the Host panel.
             app.command(backend::Command::FindBackground {
