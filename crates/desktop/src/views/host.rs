@@ -1,7 +1,7 @@
 //! The host panel: run a relay inside the app, share its invite.
 
 use signalbox_client::ConnectOptions;
-use signalbox_proto::SessionId;
+use signalbox_proto::{Invite, SessionId};
 
 use crate::backend::Command;
 use crate::state::AppState;
@@ -115,32 +115,10 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             ui.label(egui::RichText::new("Fingerprint").strong());
             ui.monospace(info.fingerprint.short())
                 .on_hover_text(info.fingerprint.to_string());
-            ui.label(egui::RichText::new("Invite for participants").strong());
-            ui.weak("Hand this one out: it lets people join and send.");
-            let invite = info.invite.to_string();
-            invite_text(ui, &invite);
-            if ui.button("Copy invite").clicked() {
-                ui.ctx().copy_text(invite.clone());
-                st.notify("Invite copied.");
+            invites(ui, st, &info.invite, &info.moderator_invite);
+            if ui.button("Join my relay").clicked() {
+                command = Some(join_mine(st, &info.local_invite));
             }
-            ui.add_space(4.0);
-            ui.label(egui::RichText::new("Moderator invite").strong());
-            ui.weak("Keep this one: whoever holds it can remove anyone.");
-            let moderator = info.moderator_invite.to_string();
-            invite_text(ui, &moderator);
-            ui.horizontal(|ui| {
-                if ui.button("Copy moderator invite").clicked() {
-                    ui.ctx().copy_text(moderator.clone());
-                    st.notify("Moderator invite copied.");
-                }
-                if ui.button("Join my relay").clicked() {
-                    let mut options = ConnectOptions::from_invite(&info.local_invite);
-                    if !st.settings.name.trim().is_empty() {
-                        options.name = Some(st.settings.name.trim().to_owned());
-                    }
-                    command = Some(Command::Connect(options));
-                }
-            });
             ui.add_space(6.0);
             if ui
                 .add_enabled(!st.host.busy, egui::Button::new("Stop relay"))
@@ -155,6 +133,46 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
         super::error_text(ui, e);
     }
     command
+}
+
+/// The two invites of a hosted relay: the participants' first (to hand out), the
+/// moderator's second (to keep), each shown whole with Copy.
+fn invites(ui: &mut egui::Ui, st: &mut AppState, participant: &Invite, moderator: &Invite) {
+    for (title, advice, invite, copy, copied) in [
+        (
+            "Invite for participants",
+            "Hand this one out: it lets people join and send.",
+            participant,
+            "Copy invite",
+            "Invite copied.",
+        ),
+        (
+            "Moderator invite",
+            "Keep this one: whoever holds it can remove anyone.",
+            moderator,
+            "Copy moderator invite",
+            "Moderator invite copied.",
+        ),
+    ] {
+        ui.label(egui::RichText::new(title).strong());
+        ui.weak(advice);
+        let text = invite.to_string();
+        invite_text(ui, &text);
+        if ui.button(copy).clicked() {
+            ui.ctx().copy_text(text);
+            st.notify(copied);
+        }
+        ui.add_space(4.0);
+    }
+}
+
+/// Joins the relay this machine hosts, over loopback, under the app's name.
+fn join_mine(st: &AppState, local_invite: &Invite) -> Command {
+    let mut options = ConnectOptions::from_invite(local_invite);
+    if !st.settings.name.trim().is_empty() {
+        options.name = Some(st.settings.name.trim().to_owned());
+    }
+    Command::Connect(options)
 }
 
 /// An invite as people copy it: monospace, wrapped, selectable.
@@ -184,20 +202,7 @@ fn background_panel(
         ui.label(egui::RichText::new("Fingerprint").strong());
         ui.monospace(fp.short()).on_hover_text(fp.to_string());
     }
-    ui.label(egui::RichText::new("Invite for participants").strong());
-    let invite = view.invite.to_string();
-    invite_text(ui, &invite);
-    if ui.button("Copy invite").clicked() {
-        ui.ctx().copy_text(invite);
-        st.notify("Invite copied.");
-    }
-    ui.label(egui::RichText::new("Moderator invite").strong());
-    let moderator = view.moderator_invite.to_string();
-    invite_text(ui, &moderator);
-    if ui.button("Copy moderator invite").clicked() {
-        ui.ctx().copy_text(moderator);
-        st.notify("Moderator invite copied.");
-    }
+    invites(ui, st, &view.invite, &view.moderator_invite);
     ui.label(
         egui::RichText::new(format!(
             "In session {} ({})",
@@ -233,11 +238,7 @@ fn background_panel(
     ui.add_space(6.0);
     ui.horizontal(|ui| {
         if ui.button("Join my relay").clicked() {
-            let mut options = ConnectOptions::from_invite(&view.local_invite);
-            if !st.settings.name.trim().is_empty() {
-                options.name = Some(st.settings.name.trim().to_owned());
-            }
-            command = Some(Command::Connect(options));
+            command = Some(join_mine(st, &view.local_invite));
         }
         if ui
             .add_enabled(!st.host.busy, egui::Button::new("Stop relay"))
