@@ -17,7 +17,7 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signalbox_client::{Client, ConnectOptions, Event, Events, Signal};
-use signalbox_proto::{ConnectionId, LeftReason, Role, Target};
+use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, Role, Target};
 
 /// A `nats-server` on 127.0.0.1, killed when dropped.
 struct Nats {
@@ -83,6 +83,16 @@ impl Drop for Nats {
     }
 }
 
+/// The token secret the test nodes share: the key that seals cluster messages derives
+/// from it.
+const SECRET: &[u8] = b"the-cluster-tests-share-this-secret-0123456789";
+
+/// Gives a node's data directory `secret` (before it starts).
+fn share_secret(data_dir: &std::path::Path, secret: &[u8]) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(data_dir.join("token-secret"), secret).unwrap();
+}
+
 /// A relay node of the cluster at `nats`, with its REST API on.
 async fn node(nats: &Nats, name: &str) -> TestRelay {
     node_with(nats, name, |_| {}).await
@@ -96,6 +106,7 @@ async fn node_with(
     let url = nats.url();
     let name = name.to_owned();
     TestRelay::start_with(move |c| {
+        share_secret(c.data_dir.as_ref().unwrap(), SECRET);
         c.cluster = Some(url);
         c.node_name = Some(name);
         c.signals_per_second = 0;
@@ -321,6 +332,7 @@ async fn two_senders_on_two_nodes_keep_their_order_at_a_third() {
 
 /// Runs `signalbox relay` as a separate process (so it can die abruptly), open, on loopback.
 fn relay_process(nats: &Nats, home: &std::path::Path, name: &str) -> (Proc, String) {
+    share_secret(&home.join("data"), SECRET);
     let mut cmd = relay_cmd(home);
     cmd.args(["--open", "--cluster"])
         .arg(nats.url())
@@ -550,4 +562,312 @@ async fn a_token_made_by_one_node_is_good_on_every_node() {
     .with_fingerprint(lone.handle.fingerprint())
     .with_token(token);
     assert!(Client::connect(to_lone).await.is_err());
+}
+
+/// The rest of a NATS message after `needle`, if it holds it (the tests look into envelopes
+/// only to find one they sent).
+fn holds(payload: &[u8], needle: &[u8]) -> bool {
+    payload.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A delivery frame as a node sends it.
+fn frame(seq: u64, to_all: bool, ty: &str, data: &str) -> Vec<u8> {
+    signalbox_proto::codec::frame(
+        &signalbox_proto::Incoming {
+            seq,
+            to_all,
+            r#type: ty.into(),
+            data: data.into(),
+        },
+        usize::MAX,
+    )
+    .unwrap()
+    .to_vec()
+}
+
+async fn refused_count(node: &TestRelay) -> u64 {
+    let text = reqwest::Client::new()
+        .get(format!(
+            "http://{}/metrics",
+            node.handle.http_addr().unwrap()
+        ))
+        .bearer_auth(node.server_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("signalbox_cluster_refused_messages"),
+        "{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("signalbox_cluster_refused_messages "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A NATS user who can publish on every subject but has no cluster key — and a rogue node
+/// that has it — try to inject, forge, replay and kick. Node B delivers none of it, and
+/// counts every refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_foreign_cluster_messages_are_refused() {
+    use futures_util::StreamExt;
+    use signalbox_relay::cluster_forge::{Forged, payload};
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    formed(&[&a, &b]).await;
+    let (ann, _ann_ev) = a.join("ann").await;
+    let (bob, mut bob_ev) = b.join("bob").await;
+    members(&[&a, &b], 2).await;
+    let ann_id = ann.me().id;
+    let spy = async_nats::connect(nats.url()).await.unwrap();
+    let subject = "signalbox.s.test";
+    let mut seen = spy.subscribe(subject).await.unwrap();
+    spy.flush().await.unwrap();
+
+    ann.send(Signal::to_all("chat", "genuine"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    assert_eq!(next_signal(&mut bob_ev).await.data, "genuine");
+    let real = loop {
+        let m = seen.next().await.unwrap();
+        if holds(&m.payload, b"genuine") {
+            break m.payload;
+        }
+    };
+    let before = refused_count(&b).await;
+
+    let publish = |subject: &str, bytes: bytes::Bytes| {
+        let spy = spy.clone();
+        let subject = subject.to_owned();
+        async move { spy.publish(subject, bytes).await.unwrap() }
+    };
+    // Without the key: the real envelope again (a replay), with one byte of its data
+    // changed, unsealed, and sealed with another secret.
+    publish(subject, real.clone()).await;
+    let mut changed = real.to_vec();
+    let at = changed.windows(7).position(|w| w == b"genuine").unwrap();
+    changed[at] = b'G';
+    publish(subject, changed.into()).await;
+    let forged = |seq: u64| Forged::Signal {
+        from: ann_id,
+        seq,
+        to: Target::All,
+        frame: frame(seq, true, "chat", "forged"),
+    };
+    publish(subject, payload(None, subject, "mallory", 1, forged(100))).await;
+    let wrong: &[u8] = b"not-the-cluster-secret-but-long-enough-0123";
+    publish(
+        subject,
+        payload(Some(wrong), subject, "mallory", 1, forged(101)),
+    )
+    .await;
+    // With the key, from a node that does not have ann: claim ann, speak as ann, kick bob.
+    let joined = |v: u64, info: ConnectionInfo| Forged::Joined {
+        v,
+        session: TestRelay::session(),
+        info,
+    };
+    let mut ann_info = ann.me().clone();
+    ann_info.name = "not ann".into();
+    publish(
+        subject,
+        payload(Some(SECRET), subject, "rogue", 1, joined(1, ann_info)),
+    )
+    .await;
+    publish(
+        subject,
+        payload(Some(SECRET), subject, "rogue", 2, forged(102)),
+    )
+    .await;
+    let kick = Forged::Kick {
+        session: TestRelay::session(),
+        id: bob.me().id,
+    };
+    // (B's node id is not public; a kick to a made-up node subject reaches nobody, and one
+    // on the session subject is the wrong subject.)
+    publish(subject, payload(Some(SECRET), subject, "rogue", 3, kick)).await;
+    // Its own member, with frames that break the rules: a bad type, data over the limit, a
+    // seq that is not the envelope's, a target list with a repeat.
+    let mallory = ConnectionInfo {
+        id: ConnectionId::random(),
+        name: "mallory".into(),
+        role: Role::Publisher,
+        data: String::new(),
+        joined_at: 1,
+    };
+    let mid = mallory.id;
+    publish(
+        subject,
+        payload(Some(SECRET), subject, "rogue", 4, joined(2, mallory)),
+    )
+    .await;
+    let bad = |n: u64, seq: u64, to: Target, frame: Vec<u8>| {
+        payload(
+            Some(SECRET),
+            subject,
+            "rogue",
+            n,
+            Forged::Signal {
+                from: mid,
+                seq,
+                to,
+                frame,
+            },
+        )
+    };
+    publish(
+        subject,
+        bad(5, 1, Target::All, frame(1, true, "bad type", "")),
+    )
+    .await;
+    let big = "d".repeat(70_000);
+    publish(subject, bad(6, 2, Target::All, frame(2, true, "t", &big))).await;
+    publish(subject, bad(7, 3, Target::All, frame(4, true, "t", "seq"))).await;
+    let bob_twice = Target::List(vec![bob.me().id, bob.me().id]);
+    publish(subject, bad(8, 5, bob_twice, frame(5, false, "t", "twice"))).await;
+    // …and one good one, then the same envelope number again (a replay).
+    publish(
+        subject,
+        bad(9, 6, Target::All, frame(6, true, "t", "from-rogue")),
+    )
+    .await;
+    publish(
+        subject,
+        bad(9, 7, Target::All, frame(7, true, "t", "replayed")),
+    )
+    .await;
+    spy.flush().await.unwrap();
+
+    // The only signals bob gets: the rogue node's one valid signal (a node with the key is a
+    // node of the cluster) and ann's next real one (two senders: in either order).
+    ann.send(Signal::to_all("chat", "after"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    let mut got: Vec<(Option<ConnectionId>, String)> = signals(&mut bob_ev, 2)
+        .await
+        .into_iter()
+        .map(|s| (s.from, s.data))
+        .collect();
+    got.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(
+        got,
+        vec![
+            (Some(ann_id), "after".to_owned()),
+            (Some(mid), "from-rogue".to_owned()),
+        ]
+    );
+    no_signal(&mut bob_ev, Duration::from_millis(300)).await;
+    assert!(bob.is_connected(), "bob was not kicked");
+    // Ann is still ann, on node A, everywhere.
+    let on_b = b.handle.members(&TestRelay::session());
+    let ann_on_b = on_b.iter().find(|m| m.id == ann_id).unwrap();
+    assert_eq!(ann_on_b.name, "ann");
+    // A node with the key cannot grow another node's memory without bound: a heartbeat
+    // claiming 4000 members of one session keeps at most a session's worth (3000), and a
+    // hundred made-up nodes at most 64.
+    let crowd: Vec<(signalbox_proto::SessionId, ConnectionInfo)> = (0..4000)
+        .map(|i| {
+            let info = ConnectionInfo {
+                id: ConnectionId::random(),
+                name: format!("crowd-{i}"),
+                role: Role::Publisher,
+                data: String::new(),
+                joined_at: 1,
+            };
+            (TestRelay::session(), info)
+        })
+        .collect();
+    let hb = "signalbox.hb";
+    let beat = |node: &str, members| {
+        payload(
+            Some(SECRET),
+            hb,
+            node,
+            1,
+            Forged::Heartbeat {
+                name: node.to_owned(),
+                members,
+            },
+        )
+    };
+    publish(hb, beat("crowd", crowd)).await;
+    for i in 0..100 {
+        publish(hb, beat(&format!("ghost-{i}"), Vec::new())).await;
+    }
+    spy.flush().await.unwrap();
+    until("the crowd to arrive", || {
+        b.handle.members(&TestRelay::session()).len() > 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let on_b = b.handle.members(&TestRelay::session()).len();
+    assert_eq!(
+        on_b,
+        2 + 3000 + 1,
+        "ann, bob, a session's worth of crowd, mallory"
+    );
+    assert!(b.handle.cluster_status().unwrap().nodes.len() <= 64);
+    assert!(bob.is_connected());
+
+    // Refused and counted: replay, changed, unsealed, wrong key (4); the signal as ann and
+    // the kick on the wrong subject (2); four bad frames and the replayed number (5). (The
+    // claim of ann's id is ignored as a roster change.)
+    let refused = refused_count(&b).await - before;
+    assert!(refused >= 11, "refused {refused}");
+}
+
+/// A node whose secret differs cannot join the cluster: the others refuse its messages, do
+/// not list it or its members, and its clients' signals reach nobody on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_cluster_key_is_not_part_of_the_cluster() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    formed(&[&a, &b]).await;
+    let outsider = node_with(&nats, "outsider", |c| {
+        share_secret(
+            c.data_dir.as_ref().unwrap(),
+            b"a-different-secret-of-more-than-32-bytes",
+        )
+    })
+    .await;
+    let (a1, mut a1_ev) = a.join("a1").await;
+    let (o1, _o1_ev) = outsider.join("o1").await;
+    let (_b1, _b1_ev) = b.join("b1").await;
+    members(&[&a, &b], 2).await;
+    until("the outsider's heartbeats to be refused", || {
+        a.handle
+            .cluster_status()
+            .is_some_and(|s| s.nodes == vec!["b".to_owned()])
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        a.handle.cluster_status().unwrap().nodes,
+        vec!["b".to_owned()]
+    );
+    assert_eq!(outsider.handle.cluster_status().unwrap().nodes.len(), 0);
+    assert_eq!(a.handle.members(&TestRelay::session()).len(), 2);
+    assert!(refused_count(&a).await > 0);
+    // Its member's signals stay on the outsider.
+    o1.send(Signal::to_all("chat", "from outside"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    a1.send(Signal::to_all("chat", "inside"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    assert_eq!(next_signal(&mut a1_ev).await.data, "inside");
 }

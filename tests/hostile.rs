@@ -596,3 +596,134 @@ async fn the_http_listener_bounds_slow_and_numerous_clients() {
     assert!(body.starts_with("ok"));
     drop(idle);
 }
+
+/// One member floods everyone with 20 000 signals of 8 KiB. A receiver that reads nothing is
+/// closed as a slow consumer once the session's memory budget is spent; the receiver that
+/// reads gets every signal, in order (it is never the one furthest behind); and the bytes the
+/// relay holds never pass the budget by more than a few frames (one per receiver, and one per
+/// thread charging at that instant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_to_everyone_stays_within_the_memory_budget() {
+    use signalbox_client::Signal;
+    const N: u64 = 20_000;
+    // 32 MiB for queues: the flood (160 MB) is five times that.
+    const BUDGET: usize = 64 << 20;
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+        c.session_held_bytes = BUDGET;
+        // Far above the budget: the session's budget, not one receiver's bound, is what
+        // stops the receiver that reads nothing.
+        c.receiver_queue_bytes = 256 << 20;
+        c.receiver_queue_signals = 1_000_000;
+    })
+    .await;
+    let (sender, _sender_ev) = relay.join_sender("flood").await;
+    let (_reader, mut reader_ev) = relay.join("reader").await;
+    let (stalled, _) = Raw::join(
+        &relay,
+        Some(relay.token(signalbox_proto::Role::Publisher, "stalled")),
+    )
+    .await;
+    let data = "x".repeat(8192);
+    let peak = std::cell::Cell::new((0usize, 0usize));
+    let sample = || {
+        let (q, r) = relay.handle.held_bytes();
+        let (pq, pr) = peak.get();
+        peak.set((pq.max(q), pr.max(r)));
+    };
+    let send = async {
+        let mut last = None;
+        for _ in 0..N {
+            last = Some(sender.send(Signal::to_all("f", &data)).await.unwrap());
+            sample();
+        }
+        last.unwrap().accepted().await.unwrap()
+    };
+    let receive = async {
+        for seq in 1..=N {
+            let s = next_signal(&mut reader_ev).await;
+            assert_eq!((s.seq, s.data.len()), (seq, 8192));
+            sample();
+        }
+    };
+    let (accepted, ()) = tokio::join!(send, receive);
+    assert_eq!(accepted, N);
+    let gone = tokio::time::timeout(WAIT, stalled.conn.closed())
+        .await
+        .expect("the receiver that reads nothing is closed");
+    assert_eq!(
+        close_code(&gone),
+        Some(u64::from(signalbox_proto::CloseCode::SlowConsumer.as_u32()))
+    );
+    let (queued, replay) = peak.get();
+    let frame = 8192 + 64 + 32;
+    assert!(queued <= BUDGET / 2 + 8 * frame, "queued peak {queued}");
+    assert!(replay <= BUDGET / 2, "replay peak {replay}");
+    assert!(queued > BUDGET / 4, "the budget was reached: {queued}");
+}
+
+/// A member's allowance weighs what its signals cost the relay — bytes times receivers — and
+/// leaving and joining again with the same token refills neither bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_weighs_bytes_times_receivers_and_a_reconnect_does_not_refill_it() {
+    use signalbox_client::{SendError, Signal};
+    use signalbox_proto::{Role, SignalError, Target};
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 1;
+        c.signal_burst = 1000;
+        c.fanout_bytes_per_second = 100_000;
+    })
+    .await;
+    let (r1, _e1) = relay.join("r1").await;
+    let (_r2, _e2) = relay.join("r2").await;
+    let token = relay.token(Role::Publisher, "loud");
+    let loud = || async {
+        let options = ConnectOptions::new(
+            "127.0.0.1",
+            relay.handle.quic_addr().port(),
+            TestRelay::session(),
+        )
+        .with_fingerprint(relay.handle.fingerprint())
+        .with_token(token.clone());
+        Client::connect(options).await.unwrap()
+    };
+    let (sender, _ev) = loud().await;
+    let data = "x".repeat(8000);
+    async fn send(c: &Client, to: Target, data: &str) -> Result<u64, SendError> {
+        let signal = match to {
+            Target::One(id) => Signal::to_one(id, "t", data),
+            _ => Signal::to_all("t", data),
+        };
+        c.send(signal).await.unwrap().accepted().await
+    }
+    // To everyone (three receivers, the sender too): about 24 KB each; four fit in 100 KB.
+    for _ in 0..4 {
+        send(&sender, Target::All, &data).await.unwrap();
+    }
+    let limited = send(&sender, Target::All, &data).await.unwrap_err();
+    assert!(
+        matches!(
+            limited,
+            SendError::Rejected(SignalError::FanoutRateLimited {
+                bytes_per_second: 100_000
+            })
+        ),
+        "{limited:?}"
+    );
+    // The bucket is not refilled by leaving and coming back with the same token.
+    sender.leave().await;
+    let (again, _ev) = loud().await;
+    let still = send(&again, Target::All, &data).await.unwrap_err();
+    assert!(
+        matches!(
+            still,
+            SendError::Rejected(SignalError::FanoutRateLimited { .. })
+        ),
+        "{still:?}"
+    );
+    // A signal to one receiver costs a third as much: after a third of a second it passes.
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let one = Target::One(r1.me().id);
+    send(&again, one, &data).await.unwrap();
+}

@@ -159,6 +159,8 @@ fn serve(data_dir: PathBuf, bare: bool, cluster: Option<String>) -> anyhow::Resu
         let config = signalbox_relay::RelayConfig {
             open: true,
             signals_per_second: 0,
+            // nats-server has no byte allowance per publisher either.
+            fanout_bytes_per_second: 0,
             // As much as nats-server lets wait for one subscriber (max_pending, 64 MiB).
             receiver_queue_bytes: 64 << 20,
             cluster,

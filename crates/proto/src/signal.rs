@@ -23,7 +23,7 @@ pub enum Target {
     All,
     /// One connection.
     One(ConnectionId),
-    /// Several connections (each at most once; order does not matter).
+    /// Several connections (each at most once — a repeat is refused; order does not matter).
     List(Vec<ConnectionId>),
 }
 
@@ -136,6 +136,18 @@ pub enum SignalError {
         /// The burst allowance.
         burst: u32,
     },
+    /// A list target names the same connection twice. (400)
+    #[error("the target list names connection {connection} twice")]
+    DuplicateTarget {
+        /// The first connection listed again.
+        connection: ConnectionId,
+    },
+    /// The sender sent more bytes × receivers than its byte allowance. (429)
+    #[error("rate limit: at most {bytes_per_second} bytes per second, counted once per receiver")]
+    FanoutRateLimited {
+        /// The sustained allowance (a signal's frame bytes times the receivers it reaches).
+        bytes_per_second: u32,
+    },
 }
 
 impl SignalError {
@@ -144,11 +156,12 @@ impl SignalError {
         match self {
             SignalError::InvalidType { .. }
             | SignalError::EmptyTargetList
-            | SignalError::TooManyTargets { .. } => 400,
+            | SignalError::TooManyTargets { .. }
+            | SignalError::DuplicateTarget { .. } => 400,
             SignalError::Forbidden { .. } => 403,
             SignalError::TargetNotFound { .. } => 404,
             SignalError::TypeTooLong { .. } | SignalError::DataTooLong { .. } => 413,
-            SignalError::RateLimited { .. } => 429,
+            SignalError::RateLimited { .. } | SignalError::FanoutRateLimited { .. } => 429,
         }
     }
 }
@@ -195,6 +208,12 @@ pub fn validate_target(target: &Target, limits: &Limits) -> Result<(), SignalErr
                 count: ids.len() as u32,
                 limit: limits.max_connections_per_session,
             });
+        }
+        // A list names each connection once: a repeat is a mistake (or an attempt to make
+        // the relay deliver one signal many times), refused rather than merged.
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        if let Some(&connection) = ids.iter().find(|id| !seen.insert(**id)) {
+            return Err(SignalError::DuplicateTarget { connection });
         }
     }
     Ok(())
@@ -304,6 +323,13 @@ mod tests {
         assert_eq!(
             validate_target(&Target::List(ids.clone()), &limits),
             Err(SignalError::TooManyTargets { count: 3, limit: 2 })
+        );
+        assert_eq!(
+            validate_target(
+                &Target::List(vec![ids[1], ids[0], ids[1]]),
+                &Limits::default()
+            ),
+            Err(SignalError::DuplicateTarget { connection: ids[1] })
         );
         assert_eq!(Target::from_ids(vec![]), Target::All);
         assert_eq!(Target::from_ids(vec![ids[0], ids[0]]), Target::One(ids[0]));

@@ -350,7 +350,7 @@ fn every_left_reason() {
 
 #[test]
 fn every_signal_error() {
-    let errors: [(SignalError, String, u16); 9] = [
+    let errors: [(SignalError, String, u16); 11] = [
         (
             SignalError::InvalidType {
                 found: ' ',
@@ -411,6 +411,18 @@ fn every_signal_error() {
                 burst: 20_000,
             },
             "07 90 4e a0 9c 01".into(),
+            429,
+        ),
+        (
+            SignalError::DuplicateTarget { connection: ID },
+            format!("08 {ID_HEX}"),
+            400,
+        ),
+        (
+            SignalError::FanoutRateLimited {
+                bytes_per_second: 134_217_728,
+            },
+            "09 80 80 80 40".into(),
             429,
         ),
     ];

@@ -59,9 +59,20 @@ pub struct RelayConfig {
     pub mdns_port: u16,
 
     /// Share sessions with other relay nodes through this NATS server
-    /// (`nats://HOST:PORT`). Without it the relay stands alone.
+    /// (`nats://HOST:PORT`, `nats://USER:PASS@HOST:PORT`, or `tls://HOST:PORT`). Without it
+    /// the relay stands alone. The nodes must share the data directory's `token-secret`: the
+    /// key that authenticates every cluster message derives from it.
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
+
+    /// A NATS credentials file (JWT and NKey seed) for `--cluster`.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_creds: Option<PathBuf>,
+
+    /// A CA certificate (PEM) to check the NATS server's TLS certificate against; makes
+    /// TLS to NATS required.
+    #[arg(long, value_name = "PEM", requires = "cluster")]
+    pub cluster_ca: Option<PathBuf>,
 
     /// This node's name in the cluster (default: the host name).
     #[arg(long, value_name = "NAME")]
@@ -98,6 +109,11 @@ pub struct RelayConfig {
     /// Signals a connection may send at once beyond its rate.
     #[arg(long, default_value_t = RelayConfig::default().signal_burst)]
     pub signal_burst: u32,
+
+    /// Bytes per second a connection may make the relay deliver: each signal's frame bytes
+    /// times the receivers it reaches here (also the bucket's size); 0 = unlimited.
+    #[arg(long, default_value_t = RelayConfig::default().fanout_bytes_per_second)]
+    pub fanout_bytes_per_second: u32,
 
     /// Time a new connection has to complete its join.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -151,6 +167,16 @@ pub struct RelayConfig {
     #[arg(long, default_value_t = RelayConfig::default().receiver_queue_signals)]
     pub receiver_queue_signals: usize,
 
+    /// Bytes of signals the relay holds in all — half for receivers' queues, half kept for
+    /// resumes. Over the replay half the oldest kept go first; over the queue half a receiver
+    /// that is behind by its share is a `slowConsumer`.
+    #[arg(long, default_value_t = RelayConfig::default().held_bytes)]
+    pub held_bytes: usize,
+
+    /// Bytes of signals held for one session, split and enforced as `held_bytes`.
+    #[arg(long, default_value_t = RelayConfig::default().session_held_bytes)]
+    pub session_held_bytes: usize,
+
     /// A receiver that takes no data for this long while signals wait is a `slowConsumer`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     #[serde(with = "humantime_serde")]
@@ -185,6 +211,8 @@ impl Default for RelayConfig {
             announce: false,
             name: None,
             cluster: None,
+            cluster_creds: None,
+            cluster_ca: None,
             node_name: None,
             announce_sessions: Vec::new(),
             mdns_port: 5353,
@@ -199,6 +227,7 @@ impl Default for RelayConfig {
             max_connections: 20_000,
             signals_per_second: limits.signals_per_second,
             signal_burst: limits.signal_burst,
+            fanout_bytes_per_second: 128 << 20,
             handshake_timeout: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(2),
             max_pending: 1024,
@@ -210,6 +239,8 @@ impl Default for RelayConfig {
             keep_alive: Duration::from_secs(5),
             receiver_queue_bytes: 8 << 20,
             receiver_queue_signals: 16_384,
+            held_bytes: 1 << 30,
+            session_held_bytes: 256 << 20,
             write_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(15),
             vonage_api_key: None,
@@ -333,6 +364,12 @@ impl RelayConfig {
                 self.receiver_queue_signals as u64,
                 10_000_000,
             ),
+            ("held_bytes", self.held_bytes as u64, 1 << 40),
+            (
+                "session_held_bytes",
+                self.session_held_bytes as u64,
+                1 << 40,
+            ),
             ("max_pending", self.max_pending.into(), 1_000_000),
             (
                 "max_pending_per_source",
@@ -358,6 +395,27 @@ impl RelayConfig {
                     range: format!("at most {most}"),
                 });
             }
+        }
+        // Room for a few full-size frames in every half, and a session within the whole.
+        let least = 1 << 20;
+        for (key, value) in [
+            ("held_bytes", self.held_bytes),
+            ("session_held_bytes", self.session_held_bytes),
+        ] {
+            if value < least {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    value: value.to_string(),
+                    range: format!("at least {least}"),
+                });
+            }
+        }
+        if self.session_held_bytes > self.held_bytes {
+            return Err(ConfigError::OutOfRange {
+                key: "session_held_bytes",
+                value: self.session_held_bytes.to_string(),
+                range: format!("at most held_bytes ({})", self.held_bytes),
+            });
         }
         let ms = Duration::from_millis;
         let secs = Duration::from_secs;

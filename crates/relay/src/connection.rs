@@ -20,8 +20,8 @@ use tracing::Instrument;
 use crate::admission::{Joined, Pending};
 use crate::delivery::{self, Fanout};
 use crate::frames;
-use crate::ratelimit::TokenBucket;
-use crate::registry::{Member, Roster, Session, lock};
+use crate::ratelimit::{Allowance, TokenBucket};
+use crate::registry::{BucketKey, Member, Roster, Session, lock};
 use crate::server::Shared;
 
 /// Encoded control frames that may wait for one connection.
@@ -243,13 +243,30 @@ async fn serve(
         Ok(info) => info,
         Err(refused) => return refuse(&conn, send, refused, &shared).await,
     };
+    let token_key = hello.token.as_deref().map(crate::registry::token_key);
+    let bucket_key = match token_key {
+        Some(key) => BucketKey::Token(key),
+        None => BucketKey::Source(conn.remote_address().ip()),
+    };
+    let now = Instant::now();
+    let fanout_rate = shared.config.fanout_bytes_per_second;
+    let fresh = Allowance {
+        signals: TokenBucket::new(
+            shared.limits.signals_per_second,
+            shared.limits.signal_burst,
+            now,
+        ),
+        bytes: TokenBucket::new(fanout_rate, fanout_rate, now),
+    };
     let member = Arc::new(Member::new(
         info.clone(),
         conn.clone(),
         shared.cancel.child_token(),
         hello.receive_broadcasts,
         CONTROL_QUEUE,
-        hello.token.as_deref().map(crate::registry::token_key),
+        token_key,
+        bucket_key,
+        shared.registry.allowance(bucket_key, fresh),
     ));
     let elsewhere = shared
         .cluster
@@ -437,8 +454,6 @@ async fn run_member(
 /// The member leaves the session for good.
 fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason) {
     member.gone.cancel();
-    // Its routes to others end once they have written what they hold.
-    drop(lock(&member.fanout).take());
     shared.registry.leave(session, member.id(), reason);
     if let Some(cluster) = &shared.cluster {
         cluster.left(&session.id, member.id(), reason);
@@ -578,11 +593,13 @@ fn admit(
     member: &Member,
     session: &SessionId,
     roster: &Roster,
-    bucket: &mut TokenBucket,
+    allowance: &mut Allowance,
     shared: &Shared,
 ) -> Result<(), SignalError> {
     signal::role_may_send(member.info.role)?;
-    if !bucket.is_unlimited() && !bucket.try_take(Instant::now()) {
+    let now = Instant::now();
+    let signals = &mut allowance.signals;
+    if !signals.is_unlimited() && !signals.try_take(now) {
         return Err(SignalError::RateLimited {
             per_second: shared.limits.signals_per_second,
             burst: shared.limits.signal_burst,
@@ -602,10 +619,93 @@ fn admit(
         Target::One(id) => (!present(id)).then_some(*id),
         Target::List(ids) => ids.iter().find(|id| !present(id)).copied(),
     };
-    match missing {
-        Some(connection) => Err(SignalError::TargetNotFound { connection }),
-        None => Ok(()),
+    if let Some(connection) = missing {
+        return Err(SignalError::TargetNotFound { connection });
     }
+    // Bytes × receivers here: what the signal makes this relay deliver.
+    let bytes = &mut allowance.bytes;
+    if !bytes.is_unlimited() {
+        let receivers = match &out.to {
+            Target::All => roster.broadcast.len(),
+            Target::One(_) => 1,
+            Target::List(ids) => ids.len(),
+        };
+        let frame = out.r#type.len() + out.data.len() + FRAME_OVERHEAD;
+        if !bytes.try_take_n(now, (frame * receivers) as f64) {
+            return Err(SignalError::FanoutRateLimited {
+                bytes_per_second: shared.config.fanout_bytes_per_second,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A delivery frame's bytes beyond its type and data, about (length, seq, flags, lengths).
+const FRAME_OVERHEAD: usize = 32;
+
+/// Takes one signal whose seq is new: admits it (or rejects it, told to the sender), and
+/// delivers it, here and to other nodes. Synchronous: the member's sender half is locked
+/// once, for this signal only.
+fn take(
+    out: &Outgoing<'_>,
+    wire_len: usize,
+    member: &Arc<Member>,
+    session: &Session,
+    shared: &Shared,
+    enc: &mut BytesMut,
+) -> Result<(), End> {
+    let roster = session.roster();
+    let mut sender = lock(&member.sender);
+    match admit(
+        out,
+        member,
+        &session.id,
+        &roster,
+        &mut sender.allowance,
+        shared,
+    ) {
+        Err(error) => {
+            shared.metrics.rejected(&error);
+            member.remember_rejection(out.seq, error.clone());
+            if let Some(f) = frames::control(&RelayMessage::Rejected {
+                seq: out.seq,
+                error,
+            }) {
+                member.send_control(f);
+            }
+        }
+        Ok(()) => {
+            let incoming = Incoming {
+                seq: out.seq,
+                to_all: out.to.is_all(),
+                r#type: out.r#type.as_ref().into(),
+                data: out.data.as_ref().into(),
+            };
+            enc.clear();
+            if let Err(e) = encode_frame(&incoming, enc, usize::MAX) {
+                return Err(protocol(format!("cannot encode signal: {e}")));
+            }
+            // Encoded once, into a buffer of its own exact size: every route shares it, and a
+            // frame kept for replay or queued pins only its own bytes (a slice of a shared
+            // encode buffer would keep the whole buffer alive — a tiny frame kept beside
+            // large ones pinned tens of KiB each).
+            let bytes = bytes::Bytes::copy_from_slice(enc);
+            let fanout = sender.fanout.get_or_insert_with(|| {
+                Fanout::new(
+                    Some(member.id()),
+                    shared.delivery.clone(),
+                    shared.tracker.clone(),
+                    session.budgets.clone(),
+                )
+            });
+            let delivered = delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes);
+            if let Some(cluster) = &shared.cluster {
+                cluster.signal(&session.id, member.id(), out.seq, &out.to, &bytes);
+            }
+            shared.metrics.signal(wire_len, delivered);
+        }
+    }
+    Ok(())
 }
 
 /// Reads the client's send stream: admits each signal, encodes it once, fans it out.
@@ -622,11 +722,6 @@ async fn signal_reader(
     };
     let max_frame = shared.limits.max_frame_bytes();
     let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
-    let mut bucket = TokenBucket::new(
-        shared.limits.signals_per_second,
-        shared.limits.signal_burst,
-        Instant::now(),
-    );
     // Kept in the member across resumes: duplicates of signals taken before a reconnect are
     // dropped, and routes (hence order) survive.
     let mut last_seq = member.last_seq.load(Ordering::Acquire);
@@ -666,57 +761,15 @@ async fn signal_reader(
         }
         last_seq = out.seq;
         member.last_seq.store(last_seq, Ordering::Release);
-        let roster = session.roster();
-        match admit(&out, member, &session.id, &roster, &mut bucket, shared) {
-            Err(error) => {
-                shared.metrics.rejected(&error);
-                member.remember_rejection(out.seq, error.clone());
-                if let Some(f) = frames::control(&RelayMessage::Rejected {
-                    seq: out.seq,
-                    error,
-                }) {
-                    member.send_control(f);
-                }
-            }
-            Ok(()) => {
-                let incoming = Incoming {
-                    seq: out.seq,
-                    to_all: out.to.is_all(),
-                    r#type: out.r#type.as_ref().into(),
-                    data: out.data.as_ref().into(),
-                };
-                enc.clear();
-                if let Err(e) = encode_frame(&incoming, &mut enc, usize::MAX) {
-                    return protocol(format!("cannot encode signal: {e}"));
-                }
-                // Encoded once, into a buffer of its own exact size: every route shares it,
-                // and a frame kept for replay or queued pins only its own bytes (a slice of a
-                // shared encode buffer would keep the whole buffer alive — a tiny frame kept
-                // beside large ones pinned tens of KiB each).
-                let bytes = bytes::Bytes::copy_from_slice(&enc);
-                let delivered = {
-                    let mut fanout = lock(&member.fanout);
-                    let fanout = fanout.get_or_insert_with(|| {
-                        Fanout::new(
-                            Some(member.id()),
-                            shared.delivery.clone(),
-                            shared.tracker.clone(),
-                        )
-                    });
-                    delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes)
-                };
-                if let Some(cluster) = &shared.cluster {
-                    cluster.signal(&session.id, member.id(), out.seq, &out.to, &bytes);
-                }
-                shared.metrics.signal(frame.len(), delivered);
-            }
+        if let Err(end) = take(&out, frame.len(), member, session, shared, &mut enc) {
+            return end;
         }
         acceptance.up_to.store(out.seq, Ordering::Release);
         acceptance.notify.notify_one();
         handled = handled.wrapping_add(1);
         if handled.is_multiple_of(YIELD_EVERY) {
             if handled.is_multiple_of(YIELD_EVERY * 64)
-                && let Some(f) = lock(&member.fanout).as_mut()
+                && let Some(f) = lock(&member.sender).fanout.as_mut()
             {
                 f.prune();
             }

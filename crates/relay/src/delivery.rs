@@ -35,10 +35,9 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{Budgets, ENTRY_OVERHEAD};
 use crate::registry::{Member, Roster};
 
-/// What each queued signal costs beyond its bytes, for the byte bound.
-const ENTRY_OVERHEAD: usize = 64;
 /// The most bytes merged into one write.
 const MAX_BATCH: usize = 64 * 1024;
 /// Bytes of recently written frames each route keeps for a resume. Must exceed the
@@ -69,6 +68,7 @@ pub(crate) struct Fanout {
     routes: HashMap<ConnectionId, Route>,
     settings: Arc<DeliverySettings>,
     tracker: TaskTracker,
+    budgets: Budgets,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -80,11 +80,13 @@ impl std::fmt::Debug for Fanout {
 }
 
 impl Fanout {
-    /// Routes for the sender `from` (`None`: the relay itself).
+    /// Routes for the sender `from` (`None`: the relay itself) in a session whose frames are
+    /// charged to `budgets`.
     pub(crate) fn new(
         from: Option<ConnectionId>,
         settings: Arc<DeliverySettings>,
         tracker: TaskTracker,
+        budgets: Budgets,
     ) -> Self {
         let header = codec::frame(&DeliveryHeader { from }, 64)
             .map(BytesMut::freeze)
@@ -95,6 +97,7 @@ impl Fanout {
             routes: HashMap::new(),
             settings,
             tracker,
+            budgets,
         }
     }
 
@@ -106,10 +109,23 @@ impl Fanout {
             return;
         }
         let cost = frame.len() + ENTRY_OVERHEAD;
-        let queued = to.queued_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
-        if queued > self.settings.queue_bytes {
-            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        let backlog = to.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+        if backlog == 0 {
+            self.budgets.behind(true);
+        }
+        if backlog + cost > self.settings.queue_bytes {
+            unqueue(to, &self.budgets, cost, false);
             overflow(to, self.from, seq, "slow consumer: too much data waiting");
+            return;
+        }
+        if !self.budgets.queue(cost, backlog) {
+            unqueue(to, &self.budgets, cost, false);
+            overflow(
+                to,
+                self.from,
+                seq,
+                "slow consumer: the relay's memory budget is spent and this receiver is behind",
+            );
             return;
         }
         let mut item = (seq, frame.clone());
@@ -126,6 +142,7 @@ impl Fanout {
                         rx,
                         prev.take(),
                         self.settings.clone(),
+                        self.budgets.clone(),
                     ));
                     e.insert(Route { tx, task })
                 }
@@ -133,7 +150,7 @@ impl Fanout {
             match route.tx.try_send(item) {
                 Ok(()) => return,
                 Err(TrySendError::Full(_)) => {
-                    to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                    unqueue(to, &self.budgets, cost, true);
                     overflow(
                         to,
                         self.from,
@@ -154,7 +171,7 @@ impl Fanout {
                 }
             }
         }
-        to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        unqueue(to, &self.budgets, cost, true);
     }
 
     /// Forgets routes whose task has ended (receiver gone, or stream finished when idle).
@@ -197,12 +214,10 @@ pub(crate) fn fan_out(
             }
             None => 0,
         },
+        // Validated: a list names each connection once (`DuplicateTarget` otherwise).
         Target::List(ids) => {
-            let mut ids = ids.clone();
-            ids.sort_unstable();
-            ids.dedup();
             let mut n = 0;
-            for id in &ids {
+            for id in ids {
                 if let Some(m) = roster.members.get(id) {
                     fanout.deliver(m, seq, frame);
                     n += 1;
@@ -213,24 +228,37 @@ pub(crate) fn fan_out(
     }
 }
 
-/// The frames a route wrote most recently, for replay after a resume.
-#[derive(Default)]
+/// The frames a route wrote most recently, for replay after a resume: at most
+/// [`REPLAY_BYTES`], and less when the session's or the relay's replay budget is spent (the
+/// oldest go first).
 struct Ring {
     frames: VecDeque<Frame>,
     bytes: usize,
     /// Seqs of frames pushed out (bounded), to count what a resume cannot replay.
     evicted: VecDeque<u64>,
+    budgets: Budgets,
 }
 
 impl Ring {
+    fn new(budgets: Budgets) -> Self {
+        Self {
+            frames: VecDeque::new(),
+            bytes: 0,
+            evicted: VecDeque::new(),
+            budgets,
+        }
+    }
+
     fn push(&mut self, frame: Frame) {
         self.bytes += frame.1.len();
+        self.budgets.keep(frame.1.len() + ENTRY_OVERHEAD);
         self.frames.push_back(frame);
-        while self.bytes > REPLAY_BYTES {
+        while self.bytes > REPLAY_BYTES || self.budgets.replay_over() {
             let Some((seq, f)) = self.frames.pop_front() else {
                 break;
             };
             self.bytes -= f.len();
+            self.budgets.unkeep(f.len() + ENTRY_OVERHEAD);
             if self.evicted.len() == 4096 {
                 self.evicted.pop_front();
             }
@@ -239,7 +267,9 @@ impl Ring {
     }
 
     fn clear(&mut self) {
-        self.frames.clear();
+        for (_, f) in self.frames.drain(..) {
+            self.budgets.unkeep(f.len() + ENTRY_OVERHEAD);
+        }
         self.evicted.clear();
         self.bytes = 0;
     }
@@ -267,36 +297,59 @@ impl Ring {
     }
 }
 
-/// Takes `first` and whatever else is queued (up to [`MAX_BATCH`]) as one chunk, with the
-/// bytes it accounted for; every frame also goes to the replay ring.
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Takes `cost` off a receiver's backlog (and, when `charged`, off the budgets); the end of
+/// its backlog is counted.
+fn unqueue(to: &Member, budgets: &Budgets, cost: usize, charged: bool) {
+    if charged {
+        budgets.unqueue(cost);
+    }
+    if to.queued_bytes.fetch_sub(cost, Ordering::Relaxed) == cost {
+        budgets.behind(false);
+    }
+}
+
+/// A frame left its receiver's queue: its charge moves off the queue bounds.
+fn dequeued(to: &Member, budgets: &Budgets, frame: &Frame) {
+    unqueue(to, budgets, frame.1.len() + ENTRY_OVERHEAD, true);
+}
+
+/// Takes `first` and whatever else is queued (up to [`MAX_BATCH`]) as one chunk; every frame
+/// leaves the queue's charge and goes to the replay ring.
 fn batch(
     first: Frame,
     rx: &mut mpsc::Receiver<Frame>,
     buf: &mut BytesMut,
     ring: &mut Ring,
-) -> (Bytes, usize) {
-    let mut cost = first.1.len() + ENTRY_OVERHEAD;
+    to: &Member,
+) -> Bytes {
+    dequeued(to, &ring.budgets, &first);
     let Ok(second) = rx.try_recv() else {
         let chunk = first.1.clone();
         ring.push(first);
-        return (chunk, cost);
+        return chunk;
     };
+    dequeued(to, &ring.budgets, &second);
     buf.extend_from_slice(&first.1);
     buf.extend_from_slice(&second.1);
-    cost += second.1.len() + ENTRY_OVERHEAD;
     ring.push(first);
     ring.push(second);
     while buf.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(f) => {
-                cost += f.1.len() + ENTRY_OVERHEAD;
+                dequeued(to, &ring.budgets, &f);
                 buf.extend_from_slice(&f.1);
                 ring.push(f);
             }
             Err(_) => break,
         }
     }
-    (buf.split().freeze(), cost)
+    buf.split().freeze()
 }
 
 /// How a write ended.
@@ -309,7 +362,8 @@ enum Written {
     Stop,
 }
 
-/// A route's task: owns the delivery stream from one sender to one receiver.
+/// A route's task: owns the delivery stream from one sender to one receiver. However it
+/// ends, what is still queued leaves the bounds it was charged to.
 async fn run_route(
     to: Arc<Member>,
     from: Option<ConnectionId>,
@@ -317,6 +371,24 @@ async fn run_route(
     mut rx: mpsc::Receiver<Frame>,
     prev: Option<JoinHandle<()>>,
     settings: Arc<DeliverySettings>,
+    budgets: Budgets,
+) {
+    route(&to, from, header, &mut rx, prev, &settings, &budgets).await;
+    rx.close();
+    while let Ok(frame) = rx.try_recv() {
+        dequeued(&to, &budgets, &frame);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    to: &Arc<Member>,
+    from: Option<ConnectionId>,
+    header: Bytes,
+    rx: &mut mpsc::Receiver<Frame>,
+    prev: Option<JoinHandle<()>>,
+    settings: &DeliverySettings,
+    budgets: &Budgets,
 ) {
     if let Some(prev) = prev {
         // The previous stream of this pair is finished and acknowledged (or abandoned)
@@ -324,13 +396,13 @@ async fn run_route(
         let _ = prev.await;
     }
     let mut route = RouteStream {
-        to: &to,
+        to,
         from,
         header,
         stream: None,
         generation: to.generation(),
-        ring: Ring::default(),
-        settings: &settings,
+        ring: Ring::new(budgets.clone()),
+        settings,
     };
     let mut buf = BytesMut::new();
     // Made once, not per batch: registering a waiter or a timer on every batch costs more
@@ -379,23 +451,21 @@ async fn run_route(
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
                 while let Ok(frame) = rx.try_recv() {
-                    let cost = frame.1.len() + ENTRY_OVERHEAD;
+                    dequeued(to, budgets, &frame);
                     let chunk = frame.1.clone();
                     route.ring.push(frame);
                     if !route.write_or_resume(chunk).await {
                         return;
                     }
-                    to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
                 }
                 break;
             }
         };
         active = true;
-        let (chunk, cost) = batch(first, &mut rx, &mut buf, &mut route.ring);
+        let chunk = batch(first, rx, &mut buf, &mut route.ring, to);
         if !route.write_or_resume(chunk).await {
             return;
         }
-        to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
     }
     route.finish().await;
 }
@@ -562,5 +632,49 @@ impl From<quinn::ConnectionError> for WriteFailed {
 impl From<quinn::WriteError> for WriteFailed {
     fn from(e: quinn::WriteError) -> Self {
         Self(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Held;
+
+    fn frame(seq: u64, len: usize) -> Frame {
+        (seq, Bytes::from(vec![b'x'; len]))
+    }
+
+    #[test]
+    fn a_ring_keeps_its_own_bound_and_the_replay_budget_and_frees_what_it_held() {
+        let budgets = Budgets {
+            session: Arc::new(Held::new(1 << 30)),
+            global: Arc::new(Held::new(2 * 100_000)),
+        };
+        let mut ring = Ring::new(budgets.clone());
+        // 100 000 bytes of replay budget: about eleven 8 KiB frames.
+        for seq in 1..=50 {
+            ring.push(frame(seq, 8192));
+            assert!(budgets.global.bytes().1 <= 100_000);
+        }
+        let kept = ring.frames.len() as u64;
+        assert!((10..=12).contains(&kept), "{kept}");
+        // What a client that has seq 20 would get: the kept ones, and the count of the rest.
+        let (replay, lost) = ring.after(20);
+        assert_eq!(replay.len(), kept as usize * 8192);
+        assert_eq!(lost, Some((21, 50 - kept, 30 - kept)));
+        // Its own bound: REPLAY_BYTES, whatever the budget.
+        let roomy = Budgets {
+            session: Arc::new(Held::new(1 << 30)),
+            global: Arc::new(Held::new(1 << 30)),
+        };
+        let mut big = Ring::new(roomy.clone());
+        for seq in 1..=1000 {
+            big.push(frame(seq, 8192));
+        }
+        assert!(big.bytes <= REPLAY_BYTES);
+        drop(ring);
+        drop(big);
+        assert_eq!(budgets.global.bytes(), (0, 0));
+        assert_eq!(roomy.global.bytes(), (0, 0));
     }
 }

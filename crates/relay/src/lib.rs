@@ -19,13 +19,17 @@
 //!   and independent across streams, so each sender's signals stay in order and no sender's
 //!   lost packet delays another's.
 //! - **Bounded everything.** Connections (a semaphore), sessions, members per session, bytes
-//!   and signals waiting per receiver, control frames per connection. A receiver that cannot
-//!   keep up is disconnected as `slowConsumer`; the sender and everyone else carry on.
+//!   and signals waiting per receiver, control frames per connection, and the signal bytes
+//!   held for delivery per session and in all (`budget`). A sender spends from two buckets —
+//!   signals, and bytes × receivers — that stay with its token across reconnects. A receiver
+//!   that cannot keep up is disconnected as `slowConsumer`; the sender and everyone else
+//!   carry on.
 //! - **Trust** comes from a self-signed certificate made on first start (clients pin its
 //!   SHA-256 fingerprint) and HS256 tokens signed with a secret in the data directory.
 //! - **Several nodes, one session** when `cluster` names a NATS server: each node serves its
-//!   own clients and exchanges signals, presence and heartbeats with the others over NATS
-//!   (the `cluster` module's notes give the subjects and what is promised).
+//!   own clients and exchanges signals, presence and heartbeats with the others over NATS,
+//!   every message sealed with a key the nodes share and checked like a client's input (the
+//!   `cluster` module's notes give the subjects and what is promised).
 //! - **Found on the LAN** when `announce` is on: an mDNS / DNS-SD record
 //!   (`_signalbox._udp.local.`) carries its name, fingerprint, mode and published sessions,
 //!   and is withdrawn on shutdown.
@@ -45,6 +49,7 @@
 
 mod admission;
 mod announce;
+mod budget;
 mod cluster;
 mod config;
 mod connection;
@@ -65,6 +70,8 @@ mod transport;
 pub mod vonage;
 
 pub use announce::AnnounceError;
+#[doc(hidden)]
+pub use cluster::wire::forge as cluster_forge;
 pub use cluster::{ClusterError, ClusterStatus};
 pub use config::{ConfigError, RelayConfig};
 pub use files::FileError;

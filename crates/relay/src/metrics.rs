@@ -39,6 +39,9 @@ pub(crate) struct Metrics {
     cluster_connected: Gauge,
     cluster_nodes: Gauge,
     cluster_dropped: Gauge,
+    cluster_refused: Gauge,
+    held_queued: Gauge,
+    held_replay: Gauge,
 }
 
 impl Metrics {
@@ -58,6 +61,9 @@ impl Metrics {
             cluster_connected: Gauge::default(),
             cluster_nodes: Gauge::default(),
             cluster_dropped: Gauge::default(),
+            cluster_refused: Gauge::default(),
+            held_queued: Gauge::default(),
+            held_replay: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,6 +123,21 @@ impl Metrics {
             "Cluster messages dropped while NATS was away",
             m.cluster_dropped.clone(),
         );
+        registry.register(
+            "held_queued_bytes",
+            "Signal bytes queued for receivers (each with 64 bytes of overhead)",
+            m.held_queued.clone(),
+        );
+        registry.register(
+            "held_replay_bytes",
+            "Signal bytes kept for resumes (each with 64 bytes of overhead)",
+            m.held_replay.clone(),
+        );
+        registry.register(
+            "cluster_refused_messages",
+            "Cluster messages refused: without the cluster key's tag, replayed, or breaking the rules local input obeys",
+            m.cluster_refused.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -127,10 +148,11 @@ impl Metrics {
     }
 
     /// The cluster's state, for the next rendering.
-    pub(crate) fn cluster(&self, connected: bool, nodes: usize, dropped: u64) {
+    pub(crate) fn cluster(&self, connected: bool, nodes: usize, dropped: u64, refused: u64) {
         self.cluster_connected.set(i64::from(connected));
         self.cluster_nodes.set(nodes as i64);
         self.cluster_dropped.set(dropped as i64);
+        self.cluster_refused.set(refused as i64);
     }
 
     pub(crate) fn joined(&self) {
@@ -164,6 +186,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set to the given current values.
+    /// Bytes held for delivery (queued, kept for replay), for the next rendering.
+    pub(crate) fn held(&self, (queued, replay): (usize, usize)) {
+        self.held_queued.set(queued as i64);
+        self.held_replay.set(replay as i64);
+    }
+
     pub(crate) fn render(&self, connections: usize, sessions: usize) -> String {
         self.connections.set(connections as i64);
         self.sessions.set(sessions as i64);

@@ -1,9 +1,9 @@
-//! A token bucket: `rate` signals per second on average, up to `burst` at once.
+//! Token buckets: a member's allowance of signals and of bytes × receivers.
 
 use std::time::Instant;
 
-/// Per-connection signal rate limit. Time is passed in, so the logic is testable without
-/// a clock.
+/// `rate` tokens per second on average, up to `burst` at once. Time is passed in, so the
+/// logic is testable without a clock.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenBucket {
     rate: f64,
@@ -26,23 +26,53 @@ impl TokenBucket {
 
     /// Whether one more signal may pass at `now`.
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_n(now, 1.0)
+    }
+
+    /// Whether `n` tokens may be taken at `now` (taken if so). More than the burst is taken
+    /// as the whole burst: it passes from a full bucket.
+    pub(crate) fn try_take_n(&mut self, now: Instant, n: f64) -> bool {
         if self.rate == 0.0 {
             return true;
         }
+        let n = n.min(self.burst);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
     }
 
+    /// Whether the bucket would be full again at `now` (nothing to remember about it).
+    pub(crate) fn is_full_at(&self, now: Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Whether the bucket limits at all.
     pub(crate) fn is_unlimited(&self) -> bool {
         self.rate == 0.0
+    }
+}
+
+/// What a member may send: signals, and bytes × the receivers they reach.
+#[derive(Debug, Clone)]
+pub(crate) struct Allowance {
+    pub(crate) signals: TokenBucket,
+    pub(crate) bytes: TokenBucket,
+}
+
+impl Allowance {
+    /// Whether both buckets would be full at `now` (nothing to remember).
+    pub(crate) fn is_full_at(&self, now: Instant) -> bool {
+        self.signals.is_full_at(now) && self.bytes.is_full_at(now)
     }
 }
 
@@ -71,6 +101,19 @@ mod tests {
             assert!(b.try_take(later));
         }
         assert!(!b.try_take(later));
+        assert!(!b.is_full_at(later));
+        assert!(!b.is_full_at(later + Duration::from_millis(400)));
+        assert!(b.is_full_at(later + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_take_larger_than_the_burst_needs_a_full_bucket() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000, 1000, t0);
+        assert!(b.try_take_n(t0, 5000.0), "a full bucket lets it pass");
+        assert!(!b.try_take_n(t0 + Duration::from_millis(500), 5000.0));
+        assert!(b.try_take_n(t0 + Duration::from_millis(1000), 5000.0));
+        assert!(!b.try_take_n(t0 + Duration::from_millis(1000), 1.0));
     }
 
     #[test]

@@ -18,8 +18,10 @@ use signalbox_proto::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Budgets, Held};
 use crate::delivery::Fanout;
 use crate::frames;
+use crate::ratelimit::Allowance;
 
 /// One connection in a session, as the rest of the relay sees it. It outlives a network
 /// failure of its QUIC connection: for the grace period it is *away* (peers see nothing), and
@@ -58,11 +60,36 @@ pub(crate) struct Member {
     pub(crate) token_key: Option<TokenKey>,
     /// As a sender: the highest seq taken (duplicates after a resume are dropped).
     pub(crate) last_seq: AtomicU64,
-    /// As a sender: its routes to receivers, kept across resumes so order holds.
-    pub(crate) fanout: Mutex<Option<Fanout>>,
+    /// As a sender: its rate bucket and its routes, kept across resumes (so order holds and
+    /// a resume refills nothing).
+    pub(crate) sender: Mutex<Sender>,
+    /// Whose rate bucket it spends: its token's, or (in open mode) its address's.
+    pub(crate) bucket_key: BucketKey,
     /// As a sender: its most recent rejections, told again if the signal is resent.
     rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
 }
+
+/// A member as a sender.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    /// Its rate buckets. A member that leaves parks them in the registry under its
+    /// [`BucketKey`], and the next member with that key starts from them: reconnecting does
+    /// not refill them either.
+    pub(crate) allowance: Allowance,
+    /// Its routes to receivers (made on its first signal).
+    pub(crate) fanout: Option<Fanout>,
+}
+
+/// Whose rate bucket a member spends: the token it joined with, or in open mode the address
+/// it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum BucketKey {
+    Token(TokenKey),
+    Source(std::net::IpAddr),
+}
+
+/// Parked buckets kept at most; past this, those that are fullest soonest go first.
+const MAX_PARKED_BUCKETS: usize = 65_536;
 
 /// A token as the relay remembers it: its SHA-256.
 pub(crate) type TokenKey = [u8; 32];
@@ -95,6 +122,7 @@ pub(crate) struct Lost {
 }
 
 impl Member {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         info: ConnectionInfo,
         conn: quinn::Connection,
@@ -102,6 +130,8 @@ impl Member {
         receives_broadcasts: bool,
         control_capacity: usize,
         token_key: Option<TokenKey>,
+        bucket_key: BucketKey,
+        allowance: Allowance,
     ) -> Self {
         let (control, control_rx) = mpsc::channel(control_capacity);
         let mut secret = [0u8; 16];
@@ -123,7 +153,11 @@ impl Member {
             receives_broadcasts,
             token_key,
             last_seq: AtomicU64::new(0),
-            fanout: Mutex::new(None),
+            sender: Mutex::new(Sender {
+                allowance,
+                fanout: None,
+            }),
+            bucket_key,
             rejections: Mutex::new(std::collections::VecDeque::new()),
         }
     }
@@ -297,12 +331,15 @@ pub(crate) struct Session {
     roster: ArcSwap<Roster>,
     /// The relay's own sender in this session (REST signals): its routes and its seq.
     pub(crate) relay_sender: Mutex<Option<(Fanout, u64)>>,
+    /// What its frames are charged to: its own budget and the relay's.
+    pub(crate) budgets: Budgets,
 }
 
 impl Session {
-    fn new(id: SessionId) -> Self {
+    fn new(id: SessionId, budgets: Budgets) -> Self {
         Self {
             id,
+            budgets,
             members: Mutex::new(HashMap::new()),
             roster: ArcSwap::from_pointee(Roster::default()),
             relay_sender: Mutex::new(None),
@@ -336,6 +373,11 @@ pub(crate) struct SessionRegistry {
     tokens: Mutex<TokenUse>,
     max_per_token: u32,
     kick_ban: std::time::Duration,
+    /// Rate buckets of members that left, by whose they were (see [`Sender::allowance`]).
+    parked: Mutex<HashMap<BucketKey, Allowance>>,
+    /// Bytes held for delivery in all sessions, and each new session's budget.
+    pub(crate) held: Arc<Held>,
+    session_held: usize,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -350,6 +392,8 @@ impl SessionRegistry {
         max_per_session: usize,
         max_per_token: u32,
         kick_ban: std::time::Duration,
+        held: Arc<Held>,
+        session_held: usize,
     ) -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
@@ -358,6 +402,31 @@ impl SessionRegistry {
             tokens: Mutex::new(TokenUse::default()),
             max_per_token,
             kick_ban,
+            parked: Mutex::new(HashMap::new()),
+            held,
+            session_held,
+        }
+    }
+
+    /// The rate bucket a new member with `key` starts from: the one a member with the same key
+    /// left with, while it has not refilled; otherwise `fresh`.
+    pub(crate) fn allowance(&self, key: BucketKey, fresh: Allowance) -> Allowance {
+        lock(&self.parked).remove(&key).unwrap_or(fresh)
+    }
+
+    /// Keeps a leaving member's bucket for the next member with its key, unless it has
+    /// refilled already (then there is nothing to remember).
+    fn park(&self, key: BucketKey, bucket: Allowance) {
+        let now = std::time::Instant::now();
+        if bucket.is_full_at(now) {
+            return;
+        }
+        let mut parked = lock(&self.parked);
+        if parked.len() >= MAX_PARKED_BUCKETS {
+            parked.retain(|_, b| !b.is_full_at(now));
+        }
+        if parked.len() < MAX_PARKED_BUCKETS {
+            parked.insert(key, bucket);
         }
     }
 
@@ -407,7 +476,11 @@ impl SessionRegistry {
                         ),
                     });
                 }
-                let s = Arc::new(Session::new(session.clone()));
+                let budgets = Budgets {
+                    session: Arc::new(Held::new(self.session_held)),
+                    global: self.held.clone(),
+                };
+                let s = Arc::new(Session::new(session.clone(), budgets));
                 sessions.insert(session.clone(), s.clone());
                 s
             }
@@ -443,6 +516,12 @@ impl SessionRegistry {
         let Some(gone) = members.remove(&id) else {
             return;
         };
+        {
+            let mut sender = lock(&gone.sender);
+            // Its routes to others end once they have written what they hold.
+            drop(sender.fanout.take());
+            self.park(gone.bucket_key, sender.allowance.clone());
+        }
         if let Some(key) = gone.token_key {
             let mut tokens = lock(&self.tokens);
             if let Some(n) = tokens.connections.get_mut(&key) {

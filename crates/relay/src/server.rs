@@ -85,8 +85,9 @@ impl Shared {
     pub(crate) fn metrics_text(&self) -> String {
         if let Some(c) = &self.cluster {
             self.metrics
-                .cluster(c.is_connected(), c.peers().len(), c.dropped());
+                .cluster(c.is_connected(), c.peers().len(), c.dropped(), c.refused());
         }
+        self.metrics.held(self.registry.held.bytes());
         self.metrics.render(
             self.registry.connection_count(),
             self.registry.sessions().len(),
@@ -207,7 +208,12 @@ impl Shared {
         let mut sender = lock(&session.relay_sender);
         let (fanout, seq) = sender.get_or_insert_with(|| {
             (
-                Fanout::new(None, self.delivery.clone(), self.tracker.clone()),
+                Fanout::new(
+                    None,
+                    self.delivery.clone(),
+                    self.tracker.clone(),
+                    session.budgets.clone(),
+                ),
                 0,
             )
         });
@@ -299,7 +305,18 @@ impl Relay {
                     .node_name
                     .clone()
                     .unwrap_or_else(|| crate::announce::relay_name(&config));
-                Some(Arc::new(crate::cluster::Cluster::connect(url, name).await?))
+                let auth = crate::cluster::NatsAuth {
+                    creds: config.cluster_creds.clone(),
+                    ca: config.cluster_ca.clone(),
+                };
+                let bounds = crate::cluster::roster::Bounds {
+                    per_session: config.max_connections_per_session as usize,
+                    members: config.max_connections as usize,
+                    sessions: config.max_sessions as usize,
+                };
+                Some(Arc::new(
+                    crate::cluster::Cluster::connect(url, name, &secret, &auth, bounds).await?,
+                ))
             }
             None => None,
         };
@@ -312,6 +329,8 @@ impl Relay {
                 config.max_connections_per_session as usize,
                 config.max_connections_per_token,
                 config.kick_ban,
+                Arc::new(crate::budget::Held::new(config.held_bytes)),
+                config.session_held_bytes,
             ),
             tokens,
             vonage,
@@ -443,6 +462,12 @@ impl RelayHandle {
     /// The name the relay announces (or would): its configured name or the host name.
     pub fn name(&self) -> String {
         crate::announce::relay_name(&self.shared.config)
+    }
+
+    /// Bytes of signals the relay holds for delivery now: queued for receivers, and kept for
+    /// resumes (each counted with a fixed overhead; see `held_bytes`).
+    pub fn held_bytes(&self) -> (usize, usize) {
+        self.shared.registry.held.bytes()
     }
 
     /// Everyone in `session`: this relay's members and, in a cluster, the other nodes'.
