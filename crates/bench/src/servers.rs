@@ -155,9 +155,13 @@ pub(crate) fn start(kind: Kind, core: Option<usize>, dir: &Path) -> anyhow::Resu
             let url = format!("nats://{nats_addr}");
             let mut children = vec![nats];
             let mut nodes = Vec::new();
+            // One token secret for all three: the key that seals cluster messages derives
+            // from it (nodes with different secrets refuse each other).
+            let secret = format!("bench-cluster-secret-{}", std::process::id()).repeat(2);
             for n in 0..3 {
                 let node_dir = dir.join(format!("node{n}"));
                 std::fs::create_dir_all(&node_dir)?;
+                std::fs::write(node_dir.join("token-secret"), &secret)?;
                 let (child, addr, fp) = start_own(core, &node_dir, false, Some(&url))?;
                 children.push(child);
                 nodes.push((addr, fp));

@@ -9,9 +9,10 @@
 //!
 //! What happens at a bound:
 //!
-//! - **Replay** over budget: the ring that is adding a frame drops its own oldest frames until
-//!   the budget holds again. A client that resumes is told what it can no longer get
-//!   (`Missed`), as for any frame pushed out of a ring.
+//! - **Replay** over budget: a ring reserves budget in 16 KiB steps as it grows; when a
+//!   reservation is refused, it drops its own oldest frames instead. A client that resumes is
+//!   told what it can no longer get (`Missed`), as for any frame pushed out of a ring. The
+//!   budget counts reservations, so kept bytes never exceed it.
 //! - **Queues** over budget: a receiver whose backlog is at least the average backlog of the
 //!   receivers that have one is the one that cannot keep up — it is closed as `slowConsumer`,
 //!   its queue freed. One further ahead still gets the frame: a reader that keeps up is not
@@ -22,13 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// What one queued or kept frame costs beyond its bytes.
 pub(crate) const ENTRY_OVERHEAD: usize = 64;
 
-/// Bytes held for delivery against a budget, and the members they are for.
+/// Bytes held for delivery against a budget.
 #[derive(Debug)]
 pub(crate) struct Held {
     queued: AtomicUsize,
     replay: AtomicUsize,
-    /// Receivers with a backlog (something queued).
-    behind: AtomicUsize,
     /// Half of the budget, for each kind.
     half: usize,
 }
@@ -39,7 +38,6 @@ impl Held {
         Self {
             queued: AtomicUsize::new(0),
             replay: AtomicUsize::new(0),
-            behind: AtomicUsize::new(0),
             half: bytes / 2,
         }
     }
@@ -52,24 +50,19 @@ impl Held {
         )
     }
 
-    /// A receiver's backlog started (`true`) or ended.
-    fn behind(&self, started: bool) {
-        if started {
-            self.behind.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.behind.fetch_sub(1, Ordering::Relaxed);
-        }
+    fn has_room(&self, extra: usize) -> bool {
+        self.queued.load(Ordering::Relaxed) + extra <= self.half
     }
 
-    /// Charges `cost` to the queues for a receiver that already has `backlog` queued; false
-    /// (nothing charged) when the budget is spent and that receiver is at least as far
-    /// behind as the average of those behind.
-    fn queue(&self, cost: usize, backlog: usize) -> bool {
+    /// Charges `cost` to the queues for a receiver that already has `backlog` queued, when
+    /// `behind` receivers have a backlog; false (nothing charged) when the budget is spent
+    /// and that receiver is at least as far behind as their average.
+    fn queue(&self, cost: usize, backlog: usize, behind: usize) -> bool {
         let now = self.queued.fetch_add(cost, Ordering::Relaxed) + cost;
         if now <= self.half {
             return true;
         }
-        let average = (now - cost) / self.behind.load(Ordering::Relaxed).max(1);
+        let average = (now - cost) / behind.max(1);
         if backlog < average {
             return true;
         }
@@ -81,20 +74,22 @@ impl Held {
         self.queued.fetch_sub(cost, Ordering::Relaxed);
     }
 
-    fn keep(&self, cost: usize) {
-        self.replay.fetch_add(cost, Ordering::Relaxed);
+    /// Reserves `bytes` of replay budget; false (nothing reserved) when it is spent.
+    fn reserve(&self, bytes: usize) -> bool {
+        if self.replay.fetch_add(bytes, Ordering::Relaxed) + bytes <= self.half {
+            return true;
+        }
+        self.replay.fetch_sub(bytes, Ordering::Relaxed);
+        false
     }
 
     fn unkeep(&self, cost: usize) {
         self.replay.fetch_sub(cost, Ordering::Relaxed);
     }
-
-    fn replay_over(&self) -> bool {
-        self.replay.load(Ordering::Relaxed) > self.half
-    }
 }
 
-/// The budgets a frame for one session is charged to: the session's and the relay's.
+/// The budgets a frame for one session is charged to: the session's and the relay's. The
+/// hot path charges them once per signal (not per receiver) and once per written batch.
 #[derive(Debug, Clone)]
 pub(crate) struct Budgets {
     pub(crate) session: std::sync::Arc<Held>,
@@ -102,45 +97,53 @@ pub(crate) struct Budgets {
 }
 
 impl Budgets {
-    /// Charges a queued frame (see [`Held`]); false when the receiver must go.
-    pub(crate) fn queue(&self, cost: usize, backlog: usize) -> bool {
-        if !self.session.queue(cost, backlog) {
+    /// Whether `extra` more queued bytes fit both budgets (nothing is charged).
+    pub(crate) fn has_room(&self, extra: usize) -> bool {
+        self.session.has_room(extra) && self.global.has_room(extra)
+    }
+
+    /// Charges `cost` to the queues without a check (the caller found room).
+    pub(crate) fn charge(&self, cost: usize) {
+        self.session.queued.fetch_add(cost, Ordering::Relaxed);
+        self.global.queued.fetch_add(cost, Ordering::Relaxed);
+    }
+
+    /// Charges a queued frame when the budgets may be spent (see [`Held`]); false when the
+    /// receiver must go.
+    pub(crate) fn queue(&self, cost: usize, backlog: usize, behind: usize) -> bool {
+        if !self.session.queue(cost, backlog, behind) {
             return false;
         }
-        if !self.global.queue(cost, backlog) {
+        if !self.global.queue(cost, backlog, behind) {
             self.session.unqueue(cost);
             return false;
         }
         true
     }
 
-    /// A receiver's backlog started (`true`) or ended.
-    pub(crate) fn behind(&self, started: bool) {
-        self.session.behind(started);
-        self.global.behind(started);
-    }
-
-    /// A queued frame left its queue.
+    /// Queued bytes left their queues.
     pub(crate) fn unqueue(&self, cost: usize) {
         self.session.unqueue(cost);
         self.global.unqueue(cost);
     }
 
-    /// A frame was added to a replay ring.
-    pub(crate) fn keep(&self, cost: usize) {
-        self.session.keep(cost);
-        self.global.keep(cost);
+    /// Reserves `bytes` of replay budget on both; false (nothing reserved) when either is
+    /// spent.
+    pub(crate) fn reserve(&self, bytes: usize) -> bool {
+        if !self.session.reserve(bytes) {
+            return false;
+        }
+        if !self.global.reserve(bytes) {
+            self.session.unkeep(bytes);
+            return false;
+        }
+        true
     }
 
-    /// A frame left a replay ring.
-    pub(crate) fn unkeep(&self, cost: usize) {
-        self.session.unkeep(cost);
-        self.global.unkeep(cost);
-    }
-
-    /// Whether replay is over either budget.
-    pub(crate) fn replay_over(&self) -> bool {
-        self.session.replay_over() || self.global.replay_over()
+    /// Gives back `bytes` of replay reservation.
+    pub(crate) fn unkeep(&self, bytes: usize) {
+        self.session.unkeep(bytes);
+        self.global.unkeep(bytes);
     }
 }
 
@@ -156,17 +159,15 @@ mod tests {
             global: Arc::new(Held::new(1 << 20)),
         };
         // 1000 bytes of queue budget: one receiver 800 behind, another 200.
-        b.behind(true);
-        assert!(b.queue(800, 0));
-        b.behind(true);
-        assert!(b.queue(200, 0));
-        assert_eq!(b.session.bytes().0, 1000);
+        assert!(b.has_room(1000));
+        b.charge(1000);
+        assert!(!b.has_room(1));
         assert!(
-            !b.queue(100, 800),
+            !b.queue(100, 800, 2),
             "over, and this one is behind the average"
         );
         assert!(
-            b.queue(100, 200),
+            b.queue(100, 200, 2),
             "over, but this one is ahead of the average"
         );
         assert_eq!(b.session.bytes().0, 1100);
@@ -178,9 +179,8 @@ mod tests {
             session: Arc::new(Held::new(1 << 20)),
             global: Arc::new(Held::new(200)),
         };
-        tight.behind(true);
-        assert!(tight.queue(100, 0));
-        assert!(!tight.queue(100, 100));
+        assert!(tight.queue(100, 0, 1));
+        assert!(!tight.queue(100, 100, 1));
         assert_eq!(tight.session.bytes().0, 100);
     }
 }

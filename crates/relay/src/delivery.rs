@@ -103,31 +103,45 @@ impl Fanout {
 
     /// Queues an encoded signal frame (with its seq) for `to`. Never waits: a receiver that
     /// cannot keep up is disconnected instead — or, while it is away, told later what it
-    /// missed.
-    pub(crate) fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: &Bytes) {
+    /// missed. `charge`: how the frame meets the budgets (see [`fan_out`]). Returns whether
+    /// the frame was queued.
+    fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: &Bytes, charge: Charge) -> bool {
         if to.is_closing() {
-            return;
+            return false;
         }
         let cost = frame.len() + ENTRY_OVERHEAD;
         let backlog = to.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-        if backlog == 0 {
-            self.budgets.behind(true);
+        if backlog & RELEASED != 0 {
+            // Closed for the budget a moment ago.
+            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            return false;
         }
         if backlog + cost > self.settings.queue_bytes {
-            unqueue(to, &self.budgets, cost, false);
+            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             overflow(to, self.from, seq, "slow consumer: too much data waiting");
-            return;
+            return false;
         }
-        if !self.budgets.queue(cost, backlog) {
-            unqueue(to, &self.budgets, cost, false);
+        if let Charge::Each { behind } = charge
+            && !self.budgets.queue(cost, backlog, behind)
+        {
+            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             overflow(
                 to,
                 self.from,
                 seq,
                 "slow consumer: the relay's memory budget is spent and this receiver is behind",
             );
-            return;
+            if to.is_closing() {
+                // Its queue leaves the budgets now, not when its routes have wound down:
+                // otherwise the receivers that keep up would be refused meanwhile.
+                let queued = to.queued_bytes.fetch_or(RELEASED, Ordering::Relaxed);
+                if queued & RELEASED == 0 {
+                    self.budgets.unqueue(queued);
+                }
+            }
+            return false;
         }
+        // From here on the frame is charged to the budgets (by the caller, or just above).
         let mut item = (seq, frame.clone());
         let mut prev = None;
         for attempt in 0..2 {
@@ -148,16 +162,16 @@ impl Fanout {
                 }
             };
             match route.tx.try_send(item) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(TrySendError::Full(_)) => {
-                    unqueue(to, &self.budgets, cost, true);
+                    self.undo(to, cost, charge);
                     overflow(
                         to,
                         self.from,
                         seq,
                         "slow consumer: too many signals waiting",
                     );
-                    return;
+                    return false;
                 }
                 Err(TrySendError::Closed(f)) => {
                     // The route finished its idle stream (or the receiver is gone). Start a
@@ -171,7 +185,19 @@ impl Fanout {
                 }
             }
         }
-        unqueue(to, &self.budgets, cost, true);
+        self.undo(to, cost, charge);
+        false
+    }
+
+    /// A frame taken for `to` was not queued after all: off its backlog, and off the budgets
+    /// if it was charged alone (a frame charged with its signal is given back by the caller).
+    fn undo(&self, to: &Member, cost: usize, charge: Charge) {
+        let queued = to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        if let Charge::Each { .. } = charge
+            && queued & RELEASED == 0
+        {
+            self.budgets.unqueue(cost);
+        }
     }
 
     /// Forgets routes whose task has ended (receiver gone, or stream finished when idle).
@@ -191,8 +217,22 @@ fn overflow(to: &Member, from: Option<ConnectionId>, seq: u64, why: &str) {
     }
 }
 
+/// How a frame meets the memory budgets.
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    /// Already charged, with the signal's other deliveries (there was room for all).
+    Done,
+    /// Charged one by one: the budgets may be spent, and a receiver at least as far behind
+    /// as the average of the `behind` receivers with a backlog is refused.
+    Each { behind: usize },
+}
+
 /// Queues an encoded signal for its targets in `roster`; returns how many it reached.
 /// Targets must already be checked (every one present).
+///
+/// The budgets are charged once for all its deliveries when they have room for all (the
+/// usual case: one atomic add per budget per signal, not per receiver); otherwise one by
+/// one, refusing receivers that are furthest behind.
 pub(crate) fn fan_out(
     fanout: &mut Fanout,
     roster: &Roster,
@@ -200,40 +240,91 @@ pub(crate) fn fan_out(
     seq: u64,
     frame: &Bytes,
 ) -> usize {
-    match to {
-        Target::All => {
-            for m in &roster.broadcast {
-                fanout.deliver(m, seq, frame);
-            }
-            roster.broadcast.len()
-        }
+    let one: Arc<Member>;
+    let receivers: &[Arc<Member>] = match to {
+        Target::All => &roster.broadcast,
         Target::One(id) => match roster.members.get(id) {
             Some(m) => {
-                fanout.deliver(m, seq, frame);
-                1
+                one = m.clone();
+                std::slice::from_ref(&one)
             }
-            None => 0,
+            None => return 0,
         },
         // Validated: a list names each connection once (`DuplicateTarget` otherwise).
         Target::List(ids) => {
             let mut n = 0;
+            let charge = charge_for(fanout, roster, ids.len(), frame);
+            let mut refund = 0;
             for id in ids {
                 if let Some(m) = roster.members.get(id) {
-                    fanout.deliver(m, seq, frame);
                     n += 1;
+                    if !fanout.deliver(m, seq, frame, charge) {
+                        refund += 1;
+                    }
                 }
             }
-            n
+            settle(fanout, charge, ids.len() - n + refund, frame);
+            return n;
         }
+    };
+    let charge = charge_for(fanout, roster, receivers.len(), frame);
+    let mut refund = 0;
+    for m in receivers {
+        if !fanout.deliver(m, seq, frame, charge) {
+            refund += 1;
+        }
+    }
+    settle(fanout, charge, refund, frame);
+    receivers.len()
+}
+
+/// Charges the budgets for `n` deliveries of `frame` at once if they have room.
+fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, frame: &Bytes) -> Charge {
+    let total = n * (frame.len() + ENTRY_OVERHEAD);
+    if fanout.budgets.has_room(total) {
+        fanout.budgets.charge(total);
+        return Charge::Done;
+    }
+    // Rare: count who is behind, once for this signal.
+    let behind = roster
+        .members
+        .values()
+        .filter(|m| {
+            let q = m.queued_bytes.load(Ordering::Relaxed);
+            q > 0 && q & RELEASED == 0
+        })
+        .count();
+    Charge::Each { behind }
+}
+
+/// Gives back what was charged at once for deliveries that did not happen.
+fn settle(fanout: &Fanout, charge: Charge, undelivered: usize, frame: &Bytes) {
+    if let Charge::Done = charge
+        && undelivered > 0
+    {
+        fanout
+            .budgets
+            .unqueue(undelivered * (frame.len() + ENTRY_OVERHEAD));
     }
 }
 
+/// Replay budget a ring reserves at a time: it touches the shared budgets only when what it
+/// keeps crosses a reservation, not for every frame.
+const RESERVE: usize = 16 * 1024;
+
 /// The frames a route wrote most recently, for replay after a resume: at most
 /// [`REPLAY_BYTES`], and less when the session's or the relay's replay budget is spent (the
-/// oldest go first).
+/// oldest go first). What it keeps is covered by a reservation on the budgets, made and
+/// given back [`RESERVE`] bytes at a time; the budgets count reservations, so what is kept
+/// never exceeds them.
 struct Ring {
     frames: VecDeque<Frame>,
+    /// Bytes of the frames kept.
     bytes: usize,
+    /// What they cost the budgets (with the overhead per frame).
+    held: usize,
+    /// What is reserved on the budgets (at least `held` after `settle`).
+    reserved: usize,
     /// Seqs of frames pushed out (bounded), to count what a resume cannot replay.
     evicted: VecDeque<u64>,
     budgets: Budgets,
@@ -244,34 +335,60 @@ impl Ring {
         Self {
             frames: VecDeque::new(),
             bytes: 0,
+            held: 0,
+            reserved: 0,
             evicted: VecDeque::new(),
             budgets,
         }
     }
 
+    /// Keeps one frame (covered by `settle`).
     fn push(&mut self, frame: Frame) {
         self.bytes += frame.1.len();
-        self.budgets.keep(frame.1.len() + ENTRY_OVERHEAD);
+        self.held += cost(&frame);
         self.frames.push_back(frame);
-        while self.bytes > REPLAY_BYTES || self.budgets.replay_over() {
-            let Some((seq, f)) = self.frames.pop_front() else {
+    }
+
+    /// Drops the oldest frame; false when there is none.
+    fn evict(&mut self) -> bool {
+        let Some(frame) = self.frames.pop_front() else {
+            return false;
+        };
+        self.bytes -= frame.1.len();
+        self.held -= cost(&frame);
+        if self.evicted.len() == 4096 {
+            self.evicted.pop_front();
+        }
+        self.evicted.push_back(frame.0);
+        true
+    }
+
+    /// After a batch of pushes: keeps the ring within its own bound, then within what it can
+    /// reserve on the budgets (dropping its oldest frames when they are spent), and gives
+    /// back a reservation it no longer needs.
+    fn settle(&mut self) {
+        while self.bytes > REPLAY_BYTES && self.evict() {}
+        while self.held > self.reserved {
+            let want = (self.held - self.reserved).next_multiple_of(RESERVE);
+            if self.budgets.reserve(want) {
+                self.reserved += want;
+            } else if !self.evict() {
                 break;
-            };
-            self.bytes -= f.len();
-            self.budgets.unkeep(f.len() + ENTRY_OVERHEAD);
-            if self.evicted.len() == 4096 {
-                self.evicted.pop_front();
             }
-            self.evicted.push_back(seq);
+        }
+        if self.reserved > self.held + 2 * RESERVE {
+            let spare = self.reserved - self.held - RESERVE;
+            self.budgets.unkeep(spare);
+            self.reserved -= spare;
         }
     }
 
     fn clear(&mut self) {
-        for (_, f) in self.frames.drain(..) {
-            self.budgets.unkeep(f.len() + ENTRY_OVERHEAD);
-        }
+        self.frames.clear();
         self.evicted.clear();
         self.bytes = 0;
+        self.held = 0;
+        self.budgets.unkeep(std::mem::take(&mut self.reserved));
     }
 
     /// The kept frames newer than `seen`, as one chunk, and the newer ones that were pushed
@@ -303,24 +420,26 @@ impl Drop for Ring {
     }
 }
 
-/// Takes `cost` off a receiver's backlog (and, when `charged`, off the budgets); the end of
-/// its backlog is counted.
-fn unqueue(to: &Member, budgets: &Budgets, cost: usize, charged: bool) {
-    if charged {
+/// Set in a receiver's `queued_bytes` once its whole queue has left the budgets at once (it
+/// was closed for the budget): its frames then come off its backlog only. One atomic word, so
+/// every frame leaves the budgets exactly once — with the queue, or on its own before.
+const RELEASED: usize = 1 << (usize::BITS - 1);
+
+/// Frames of `cost` bytes (with their overhead) left a receiver's queue: off its backlog and
+/// off the budgets (unless its queue left them already).
+fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
+    if to.queued_bytes.fetch_sub(cost, Ordering::Relaxed) & RELEASED == 0 {
         budgets.unqueue(cost);
     }
-    if to.queued_bytes.fetch_sub(cost, Ordering::Relaxed) == cost {
-        budgets.behind(false);
-    }
 }
 
-/// A frame left its receiver's queue: its charge moves off the queue bounds.
-fn dequeued(to: &Member, budgets: &Budgets, frame: &Frame) {
-    unqueue(to, budgets, frame.1.len() + ENTRY_OVERHEAD, true);
+/// What a frame costs the bounds it is charged to.
+fn cost(frame: &Frame) -> usize {
+    frame.1.len() + ENTRY_OVERHEAD
 }
 
-/// Takes `first` and whatever else is queued (up to [`MAX_BATCH`]) as one chunk; every frame
-/// leaves the queue's charge and goes to the replay ring.
+/// Takes `first` and whatever else is queued (up to [`MAX_BATCH`]) as one chunk; the frames
+/// leave the queue's charge (at once) and go to the replay ring (charged at once).
 fn batch(
     first: Frame,
     rx: &mut mpsc::Receiver<Frame>,
@@ -328,28 +447,35 @@ fn batch(
     ring: &mut Ring,
     to: &Member,
 ) -> Bytes {
-    dequeued(to, &ring.budgets, &first);
-    let Ok(second) = rx.try_recv() else {
-        let chunk = first.1.clone();
-        ring.push(first);
-        return chunk;
-    };
-    dequeued(to, &ring.budgets, &second);
-    buf.extend_from_slice(&first.1);
-    buf.extend_from_slice(&second.1);
-    ring.push(first);
-    ring.push(second);
-    while buf.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(f) => {
-                dequeued(to, &ring.budgets, &f);
-                buf.extend_from_slice(&f.1);
-                ring.push(f);
-            }
-            Err(_) => break,
+    let mut taken = cost(&first);
+    let chunk = match rx.try_recv() {
+        Err(_) => {
+            let chunk = first.1.clone();
+            ring.push(first);
+            chunk
         }
-    }
-    buf.split().freeze()
+        Ok(second) => {
+            taken += cost(&second);
+            buf.extend_from_slice(&first.1);
+            buf.extend_from_slice(&second.1);
+            ring.push(first);
+            ring.push(second);
+            while buf.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(f) => {
+                        taken += cost(&f);
+                        buf.extend_from_slice(&f.1);
+                        ring.push(f);
+                    }
+                    Err(_) => break,
+                }
+            }
+            buf.split().freeze()
+        }
+    };
+    unqueue(to, &ring.budgets, taken);
+    ring.settle();
+    chunk
 }
 
 /// How a write ended.
@@ -376,7 +502,7 @@ async fn run_route(
     route(&to, from, header, &mut rx, prev, &settings, &budgets).await;
     rx.close();
     while let Ok(frame) = rx.try_recv() {
-        dequeued(&to, &budgets, &frame);
+        unqueue(&to, &budgets, cost(&frame));
     }
 }
 
@@ -451,9 +577,10 @@ async fn route(
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
                 while let Ok(frame) = rx.try_recv() {
-                    dequeued(to, budgets, &frame);
+                    unqueue(to, budgets, cost(&frame));
                     let chunk = frame.1.clone();
                     route.ring.push(frame);
+                    route.ring.settle();
                     if !route.write_or_resume(chunk).await {
                         return;
                     }
@@ -654,6 +781,7 @@ mod tests {
         // 100 000 bytes of replay budget: about eleven 8 KiB frames.
         for seq in 1..=50 {
             ring.push(frame(seq, 8192));
+            ring.settle();
             assert!(budgets.global.bytes().1 <= 100_000);
         }
         let kept = ring.frames.len() as u64;
@@ -670,6 +798,7 @@ mod tests {
         let mut big = Ring::new(roomy.clone());
         for seq in 1..=1000 {
             big.push(frame(seq, 8192));
+            big.settle();
         }
         assert!(big.bytes <= REPLAY_BYTES);
         drop(ring);

@@ -395,7 +395,7 @@ impl Cluster {
                     from,
                     seq,
                     to: to.clone(),
-                    frame: frame.to_vec(),
+                    frame: frame.clone(),
                 },
             );
         }

@@ -23,8 +23,8 @@ pub(crate) enum Wire {
         from: ConnectionId,
         seq: u64,
         to: Target,
-        /// The delivery frame, as local receivers get it.
-        frame: Vec<u8>,
+        /// The delivery frame, as local receivers get it (taken whole, not byte by byte).
+        frame: Bytes,
     },
     /// A signal from the relay itself (REST); each node delivers it as its own.
     RelaySignal {
@@ -385,7 +385,7 @@ pub mod forge {
                 from,
                 seq,
                 to,
-                frame,
+                frame: frame.into(),
             },
             Forged::Joined { v, session, info } => Wire::Presence(Change {
                 v,
