@@ -104,6 +104,8 @@ struct Row {
     max_deliveries_per_s: f64,
     median_cpu_s_per_m: f64,
     peak_rss_kib: u64,
+    /// The load generator's busiest run: its CPU time over the window ÷ the window.
+    harness_busy: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -318,6 +320,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                     max_deliveries_per_s: rates.iter().copied().fold(0.0, f64::max),
                     median_cpu_s_per_m: median(runs.iter().map(|r| r.server_cpu_s_per_m).collect()),
                     peak_rss_kib: runs.iter().map(|r| r.server_peak_rss_kib).max().unwrap_or(0),
+                    harness_busy: runs.iter().map(|r| r.harness_busy).fold(0.0, f64::max),
                     runs,
                 };
                 eprintln!(
@@ -561,7 +564,7 @@ fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n| server CPU s per million deliveries, peak RSS |{}",
+        "\n| server CPU s per million deliveries, peak RSS of the row; load generator busy (its CPU time ÷ the window; ≥ 0.95 of its one core: the harness set the pace) |{}",
         backends
             .iter()
             .map(|b| format!(" {b} |"))
@@ -575,9 +578,11 @@ fn markdown(r: &Report) -> String {
                 Some(row) => {
                     let _ = write!(
                         out,
-                        " {:.3} s, {} MiB |",
+                        " {:.3} s, {} MiB; {:.2}{} |",
                         row.median_cpu_s_per_m,
-                        row.peak_rss_kib / 1024
+                        row.peak_rss_kib / 1024,
+                        row.harness_busy,
+                        if row.harness_busy >= 0.95 { " ⚠" } else { "" }
                     );
                 }
                 None => {

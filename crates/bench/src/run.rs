@@ -58,7 +58,11 @@ pub(crate) struct Throughput {
     pub(crate) lost: u64,
     pub(crate) out_of_order: u64,
     pub(crate) server_cpu_s_per_m: f64,
+    /// The server's peak RSS during this run (the high-water mark is reset before it).
     pub(crate) server_peak_rss_kib: u64,
+    /// The load generator's CPU time over the window ÷ the window: near its cores (1 when
+    /// pinned to one), the harness, not the server, set the pace.
+    pub(crate) harness_busy: f64,
 }
 
 /// What one latency run measured (µs).
@@ -88,6 +92,7 @@ pub(crate) async fn throughput(
     duration: Duration,
 ) -> anyhow::Result<Throughput> {
     let target = &server.target;
+    server.reset_peak();
     let stats = Arc::new(Stats::new(w.subs, w.pubs, false));
     let conn = backends::connect(
         target,
@@ -139,15 +144,17 @@ pub(crate) async fn throughput(
         }));
     }
     tokio::time::sleep(warmup).await;
-    let (d0, c0, t0) = (
+    let (d0, c0, h0, t0) = (
         stats.delivered.load(Ordering::Relaxed),
         server.cpu_seconds(),
+        crate::servers::own_cpu_seconds(),
         Instant::now(),
     );
     tokio::time::sleep(duration).await;
-    let (d1, c1, t1) = (
+    let (d1, c1, h1, t1) = (
         stats.delivered.load(Ordering::Relaxed),
         server.cpu_seconds(),
+        crate::servers::own_cpu_seconds(),
         Instant::now(),
     );
     stop.store(true, Ordering::Relaxed);
@@ -177,6 +184,7 @@ pub(crate) async fn throughput(
             0.0
         },
         server_peak_rss_kib: server.peak_rss_kib(),
+        harness_busy: (h1 - h0) / (t1 - t0).as_secs_f64(),
     })
 }
 

@@ -196,6 +196,14 @@ impl Server {
         self.children.iter().map(|c| cpu_seconds(c.id())).sum()
     }
 
+    /// Starts a new peak: the next [`Server::peak_rss_kib`] is the high-water mark from now
+    /// on, not one an earlier row left (Linux: `5` to `/proc/PID/clear_refs`).
+    pub(crate) fn reset_peak(&self) {
+        for c in &self.children {
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", c.id()), "5");
+        }
+    }
+
     /// The server's peak resident memory, in KiB (all its processes).
     pub(crate) fn peak_rss_kib(&self) -> u64 {
         self.children
@@ -213,9 +221,18 @@ impl Server {
     }
 }
 
+/// CPU seconds this process (the load generator) has used.
+pub(crate) fn own_cpu_seconds() -> f64 {
+    cpu_seconds_at("/proc/self/stat")
+}
+
 /// CPU seconds process `pid` has used (taskset execs the server, so the pid is its own).
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    cpu_seconds_at(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_seconds_at(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name, which is in parentheses and may contain spaces.
