@@ -727,3 +727,30 @@ async fn the_rate_limit_weighs_bytes_times_receivers_and_a_reconnect_does_not_re
     let one = Target::One(r1.me().id);
     send(&again, one, &data).await.unwrap();
 }
+
+/// A resume is a join: one in another protocol version is refused as a new join would be,
+/// even with a good ticket.
+#[tokio::test]
+async fn a_resume_in_another_protocol_is_refused() {
+    use signalbox_proto::{Hello, PROTOCOL_VERSION, RefuseCode, RelayMessage, Role};
+    let relay = TestRelay::start().await;
+    let (first, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "ann"))).await;
+    let ticket = first.welcome.clone().unwrap().resume;
+    let hello = |protocol| Hello {
+        protocol,
+        session: TestRelay::session(),
+        token: None,
+        name: None,
+        resume: Some(ticket.clone()),
+        receive_broadcasts: true,
+        seen: vec![],
+    };
+    let (_, answer) = Raw::join_with(&relay, hello(PROTOCOL_VERSION + 1)).await;
+    match answer {
+        RelayMessage::Refused(r) => assert_eq!(r.code, RefuseCode::UnsupportedProtocol),
+        other => panic!("{other:?}"),
+    }
+    // The same ticket in the relay's own protocol resumes.
+    let (_, answer) = Raw::join_with(&relay, hello(PROTOCOL_VERSION)).await;
+    assert!(matches!(answer, RelayMessage::Welcome(_)), "{answer:?}");
+}

@@ -199,6 +199,20 @@ impl Raw {
         token: Option<String>,
         resume: Option<signalbox_proto::ResumeTicket>,
     ) -> (Self, RelayMessage) {
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            session: TestRelay::session(),
+            token,
+            name: Some("raw".into()),
+            resume,
+            receive_broadcasts: true,
+            seen: vec![],
+        };
+        Self::join_with(relay, hello).await
+    }
+
+    /// Connects and sends this `Hello`, whatever it says.
+    pub async fn join_with(relay: &TestRelay, hello: Hello) -> (Self, RelayMessage) {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let config = signalbox_client::client_config(Some(relay.handle.fingerprint())).unwrap();
         let conn = endpoint
@@ -207,15 +221,7 @@ impl Raw {
             .await
             .unwrap();
         let (mut control, recv) = conn.open_bi().await.unwrap();
-        let hello = ClientMessage::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            session: TestRelay::session(),
-            token,
-            name: Some("raw".into()),
-            resume,
-            receive_broadcasts: true,
-            seen: vec![],
-        });
+        let hello = ClientMessage::Hello(hello);
         control
             .write_all(&codec::frame(&hello, MAX_CONTROL_FRAME).unwrap())
             .await

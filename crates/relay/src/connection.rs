@@ -133,15 +133,7 @@ fn now_ms() -> u64 {
 
 /// Decides who the connection is from its `Hello`: role, name, data.
 fn authorize(hello: &Hello, shared: &Shared, id: ConnectionId) -> Result<ConnectionInfo, Refused> {
-    if hello.protocol != PROTOCOL_VERSION {
-        return Err(Refused {
-            code: RefuseCode::UnsupportedProtocol,
-            message: format!(
-                "this relay speaks protocol {PROTOCOL_VERSION}; the client speaks {}",
-                hello.protocol
-            ),
-        });
-    }
+    check_protocol(hello)?;
     let (role, token_name, data) = match &hello.token {
         Some(t) => match shared.tokens.verify(t, hello.session.as_str()) {
             Ok(claims) => (claims.role, claims.name, claims.data.unwrap_or_default()),
@@ -184,6 +176,20 @@ fn authorize(hello: &Hello, shared: &Shared, id: ConnectionId) -> Result<Connect
         role,
         data,
         joined_at: now_ms(),
+    })
+}
+
+/// A join or a resume in another protocol version is refused.
+fn check_protocol(hello: &Hello) -> Result<(), Refused> {
+    if hello.protocol == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(Refused {
+        code: RefuseCode::UnsupportedProtocol,
+        message: format!(
+            "this relay speaks protocol {PROTOCOL_VERSION}; the client speaks {}",
+            hello.protocol
+        ),
     })
 }
 
@@ -309,6 +315,9 @@ async fn resume(
     shared: Arc<Shared>,
 ) {
     tracing::Span::current().record("id", tracing::field::display(ticket.connection));
+    if let Err(refused) = check_protocol(hello) {
+        return refuse(&conn, send, refused, &shared).await;
+    }
     let gone = || Refused {
         code: RefuseCode::ResumeFailed,
         message: format!(
