@@ -23,6 +23,8 @@ use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, Role, Target};
 struct Nats {
     child: Option<Child>,
     port: u16,
+    /// Arguments beyond the address and port (TLS, a user).
+    extra: Vec<String>,
 }
 
 fn nats_binary() -> std::path::PathBuf {
@@ -41,9 +43,14 @@ fn nats_binary() -> std::path::PathBuf {
 
 impl Nats {
     fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(extra: Vec<String>) -> Self {
         let mut n = Self {
             child: None,
             port: free_tcp_port(),
+            extra,
         };
         n.restart();
         n
@@ -53,6 +60,7 @@ impl Nats {
     fn restart(&mut self) {
         let child = Command::new(nats_binary())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -870,4 +878,61 @@ async fn a_node_without_the_cluster_key_is_not_part_of_the_cluster() {
         .await
         .unwrap();
     assert_eq!(next_signal(&mut a1_ev).await.data, "inside");
+}
+
+/// The README's secured set-up: NATS over TLS with a user and a password. Nodes that give
+/// both (in the URL) and the CA form the cluster; one without the password never gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_nats_over_tls_with_a_password_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("nats.pem"), dir.path().join("nats-key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let nats = Nats::start_with(vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        path(&cert),
+        "--tlskey".into(),
+        path(&key),
+        "--user".into(),
+        "relay".into(),
+        "--pass".into(),
+        "s3cret-pass".into(),
+    ]);
+    let node = |name: &str, url: String| {
+        let (name, cert) = (name.to_owned(), cert.clone());
+        TestRelay::start_with(move |c| {
+            share_secret(c.data_dir.as_ref().unwrap(), SECRET);
+            c.cluster = Some(url);
+            c.cluster_ca = Some(cert);
+            c.node_name = Some(name);
+            c.http = Some("127.0.0.1:0".parse().unwrap());
+        })
+    };
+    let secured = format!("tls://relay:s3cret-pass@127.0.0.1:{}", nats.port);
+    let a = node("a", secured.clone()).await;
+    let b = node("b", secured).await;
+    formed(&[&a, &b]).await;
+    let (a1, _a1_ev) = a.join("a1").await;
+    let (_b1, mut b1_ev) = b.join("b1").await;
+    members(&[&a, &b], 2).await;
+    a1.send(Signal::to_all("chat", "over tls"))
+        .await
+        .unwrap()
+        .accepted()
+        .await
+        .unwrap();
+    assert_eq!(next_signal(&mut b1_ev).await.data, "over tls");
+    // Without the password NATS refuses the node: it serves alone, and the cluster does not
+    // see it.
+    let c = node("c", format!("tls://127.0.0.1:{}", nats.port)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!c.handle.cluster_status().unwrap().connected);
+    assert_eq!(
+        a.handle.cluster_status().unwrap().nodes,
+        vec!["b".to_owned()]
+    );
 }

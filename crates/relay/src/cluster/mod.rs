@@ -185,15 +185,35 @@ impl Cluster {
         auth: &NatsAuth,
         bounds: Bounds,
     ) -> Result<Self, ClusterError> {
+        // The URL without its credentials: for logs, errors and the connection itself (NATS
+        // takes the user and password from the options, not from the URL).
+        let addr: async_nats::ServerAddr = url.parse().map_err(|e| ClusterError {
+            url: "(unparsable)".into(),
+            message: format!("{e}"),
+        })?;
+        let host = match addr.host() {
+            h if h.contains(':') => format!("[{h}]"),
+            h => h.to_owned(),
+        };
+        let shown = format!("{}://{host}:{}", addr.scheme(), addr.port());
         let fail = |message: String| ClusterError {
-            url: url.to_owned(),
+            url: shown.clone(),
             message,
         };
         let node = ConnectionId::random().to_string();
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
-        let url_for_log = url.to_owned();
+        let url_for_log = shown.clone();
         let mut options = async_nats::ConnectOptions::new();
+        if let Some(user) = addr.username() {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            options =
+                options.user_and_password(decode(user), decode(addr.password().unwrap_or("")));
+        }
         if let Some(creds) = &auth.creds {
             options = options
                 .credentials_file(creds)
@@ -224,14 +244,14 @@ impl Cluster {
                     }
                 }
             })
-            .connect(url)
+            .connect(shown.as_str())
             .await
             .map_err(|e| fail(e.to_string()))?;
         let (tx, rx) = mpsc::channel(OUTBOX);
         Ok(Self {
             node,
             name,
-            url: url.to_owned(),
+            url: shown,
             client,
             key: Key::derive(secret),
             outbox: Mutex::new((0, tx)),
