@@ -4,6 +4,12 @@ use bytes::Bytes;
 use serde::Serialize;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
 
+/// One encoded signal frame in a buffer of exactly its size: a frame queued or kept for
+/// replay pins its own bytes and no more (an encoder's buffer grows in steps).
+pub(crate) fn signal(incoming: &signalbox_proto::Incoming<'_>) -> Result<Bytes, codec::FrameError> {
+    codec::frame(incoming, usize::MAX).map(|b| Bytes::copy_from_slice(&b))
+}
+
 /// One encoded control-stream frame; `None` (logged) if the message cannot be encoded,
 /// which only a bug can cause.
 pub(crate) fn control<T: Serialize>(msg: &T) -> Option<Bytes> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, Fingerprint, Incoming, Invite, Limits, SessionId,
-    SignalError, Target, codec, signal,
+    SignalError, Target, signal,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -224,9 +224,7 @@ impl Shared {
             r#type: ty.into(),
             data: data.into(),
         };
-        let frame = codec::frame(&incoming, usize::MAX)
-            .map_err(|_| SignalError::EmptyTargetList)?
-            .freeze();
+        let frame = crate::frames::signal(&incoming).map_err(|_| SignalError::EmptyTargetList)?;
         let delivered = delivery::fan_out(fanout, &roster, to, *seq, &frame);
         self.metrics.signal(frame.len(), delivered);
         Ok(())

@@ -215,9 +215,7 @@ pub(crate) fn check_frame(
     }
     signal::validate_signal(&incoming.r#type, &incoming.data, to, limits)
         .map_err(|_| Refused::Invalid)?;
-    codec::frame(&incoming, usize::MAX)
-        .map(|b| b.freeze())
-        .map_err(|_| Refused::Invalid)
+    crate::frames::signal(&incoming).map_err(|_| Refused::Invalid)
 }
 
 /// Checks a remote kick's reason: what a REST caller may give.
