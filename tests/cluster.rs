@@ -936,3 +936,26 @@ async fn nodes_reach_nats_over_tls_with_a_password_and_others_do_not() {
         vec!["b".to_owned()]
     );
 }
+
+/// A moderator removes a member served by another node, from its own client (not only
+/// through REST): the member is disconnected and everyone sees it leave, removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_removes_a_member_on_another_node() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    formed(&[&a, &b]).await;
+    let (moderator, mut m_ev) = a.join_as(Role::Moderator, "mod").await;
+    let (b1, mut b1_ev) = b.join("b1").await;
+    members(&[&a, &b], 2).await;
+    moderator.kick(b1.me().id).await.unwrap();
+    let gone = expect(&mut b1_ev, "b1 removed", |e| match e {
+        Event::Disconnected { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(gone, LeftReason::ForceDisconnected);
+    assert_eq!(
+        next_left(&mut m_ev, b1.me().id).await,
+        LeftReason::ForceDisconnected
+    );
+}

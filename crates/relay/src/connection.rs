@@ -409,7 +409,7 @@ async fn run_member(
     }
     let end = if welcomed {
         let writer = control_writer(send, &member, &acceptance, 0);
-        let reader = control_reader(&mut frames, &member, &conn, &session);
+        let reader = control_reader(&mut frames, &member, &conn, &session, &shared);
         let signals = signal_reader(&conn, &member, &session, &shared, &acceptance);
         tokio::pin!(writer, reader, signals);
         tokio::select! {
@@ -546,6 +546,7 @@ async fn control_reader(
     member: &Arc<Member>,
     conn: &quinn::Connection,
     session: &Session,
+    shared: &Shared,
 ) -> End {
     loop {
         let frame = match frames.next().await {
@@ -563,30 +564,27 @@ async fn control_reader(
             Ok(ClientMessage::Leave) => {
                 return End::Close(CloseCode::Normal, "left the session".into());
             }
-            Ok(ClientMessage::Kick { connection }) => kick(member, session, connection),
+            Ok(ClientMessage::Kick { connection }) => kick(member, session, connection, shared),
             Ok(ClientMessage::Hello(_)) => return protocol("Hello sent twice"),
             Err(e) => return protocol(format!("malformed control message: {e}")),
         }
     }
 }
 
-fn kick(member: &Member, session: &Session, target: ConnectionId) {
+/// A moderator removes a member — here, or (in a cluster) on the node that serves it.
+fn kick(member: &Member, session: &Session, target: ConnectionId, shared: &Shared) {
     let denied = if member.info.role != Role::Moderator {
         Some(format!(
             "only moderators may remove connections (you are a {})",
             member.info.role
         ))
     } else {
-        match session.roster().members.get(&target) {
-            Some(t) => {
-                tracing::info!(target = %target, "removed by moderator");
-                t.close(
-                    CloseCode::Kicked,
-                    &format!("removed from the session by moderator {}", member.info.name),
-                );
-                None
-            }
-            None => Some(format!("connection {target} is not in this session")),
+        let reason = format!("removed from the session by moderator {}", member.info.name);
+        if shared.remove(&session.id, target, &reason) {
+            tracing::info!(target = %target, "removed by moderator");
+            None
+        } else {
+            Some(format!("connection {target} is not in this session"))
         }
     };
     if let Some(message) = denied
