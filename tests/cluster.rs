@@ -435,19 +435,8 @@ async fn without_nats_nodes_serve_their_own_members_and_heal_when_it_returns() {
         .await
         .unwrap();
     assert!(health.contains("degraded"), "{health}");
-    let metrics = reqwest::Client::new()
-        .get(format!("http://{}/metrics", a.handle.http_addr().unwrap()))
-        .bearer_auth(a.server_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("signalbox_cluster_connected 0"),
-        "{metrics}"
-    );
+    let text = metrics(&a).await;
+    assert!(text.contains("signalbox_cluster_connected 0"), "{text}");
     // Local delivery never stops.
     for i in 0..20 {
         a1.send(Signal::to_all("local", i.to_string()))
@@ -572,29 +561,15 @@ async fn a_token_made_by_one_node_is_good_on_every_node() {
     assert!(Client::connect(to_lone).await.is_err());
 }
 
-/// The rest of a NATS message after `needle`, if it holds it (the tests look into envelopes
-/// only to find one they sent).
+/// Whether a NATS message's payload holds `needle` (the tests look into envelopes only to
+/// find one they sent).
 fn holds(payload: &[u8], needle: &[u8]) -> bool {
     payload.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A delivery frame as a node sends it.
-fn frame(seq: u64, to_all: bool, ty: &str, data: &str) -> Vec<u8> {
-    signalbox_proto::codec::frame(
-        &signalbox_proto::Incoming {
-            seq,
-            to_all,
-            r#type: ty.into(),
-            data: data.into(),
-        },
-        usize::MAX,
-    )
-    .unwrap()
-    .to_vec()
-}
-
-async fn refused_count(node: &TestRelay) -> u64 {
-    let text = reqwest::Client::new()
+/// A node's `/metrics` text (with a server token).
+async fn metrics(node: &TestRelay) -> String {
+    reqwest::Client::new()
         .get(format!(
             "http://{}/metrics",
             node.handle.http_addr().unwrap()
@@ -605,7 +580,11 @@ async fn refused_count(node: &TestRelay) -> u64 {
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn refused_count(node: &TestRelay) -> u64 {
+    let text = metrics(node).await;
     assert!(
         text.contains("signalbox_cluster_refused_messages"),
         "{text}"
@@ -621,7 +600,7 @@ async fn refused_count(node: &TestRelay) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_foreign_cluster_messages_are_refused() {
     use futures_util::StreamExt;
-    use signalbox_relay::cluster_forge::{Forged, payload};
+    use signalbox_relay::cluster_forge::{Forged, frame, payload};
     let nats = Nats::start();
     let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
     formed(&[&a, &b]).await;

@@ -285,19 +285,7 @@ mod tests {
     #[test]
     fn a_remote_frame_is_checked_like_a_local_signal() {
         let limits = Limits::default();
-        let good = |seq: u64, to_all: bool, ty: &str, data: &str| {
-            codec::frame(
-                &Incoming {
-                    seq,
-                    to_all,
-                    r#type: ty.into(),
-                    data: data.into(),
-                },
-                usize::MAX,
-            )
-            .unwrap()
-            .to_vec()
-        };
+        let good = forge::frame;
         let frame = good(7, true, "chat", "hi");
         assert_eq!(
             check_frame(&frame, 7, &Target::All, &limits)
@@ -362,6 +350,21 @@ pub mod forge {
             session: SessionId,
             id: ConnectionId,
         },
+    }
+
+    /// A delivery frame as a node sends it, with these fields.
+    pub fn frame(seq: u64, to_all: bool, ty: &str, data: &str) -> Vec<u8> {
+        codec::frame(
+            &Incoming {
+                seq,
+                to_all,
+                r#type: ty.into(),
+                data: data.into(),
+            },
+            usize::MAX,
+        )
+        .expect("encodable")
+        .to_vec()
     }
 
     /// The payload for `forged` from node `node` (its `n`-th message, sent now) on `subject`,
