@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::admission::{Joined, Pending};
 use crate::delivery::{self, Fanout};
 use crate::frames;
+use crate::link::{Link, LinkRecv, LinkSend};
 use crate::ratelimit::{Allowance, TokenBucket};
 use crate::registry::{BucketKey, Member, Roster, Session, lock};
 use crate::server::Shared;
@@ -38,7 +39,7 @@ const YIELD_EVERY: u32 = 128;
 /// a few hundred notices a second, not one per read batch.
 const ACCEPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
-type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
+type Frames = FramedRead<LinkRecv, LengthDelimitedCodec>;
 
 /// Why the connection's loop ended early.
 enum End {
@@ -69,34 +70,51 @@ pub(crate) async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, pendi
                 return;
             }
         };
-        let hello = tokio::time::timeout(shared.config.hello_timeout, read_hello(&conn, &shared));
-        let (send, frames, hello) = match hello.await {
-            Ok(Ok(x)) => x,
-            Ok(Err(End::Close(code, reason))) => {
-                tracing::debug!(%reason, "bad hello");
-                conn.close(code.as_u32().into(), reason.as_bytes());
-                return;
+        let link = if crate::webtransport::is_h3(&conn) {
+            // A browser: WebTransport's own handshake (HTTP/3 settings, then CONNECT) counts
+            // toward the handshake's time.
+            let accepted = tokio::time::timeout(
+                shared.config.handshake_timeout,
+                crate::webtransport::accept(conn),
+            );
+            match accepted.await {
+                Ok(Some(session)) => Link::WebTransport(session),
+                _ => return,
             }
-            Ok(Err(End::Lost)) => return,
-            Err(_) => {
-                conn.close(
-                    CloseCode::HandshakeTimeout.as_u32().into(),
-                    b"no Hello within the hello timeout",
-                );
-                return;
-            }
+        } else {
+            Link::Quic(conn)
         };
-        serve(conn, send, frames, hello, shared, pending).await;
+        serve_link(link, shared, pending).await;
     }
     .instrument(span)
     .await
 }
 
-async fn read_hello(
-    conn: &quinn::Connection,
-    shared: &Shared,
-) -> Result<(quinn::SendStream, Frames, Hello), End> {
-    let (send, recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
+/// Serves a client on `link` (whatever carries it): its `Hello`, then the member, until the
+/// connection ends. It holds a pending slot until it joins.
+pub(crate) async fn serve_link(link: Link, shared: Arc<Shared>, pending: Pending) {
+    let hello = tokio::time::timeout(shared.config.hello_timeout, read_hello(&link, &shared));
+    let (send, frames, hello) = match hello.await {
+        Ok(Ok(x)) => x,
+        Ok(Err(End::Close(code, reason))) => {
+            tracing::debug!(%reason, "bad hello");
+            link.close(code, &reason);
+            return;
+        }
+        Ok(Err(End::Lost)) => return,
+        Err(_) => {
+            link.close(
+                CloseCode::HandshakeTimeout,
+                "no Hello within the hello timeout",
+            );
+            return;
+        }
+    };
+    serve(link, send, frames, hello, shared, pending).await;
+}
+
+async fn read_hello(link: &Link, shared: &Shared) -> Result<(LinkSend, Frames, Hello), End> {
+    let (send, recv) = link.accept_bi().await.map_err(|_| End::Lost)?;
     let mut frames = FramedRead::new(recv, codec::codec(MAX_HELLO_FRAME));
     let frame = match frames.next().await {
         Some(Ok(f)) => f,
@@ -194,24 +212,16 @@ fn check_protocol(hello: &Hello) -> Result<(), Refused> {
 }
 
 /// Refuses the join: the `Refused` message, acknowledged, then the close.
-async fn refuse(
-    conn: &quinn::Connection,
-    mut send: quinn::SendStream,
-    refused: Refused,
-    shared: &Shared,
-) {
+async fn refuse(conn: &Link, mut send: LinkSend, refused: Refused, shared: &Shared) {
     tracing::info!(code = refused.code.code(), reason = %refused.message, "join refused");
     if let Some(frame) = frames::control(&RelayMessage::Refused(refused.clone())) {
         let _ = send.write_chunk(frame).await;
-        let _ = send.finish();
+        send.finish();
         // Long enough for the client to read why; a refused connection holds its slot no
         // longer than a joining one may wait for its Hello.
         let _ = tokio::time::timeout(shared.config.hello_timeout, send.stopped()).await;
     }
-    conn.close(
-        CloseCode::Refused.as_u32().into(),
-        refused.message.as_bytes(),
-    );
+    conn.close(CloseCode::Refused, &refused.message);
 }
 
 /// Acceptance level shared by the signal reader (which raises it) and the control writer
@@ -222,8 +232,8 @@ struct Acceptance {
 }
 
 async fn serve(
-    conn: quinn::Connection,
-    send: quinn::SendStream,
+    conn: Link,
+    send: LinkSend,
     frames: Frames,
     hello: Hello,
     shared: Arc<Shared>,
@@ -252,7 +262,7 @@ async fn serve(
     let token_key = hello.token.as_deref().map(crate::registry::token_key);
     let bucket_key = match token_key {
         Some(key) => BucketKey::Token(key),
-        None => BucketKey::Source(conn.remote_address().ip()),
+        None => BucketKey::Source(conn.remote_ip()),
     };
     let now = Instant::now();
     let fanout_rate = shared.config.fanout_bytes_per_second;
@@ -290,7 +300,7 @@ async fn serve(
         crate::cluster::Cluster::watch(&shared, &hello.session);
         peers.extend(cluster.remote_members(&hello.session));
     }
-    tracing::info!(session = %hello.session, name = %info.name, role = %info.role, "joined");
+    tracing::info!(session = %hello.session, name = %info.name, role = %info.role, via = conn.kind(), "joined");
     shared.metrics.joined();
     let welcome = Welcome {
         me: info,
@@ -307,8 +317,8 @@ async fn serve(
 
 /// A client comes back within the grace period: the same member, a new connection.
 async fn resume(
-    conn: quinn::Connection,
-    send: quinn::SendStream,
+    conn: Link,
+    send: LinkSend,
     frames: Frames,
     hello: &Hello,
     ticket: &ResumeTicket,
@@ -374,8 +384,8 @@ async fn resume(
 /// client to resume.
 #[allow(clippy::too_many_arguments)]
 async fn run_member(
-    conn: quinn::Connection,
-    mut send: quinn::SendStream,
+    conn: Link,
+    mut send: LinkSend,
     mut frames: Frames,
     session: Arc<Session>,
     member: Arc<Member>,
@@ -410,8 +420,10 @@ async fn run_member(
     let end = if welcomed {
         let writer = control_writer(send, &member, &acceptance, 0);
         let reader = control_reader(&mut frames, &member, &conn, &session, &shared);
-        let signals = signal_reader(&conn, &member, &session, &shared, &acceptance);
-        tokio::pin!(writer, reader, signals);
+        let send_stream = Notify::new();
+        let signals = signal_reader(&conn, &member, &session, &shared, &acceptance, &send_stream);
+        let extra = extra_streams(&conn, &send_stream);
+        tokio::pin!(writer, reader, signals, extra);
         tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => End::Close(CloseCode::RelayShutdown, "relay shutting down".into()),
@@ -419,6 +431,7 @@ async fn run_member(
             end = &mut reader => end,
             end = &mut signals => end,
             _ = &mut writer => End::Lost,
+            end = &mut extra => end,
             _ = conn.closed() => End::Lost,
         }
     } else {
@@ -436,7 +449,7 @@ async fn run_member(
     }
     let reason = member
         .closing_reason()
-        .unwrap_or_else(|| reason_from(conn.close_reason()));
+        .unwrap_or_else(|| conn.left_reason());
     let grace = shared.config.resume_grace;
     if member.closing_reason().is_none()
         && reason == LeftReason::NetworkDisconnected
@@ -460,6 +473,25 @@ async fn run_member(
     leave(&shared, &session, &member, reason);
 }
 
+/// A client opens one control stream and one send stream. The endpoint lets a connection
+/// open a few more (WebTransport's HTTP/3 layer needs them), so a native client that opens
+/// another is closed rather than left holding a stream's buffers unread.
+async fn extra_streams(conn: &Link, send_stream: &Notify) -> End {
+    let bi = conn.accept_bi();
+    let uni = async {
+        send_stream.notified().await;
+        conn.accept_uni().await.map(|_| ())
+    };
+    let opened = tokio::select! {
+        r = bi => r.map(|_| ()),
+        r = uni => r,
+    };
+    match opened {
+        Ok(()) => protocol("a client opens one control stream and one send stream"),
+        Err(_) => End::Lost,
+    }
+}
+
 /// The member leaves the session for good.
 fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason) {
     member.gone.cancel();
@@ -472,23 +504,10 @@ fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason
     tracing::info!(conn = %member.id(), %reason, "left");
 }
 
-/// Why a connection that nobody on the relay closed has ended.
-fn reason_from(err: Option<quinn::ConnectionError>) -> LeftReason {
-    match err {
-        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
-            match CloseCode::from_u32(close.error_code.into_inner() as u32) {
-                Some(CloseCode::Normal) => LeftReason::ClientDisconnected,
-                _ => LeftReason::NetworkDisconnected,
-            }
-        }
-        _ => LeftReason::NetworkDisconnected,
-    }
-}
-
 /// Writes control frames, merging what is queued, and reports the acceptance level after
 /// every frame queued before it (so a `Rejected` always precedes the `Accepted` covering it).
 async fn control_writer(
-    mut send: quinn::SendStream,
+    mut send: LinkSend,
     member: &Member,
     acceptance: &Acceptance,
     reported: u64,
@@ -544,7 +563,7 @@ async fn control_writer(
 async fn control_reader(
     frames: &mut Frames,
     member: &Arc<Member>,
-    conn: &quinn::Connection,
+    conn: &Link,
     session: &Session,
     shared: &Shared,
 ) -> End {
@@ -552,7 +571,7 @@ async fn control_reader(
         let frame = match frames.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                if conn.close_reason().is_some() {
+                if conn.is_closed() {
                     return End::Lost;
                 }
                 return protocol(format!("control stream: {e}"));
@@ -717,16 +736,18 @@ fn take(
 
 /// Reads the client's send stream: admits each signal, encodes it once, fans it out.
 async fn signal_reader(
-    conn: &quinn::Connection,
+    conn: &Link,
     member: &Arc<Member>,
     session: &Session,
     shared: &Shared,
     acceptance: &Acceptance,
+    send_stream: &Notify,
 ) -> End {
     let recv = match conn.accept_uni().await {
         Ok(r) => r,
         Err(_) => return End::Lost,
     };
+    send_stream.notify_one();
     let max_frame = shared.limits.max_frame_bytes();
     let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
     // Kept in the member across resumes: duplicates of signals taken before a reconnect are
@@ -738,7 +759,7 @@ async fn signal_reader(
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                if conn.close_reason().is_some() {
+                if conn.is_closed() {
                     return End::Lost;
                 }
                 return protocol(format!("send stream: {e}"));

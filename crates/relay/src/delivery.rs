@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budgets, ENTRY_OVERHEAD};
+use crate::link::{LinkError, LinkSend};
 use crate::registry::{Member, Roster};
 
 /// The most bytes merged into one write.
@@ -597,19 +598,12 @@ async fn route(
     route.finish().await;
 }
 
-/// How much flow-control credit a receiver has granted so far (frames counted): it grows
-/// whenever the receiver's application reads from any stream.
-fn read_credit(conn: &quinn::Connection) -> u64 {
-    let rx = conn.stats().frame_rx;
-    rx.max_data + rx.max_stream_data + rx.max_streams_uni
-}
-
 /// The stream side of a route: its current QUIC stream and the frames kept for replay.
 struct RouteStream<'a> {
     to: &'a Member,
     from: Option<ConnectionId>,
     header: Bytes,
-    stream: Option<quinn::SendStream>,
+    stream: Option<LinkSend>,
     /// The receiver's attachment the stream belongs to.
     generation: u64,
     ring: Ring,
@@ -674,19 +668,19 @@ impl RouteStream<'_> {
                 }
             };
             s.write_chunk(chunk).await?;
-            Ok::<(), WriteFailed>(())
+            Ok::<(), LinkError>(())
         };
         tokio::pin!(write);
         // A write may wait long while the receiver reads its other senders' streams (QUIC
         // shares the connection among them): that is a busy receiver, not a slow one. It is
         // a slow consumer only when it read nothing at all — granted no new flow-control
         // credit on any stream — for a whole `write_timeout`.
-        let mut credit = read_credit(&conn);
+        let mut credit = conn.read_credit();
         let result = loop {
             match tokio::time::timeout(self.settings.write_timeout, &mut write).await {
                 Ok(done) => break Ok(done),
                 Err(elapsed) => {
-                    let now = read_credit(&conn);
+                    let now = conn.read_credit();
                     if now == credit {
                         break Err(elapsed);
                     }
@@ -722,7 +716,7 @@ impl RouteStream<'_> {
             let Some(mut stream) = self.stream.take() else {
                 return;
             };
-            let _ = stream.finish();
+            stream.finish();
             match tokio::time::timeout(self.settings.write_timeout, stream.stopped()).await {
                 Ok(Ok(_)) => {
                     self.ring.clear();
@@ -744,21 +738,6 @@ impl RouteStream<'_> {
                 }
             }
         }
-    }
-}
-
-/// Either way a delivery write can fail; both mean the receiver's connection is going.
-struct WriteFailed(String);
-
-impl From<quinn::ConnectionError> for WriteFailed {
-    fn from(e: quinn::ConnectionError) -> Self {
-        Self(e.to_string())
-    }
-}
-
-impl From<quinn::WriteError> for WriteFailed {
-    fn from(e: quinn::WriteError) -> Self {
-        Self(e.to_string())
     }
 }
 

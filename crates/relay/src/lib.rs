@@ -58,6 +58,7 @@ mod files;
 mod frames;
 mod http;
 mod identity;
+mod link;
 mod metrics;
 pub mod net;
 pub mod paths;
@@ -68,6 +69,9 @@ mod server;
 pub mod tokens;
 mod transport;
 pub mod vonage;
+mod web;
+mod webtransport;
+mod ws;
 
 pub use announce::AnnounceError;
 #[doc(hidden)]
@@ -79,3 +83,4 @@ pub use identity::{Identity, IdentityError};
 pub use server::{Relay, RelayError, RelayHandle};
 pub use tokens::{TokenKeys, TokenRequest};
 pub use transport::{TransportError, server_config};
+pub use webtransport::WebCertError;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Budgets, Held};
 use crate::delivery::Fanout;
 use crate::frames;
+use crate::link::Link;
 use crate::ratelimit::Allowance;
 
 /// One connection in a session, as the rest of the relay sees it. It outlives a network
@@ -29,8 +30,8 @@ use crate::ratelimit::Allowance;
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) info: ConnectionInfo,
-    /// The current QUIC connection (replaced when the client resumes).
-    conn: ArcSwap<quinn::Connection>,
+    /// The current connection (replaced when the client resumes).
+    conn: ArcSwap<Link>,
     /// Bumped on every attach; routes to an away member wait for it to change.
     attached: watch::Sender<u64>,
     /// Whether the connection is lost and the member waits for its client to resume.
@@ -125,7 +126,7 @@ impl Member {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         info: ConnectionInfo,
-        conn: quinn::Connection,
+        conn: Link,
         gone: CancellationToken,
         receives_broadcasts: bool,
         control_capacity: usize,
@@ -166,8 +167,8 @@ impl Member {
         self.info.id
     }
 
-    /// The current QUIC connection.
-    pub(crate) fn conn(&self) -> Arc<quinn::Connection> {
+    /// The current connection.
+    pub(crate) fn conn(&self) -> Arc<Link> {
         self.conn.load_full()
     }
 
@@ -195,7 +196,7 @@ impl Member {
     /// generation. The previous connection, if still open, is closed.
     pub(crate) fn attach(
         &self,
-        conn: quinn::Connection,
+        conn: Link,
         seen: HashMap<Option<ConnectionId>, u64>,
     ) -> Option<u64> {
         let _t = lock(&self.transition);
@@ -204,10 +205,7 @@ impl Member {
         }
         *lock(&self.seen) = seen;
         let old = self.conn.swap(Arc::new(conn));
-        old.close(
-            CloseCode::Normal.as_u32().into(),
-            b"resumed on another connection",
-        );
+        old.close(CloseCode::Normal, "resumed on another connection");
         self.away.store(false, Ordering::Release);
         let mut generation = 0;
         self.attached.send_modify(|g| {
@@ -290,7 +288,7 @@ impl Member {
     /// everyone else is told.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         if self.closing.set(code.left_reason()).is_ok() {
-            self.conn().close(code.as_u32().into(), reason.as_bytes());
+            self.conn().close(code, reason);
             self.gone.cancel();
         }
     }

@@ -314,6 +314,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(crate::vonage::routes())
+        .merge(crate::web::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

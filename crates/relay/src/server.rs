@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, Fingerprint, Incoming, Invite, Limits, SessionId,
     SignalError, Target, signal,
@@ -39,6 +41,9 @@ pub enum RelayError {
     /// The QUIC or TLS settings are unusable.
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
+    /// The short-lived certificate for browsers could not be made.
+    #[error(transparent)]
+    WebCert(#[from] crate::webtransport::WebCertError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpBind {
@@ -78,6 +83,12 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// The cluster this node belongs to (`--cluster`).
     pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Pending and joined connection budgets, for every kind of link.
+    pub(crate) admission: Arc<Admission>,
+    /// The short-lived certificate browsers' WebTransport accepts by its hash.
+    pub(crate) web_cert: Arc<ArcSwap<crate::webtransport::WebCert>>,
+    /// The UDP port of the QUIC endpoint (native clients and WebTransport).
+    pub(crate) quic_port: u16,
 }
 
 impl Shared {
@@ -266,7 +277,10 @@ impl Relay {
             // validate() refused a key without a secret and the other way round.
             _ => crate::vonage::Credentials::load_or_create(&data_dir)?,
         };
-        let server_config = transport::server_config(&identity, &config)?;
+        let web_cert = Arc::new(ArcSwap::from_pointee(
+            crate::webtransport::WebCert::generate()?,
+        ));
+        let server_config = transport::relay_server_config(&identity, &config, web_cert.clone())?;
         // A stateless-reset key derived from the relay's secret: after a restart with the same
         // data directory, the relay can tell clients at once that their connection is gone
         // (instead of leaving them to time out), and they reconnect right away.
@@ -342,8 +356,17 @@ impl Relay {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             cluster,
+            admission: Admission::new(
+                config.max_pending,
+                config.max_connections,
+                config.max_pending_per_source,
+                config.max_connections_per_source,
+            ),
+            web_cert: web_cert.clone(),
+            quic_port: quic_addr.port(),
             config,
         });
+        tracker.spawn(crate::webtransport::rotate(web_cert, cancel.clone()));
         crate::cluster::Cluster::start(&shared);
         tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
         let http_addr = match shared.config.http {
@@ -392,13 +415,7 @@ impl Relay {
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
-    let config = &shared.config;
-    let admission = Admission::new(
-        config.max_pending,
-        config.max_connections,
-        config.max_pending_per_source,
-        config.max_connections_per_source,
-    );
+    let admission = &shared.admission;
     loop {
         let incoming = tokio::select! {
             biased;

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use rustls::sign::CertifiedKey;
 use signalbox_proto::ALPN;
 
 use crate::config::RelayConfig;
 use crate::identity::Identity;
+use crate::webtransport::{CertChooser, WebCert};
 
 /// The TLS or QUIC settings could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,18 +32,53 @@ pub fn server_config(
     config: &RelayConfig,
 ) -> Result<quinn::ServerConfig, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    quic(tls, vec![ALPN.to_vec()], config, 1, 1)
+}
+
+/// The relay's own configuration: [`server_config`]'s, and WebTransport for browsers (ALPN
+/// `h3` with the short-lived certificate `web`).
+pub(crate) fn relay_server_config(
+    identity: &Identity,
+    config: &RelayConfig,
+    web: Arc<ArcSwap<WebCert>>,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = provider
+        .key_provider
+        .load_private_key(identity.key.clone_key())?;
+    let chooser = CertChooser {
+        identity: Arc::new(CertifiedKey::new(identity.certs.clone(), key)),
+        web,
+    };
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(chooser));
+    // A browser's HTTP/3 layer takes a bidirectional stream (the CONNECT) and three
+    // unidirectional ones (control, QPACK) besides the protocol's two; a native client that
+    // opens more than its two is closed by the connection task.
+    quic(tls, vec![ALPN.to_vec(), b"h3".to_vec()], config, 2, 4)
+}
+
+fn quic(
+    mut tls: rustls::ServerConfig,
+    alpn: Vec<Vec<u8>>,
+    config: &RelayConfig,
+    bidi: u32,
+    uni: u32,
+) -> Result<quinn::ServerConfig, TransportError> {
+    tls.alpn_protocols = alpn;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
 
     let mut t = quinn::TransportConfig::default();
     // A client opens exactly one control stream and one send stream.
-    t.max_concurrent_bidi_streams(1u32.into());
-    t.max_concurrent_uni_streams(1u32.into());
+    t.max_concurrent_bidi_streams(bidi.into());
+    t.max_concurrent_uni_streams(uni.into());
     t.max_idle_timeout(Some(config.idle_timeout.try_into()?));
     t.keep_alive_interval(Some(config.keep_alive));
     // What the relay may have in flight toward one client, across all its delivery streams.

@@ -1,0 +1,234 @@
+//! A client's connection, whatever carries it.
+//!
+//! Native clients speak `signalbox/1` over QUIC. Browsers speak the same protocol — the
+//! same streams and the same frames — over WebTransport on the same QUIC endpoint (ALPN
+//! `h3`), or, where that is unavailable, over a WebSocket on the HTTP listener, where the
+//! streams are carried as tagged binary messages ([`crate::ws`]). The connection task and the
+//! delivery routes see only a [`Link`]: open a stream toward the client, accept the client's
+//! streams, tell whether the client is reading, close.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use signalbox_proto::{CloseCode, LeftReason};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::ws;
+
+/// A client's connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    /// A native client: `signalbox/1` over QUIC.
+    Quic(quinn::Connection),
+    /// A browser over WebTransport (HTTP/3 on the same QUIC endpoint).
+    WebTransport(web_transport_quinn::Session),
+    /// A browser over a WebSocket on the HTTP listener.
+    WebSocket(ws::WsLink),
+}
+
+/// The link failed: the client's connection is going.
+#[derive(Debug)]
+pub(crate) struct LinkError(pub(crate) String);
+
+impl<E: std::fmt::Display> From<E> for LinkError {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl Link {
+    /// The client's address.
+    pub(crate) fn remote_ip(&self) -> IpAddr {
+        match self {
+            Link::Quic(c) => c.remote_address().ip(),
+            Link::WebTransport(s) => s.remote_address().ip(),
+            Link::WebSocket(w) => w.remote_ip(),
+        }
+    }
+
+    /// Which kind of link this is, for logs and metrics.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Link::Quic(_) => "quic",
+            Link::WebTransport(_) => "webtransport",
+            Link::WebSocket(_) => "websocket",
+        }
+    }
+
+    /// Accepts the client's control stream.
+    pub(crate) async fn accept_bi(&self) -> Result<(LinkSend, LinkRecv), LinkError> {
+        Ok(match self {
+            Link::Quic(c) => {
+                let (s, r) = c.accept_bi().await?;
+                (LinkSend::Quic(s), LinkRecv::Quic(r))
+            }
+            Link::WebTransport(w) => {
+                let (s, r) = w.accept_bi().await?;
+                (LinkSend::WebTransport(s), LinkRecv::WebTransport(r))
+            }
+            Link::WebSocket(w) => {
+                let (s, r) = w.accept_bi().await?;
+                (LinkSend::WebSocket(s), LinkRecv::WebSocket(r))
+            }
+        })
+    }
+
+    /// Accepts the client's send stream.
+    pub(crate) async fn accept_uni(&self) -> Result<LinkRecv, LinkError> {
+        Ok(match self {
+            Link::Quic(c) => LinkRecv::Quic(c.accept_uni().await?),
+            Link::WebTransport(w) => LinkRecv::WebTransport(w.accept_uni().await?),
+            Link::WebSocket(w) => LinkRecv::WebSocket(w.accept_uni().await?),
+        })
+    }
+
+    /// Opens a delivery stream toward the client.
+    pub(crate) async fn open_uni(&self) -> Result<LinkSend, LinkError> {
+        Ok(match self {
+            Link::Quic(c) => LinkSend::Quic(c.open_uni().await?),
+            Link::WebTransport(w) => LinkSend::WebTransport(w.open_uni().await?),
+            Link::WebSocket(w) => LinkSend::WebSocket(w.open_uni()?),
+        })
+    }
+
+    /// A number that grows whenever the client reads (on any stream): QUIC's flow-control
+    /// credit it granted, or the WebSocket messages its socket took.
+    pub(crate) fn read_credit(&self) -> u64 {
+        let quic = |c: &quinn::Connection| {
+            let rx = c.stats().frame_rx;
+            rx.max_data + rx.max_stream_data + rx.max_streams_uni
+        };
+        match self {
+            Link::Quic(c) => quic(c),
+            Link::WebTransport(w) => quic(w),
+            Link::WebSocket(w) => w.written(),
+        }
+    }
+
+    /// Closes the connection with `code` and `reason`.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        match self {
+            Link::Quic(c) => c.close(code.as_u32().into(), reason.as_bytes()),
+            Link::WebTransport(w) => w.close(code.as_u32(), reason.as_bytes()),
+            Link::WebSocket(w) => w.close(code, reason),
+        }
+    }
+
+    /// Waits until the connection has ended.
+    pub(crate) async fn closed(&self) {
+        match self {
+            Link::Quic(c) => {
+                c.closed().await;
+            }
+            Link::WebTransport(w) => {
+                w.closed().await;
+            }
+            Link::WebSocket(w) => w.closed().await,
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Link::Quic(c) => c.close_reason().is_some(),
+            Link::WebTransport(w) => w.close_reason().is_some(),
+            Link::WebSocket(w) => w.is_closed(),
+        }
+    }
+
+    /// Why a connection that nobody on the relay closed has ended: a close with code 0 is the
+    /// client leaving; anything else is the network (the member may resume).
+    pub(crate) fn left_reason(&self) -> LeftReason {
+        let normal = match self {
+            Link::Quic(c) => match c.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+                    close.error_code.into_inner() == u64::from(CloseCode::Normal.as_u32())
+                }
+                _ => false,
+            },
+            Link::WebTransport(w) => matches!(
+                w.close_reason(),
+                Some(web_transport_quinn::SessionError::WebTransportError(
+                    web_transport_quinn::WebTransportError::Closed(0, _)
+                ))
+            ),
+            Link::WebSocket(w) => w.closed_normally(),
+        };
+        if normal {
+            LeftReason::ClientDisconnected
+        } else {
+            LeftReason::NetworkDisconnected
+        }
+    }
+}
+
+/// A stream toward the client: the control stream's sending half, or a delivery stream.
+#[derive(Debug)]
+pub(crate) enum LinkSend {
+    Quic(quinn::SendStream),
+    WebTransport(web_transport_quinn::SendStream),
+    WebSocket(ws::WsSend),
+}
+
+impl LinkSend {
+    /// Writes `chunk` (waiting for flow-control credit).
+    pub(crate) async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), LinkError> {
+        match self {
+            LinkSend::Quic(s) => s.write_chunk(chunk).await?,
+            LinkSend::WebTransport(s) => s.write_chunk(chunk).await?,
+            LinkSend::WebSocket(s) => s.write_chunk(chunk).await?,
+        }
+        Ok(())
+    }
+
+    /// Ends the stream after what was written.
+    pub(crate) fn finish(&mut self) {
+        match self {
+            LinkSend::Quic(s) => {
+                let _ = s.finish();
+            }
+            LinkSend::WebTransport(s) => {
+                let _ = s.finish();
+            }
+            LinkSend::WebSocket(s) => s.finish(),
+        }
+    }
+
+    /// Waits until the finished stream is acknowledged (or the client stopped it).
+    pub(crate) async fn stopped(&mut self) -> Result<(), LinkError> {
+        match self {
+            LinkSend::Quic(s) => {
+                s.stopped().await?;
+            }
+            LinkSend::WebTransport(s) => {
+                s.stopped().await?;
+            }
+            LinkSend::WebSocket(s) => s.stopped().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A stream from the client: its control stream's receiving half, or its send stream.
+#[derive(Debug)]
+pub(crate) enum LinkRecv {
+    Quic(quinn::RecvStream),
+    WebTransport(web_transport_quinn::RecvStream),
+    WebSocket(ws::WsRecv),
+}
+
+impl AsyncRead for LinkRecv {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LinkRecv::Quic(r) => Pin::new(r).poll_read(cx, buf),
+            LinkRecv::WebTransport(r) => Pin::new(r).poll_read(cx, buf),
+            LinkRecv::WebSocket(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
