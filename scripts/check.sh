@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== browsers: the JavaScript SDK and the web page in headless Chromium"
+scripts/browser_test.sh
+
 echo "== the official OpenTok Python SDK against a relay"
 scripts/vonage_sdk_test.sh
 

@@ -101,10 +101,12 @@ pub(crate) fn parse() -> (Cli, ArgMatches) {
 }
 
 pub(crate) fn init_tracing(cli: &Cli) {
+    // The WebTransport library warns about every browser that goes away without closing
+    // its session; the relay logs those departures itself.
     let default = match (cli.verbose, &cli.command) {
-        (0, Some(Command::Relay(_))) => "info",
-        (0, _) => "warn",
-        (1, _) => "info",
+        (0, Some(Command::Relay(_))) => "info,web_transport_quinn=error",
+        (0, _) => "warn,web_transport_quinn=error",
+        (1, _) => "info,web_transport_quinn=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

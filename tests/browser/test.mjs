@@ -1,0 +1,392 @@
+// The browser SDK (/signalbox.js) and the web client (/) in headless Chromium against a real
+// relay, with the command line on the other side: for WebTransport and for WebSocket,
+// connect; 300 numbered signals each way in order; `signal:TYPE` handlers; 400, 404 and 413
+// errors in callbacks; connectionCreated / connectionDestroyed; a resume after the relay (or
+// the network to it) is blocked for 2 s, with nothing lost; a disconnect seen as `left`.
+// Then the web page itself, at a phone size and a desktop size.
+//
+// Run by scripts/browser_test.sh (SIGNALBOX_BIN: the binary; CHROMIUM: the browser;
+// SCREENSHOTS: a directory to keep the page's screenshots in).
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import puppeteer from 'puppeteer-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.SIGNALBOX_BIN || path.join(here, '../../target/debug/signalbox');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const COUNT = 300;
+const home = fs.mkdtempSync(path.join(os.tmpdir(), 'signalbox-browser-'));
+const dataDir = path.join(home, 'data');
+const env = { ...process.env, SIGNALBOX_HOME: home, RUST_LOG: process.env.RUST_LOG || 'warn,web_transport_quinn=error' };
+const children = [];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, check, ms = 20000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const got = await check();
+    if (got) return got;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function freePort(kind) {
+  if (kind === 'udp') {
+    const s = dgram.createSocket('udp4');
+    await new Promise((r) => s.bind(0, '127.0.0.1', r));
+    const { port } = s.address();
+    s.close();
+    return port;
+  }
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+function run(args, opts = {}) {
+  const child = spawn(BIN, args, { env, stdio: ['pipe', 'pipe', 'inherit'], ...opts });
+  children.push(child);
+  return child;
+}
+
+/** `signalbox listen --json`: its events, as they come. */
+function listen(invite, name) {
+  const child = run(['listen', '--invite', invite, '--json', '--name', name]);
+  const events = [];
+  readline.createInterface({ input: child.stdout }).on('line', (l) => events.push(JSON.parse(l)));
+  return { child, events };
+}
+
+/** `signalbox send --lines --type num`, fed `lines`, then closed. */
+async function sendLines(invite, lines) {
+  const child = run(['send', '--invite', invite, '--lines', '--type', 'num', '--name', 'cli-sender']);
+  child.stdout.resume();
+  child.stdin.end(lines.join('\n') + '\n');
+  const code = await new Promise((r) => child.on('exit', r));
+  assert.equal(code, 0, 'signalbox send exits 0');
+}
+
+/** A TCP proxy to the relay's HTTP listener that the test can cut for a while. */
+async function proxy(target) {
+  const sockets = new Set();
+  let blocked = false;
+  const server = net.createServer((client) => {
+    if (blocked) return client.resetAndDestroy();
+    const up = net.connect(target, '127.0.0.1');
+    sockets.add(client).add(up);
+    const drop = () => {
+      sockets.delete(client);
+      sockets.delete(up);
+      client.destroy();
+      up.destroy();
+    };
+    client.on('error', drop).on('close', drop);
+    up.on('error', drop).on('close', drop);
+    client.pipe(up).pipe(client);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    async block(ms) {
+      blocked = true;
+      for (const s of sockets) s.resetAndDestroy();
+      await sleep(ms);
+      blocked = false;
+    },
+    close: () => server.close(),
+  };
+}
+
+function numsFrom(events, from) {
+  return events
+    .filter((e) => e.event === 'signal' && e.type === 'num' && e.from === from)
+    .map((e) => Number(e.data));
+}
+
+function inOrder(list, first, last) {
+  const want = [];
+  for (let i = first; i <= last; i++) want.push(i);
+  assert.deepEqual(list, want);
+}
+
+async function main() {
+  const quic = await freePort('udp');
+  const http = await freePort('tcp');
+  // A short idle timeout: a relay frozen for 2 s loses its connections, and every client —
+  // the browser's and the command line's — must resume.
+  const relay = run([
+    'relay',
+    '--listen', `127.0.0.1:${quic}`,
+    '--http', `127.0.0.1:${http}`,
+    '--data-dir', dataDir,
+    '--idle-timeout', '1s',
+    '--keep-alive', '250ms',
+  ]);
+  relay.stdout.resume();
+  const base = `http://127.0.0.1:${http}`;
+  await waitFor('the relay', async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok);
+  const invite = (session, name) =>
+    execFileSync(BIN, ['invite', '--session', session, '--data-dir', dataDir, '--host', `127.0.0.1:${quic}`, '--name', name], { env })
+      .toString()
+      .trim();
+  const tokenOf = (inv) => new URL(inv.replace(/^signalbox:/, 'http:')).searchParams.get('token');
+
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  });
+  try {
+    for (const transport of ['webtransport', 'websocket']) {
+      await sdkTest({ transport, base, relay, invite, tokenOf, browser });
+    }
+    await pageTest({ base, invite, browser });
+  } finally {
+    await browser.close();
+  }
+}
+
+async function sdkTest({ transport, base, relay, invite, tokenOf, browser }) {
+  const session = `browser-${transport}`;
+  console.log(`== ${transport}`);
+  const cut = transport === 'websocket' ? await proxy(new URL(base).port) : null;
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+  await page.goto(`${base}/join`, { waitUntil: 'load' });
+  const joined = await page.evaluate(
+    async (o) => {
+      const t = (window.t = { nums: [], perType: 0, any: 0, events: [], errors: [] });
+      const s = (window.s = Signalbox.initSession('', o.session, {
+        transport: o.transport,
+        relay: o.relay,
+      }));
+      s.on('signal:num', (e) => t.nums.push([e.from && e.from.connectionId, Number(e.data)]));
+      s.on('signal', (e) => {
+        if (e.type === 'signal:num') t.any += 1;
+      });
+      for (const name of ['connectionCreated', 'connectionDestroyed']) {
+        s.on(name, (e) => t.events.push([name, e.connection.connectionId, e.reason || null]));
+      }
+      for (const name of ['sessionReconnecting', 'sessionReconnected', 'sessionDisconnected']) {
+        s.on(name, (e) => t.events.push([name, e.reason || null]));
+      }
+      await s.connect(o.token);
+      return { me: s.connection.connectionId, transport: s.transport, OT: window.OT === window.Signalbox };
+    },
+    {
+      session,
+      transport,
+      token: tokenOf(invite(session, 'browser')),
+      relay: cut ? `http://127.0.0.1:${cut.port}` : base,
+    },
+  );
+  assert.equal(joined.transport, transport);
+  assert.ok(joined.OT, 'OT is defined as Signalbox');
+  const me = joined.me;
+  const state = () => page.evaluate(() => window.t);
+
+  // The command line joins: the page sees it; it sees the page's signals in order.
+  const watcher = listen(invite(session, 'watcher'), 'watcher');
+  const connected = await waitFor('listen to connect', () => watcher.events.find((e) => e.event === 'connected'));
+  const watcherId = connected.me.id;
+  await waitFor('connectionCreated for the listener', async () =>
+    (await state()).events.some((e) => e[0] === 'connectionCreated' && e[1] === watcherId),
+  );
+
+  // 300 numbered signals from the page, to everyone.
+  await page.evaluate((n) => {
+    window.acks = 0;
+    for (let i = 1; i <= n; i++) {
+      s.signal({ type: 'num', data: String(i) }, (err) => {
+        if (err) t.errors.push(err.message);
+        else window.acks += 1;
+      });
+    }
+  }, COUNT);
+  await waitFor('the listener to get 300 signals', () => numsFrom(watcher.events, me).length >= COUNT);
+  inOrder(numsFrom(watcher.events, me), 1, COUNT);
+  await waitFor('every signal acknowledged', () => page.evaluate((n) => window.acks === n, COUNT));
+
+  // 300 from the command line to everyone: in order, through both handlers.
+  const lines = Array.from({ length: COUNT }, (_, i) => String(i + 1));
+  await sendLines(invite(session, 'cli-sender'), lines);
+  const fromOthers = async () => (await state()).nums.filter(([from]) => from !== me);
+  await waitFor('the page to get 300 signals', async () => (await fromOthers()).length >= COUNT);
+  inOrder((await fromOthers()).map(([, n]) => n), 1, COUNT);
+  const t1 = await state();
+  // Its own 300 came back to it too (a signal to everyone reaches its sender).
+  assert.equal(t1.nums.length, 2 * COUNT);
+  assert.equal(t1.any, t1.nums.length, "'signal' and 'signal:num' saw the same signals");
+
+  // Errors come to the callback with OpenTok's codes and names.
+  const errors = await page.evaluate(async () => {
+    const ask = (sig) => new Promise((r) => s.signal(sig, (e) => r(e ? [e.code, e.name] : null)));
+    return {
+      tooLong: await ask({ type: 'num', data: 'x'.repeat(9000) }),
+      badType: await ask({ type: 'no spaces', data: '' }),
+      typeTooLong: await ask({ type: 'x'.repeat(129), data: '' }),
+      unknown: await ask({ type: 'num', data: '', to: { connectionId: '00000000-0000-4000-8000-000000000000' } }),
+    };
+  });
+  assert.deepEqual(errors.tooLong, [413, 'OT_INVALID_PARAMETER']);
+  assert.deepEqual(errors.badType, [400, 'OT_INVALID_PARAMETER']);
+  assert.deepEqual(errors.typeTooLong, [413, 'OT_INVALID_PARAMETER']);
+  assert.deepEqual(errors.unknown, [404, 'OT_NOT_FOUND'], 'the relay names an unknown target');
+
+  // A second listener comes and goes: created, then destroyed as clientDisconnected.
+  const visitor = listen(invite(session, 'visitor'), 'visitor');
+  const visitorId = (await waitFor('the visitor', () => visitor.events.find((e) => e.event === 'connected'))).me.id;
+  await waitFor('connectionCreated for the visitor', async () =>
+    (await state()).events.some((e) => e[0] === 'connectionCreated' && e[1] === visitorId),
+  );
+  visitor.child.kill('SIGINT');
+  const destroyed = await waitFor('connectionDestroyed for the visitor', async () =>
+    (await state()).events.find((e) => e[0] === 'connectionDestroyed' && e[1] === visitorId),
+  );
+  assert.equal(destroyed[2], 'clientDisconnected');
+
+  // The relay (WebTransport) or the network to it (WebSocket) is blocked for 2 s while both
+  // sides keep sending: the page resumes, and nothing is lost or doubled.
+  const block = cut
+    ? cut.block(2000)
+    : (async () => {
+        relay.kill('SIGSTOP');
+        await sleep(2000);
+        relay.kill('SIGCONT');
+      })();
+  await sleep(100);
+  await page.evaluate((n) => {
+    for (let i = n + 1; i <= n + 100; i++) s.signal({ type: 'num', data: String(i) });
+  }, COUNT);
+  const more = Array.from({ length: 100 }, (_, i) => String(COUNT + i + 1));
+  const sending = sendLines(invite(session, 'cli-sender'), more);
+  await block;
+  await sending;
+  await waitFor('the listener to get 400 signals', () => numsFrom(watcher.events, me).length >= COUNT + 100, 40000);
+  inOrder(numsFrom(watcher.events, me), 1, COUNT + 100);
+  await waitFor('the page to get 400 from others', async () => (await fromOthers()).length >= COUNT + 100, 40000).catch(async (e) => {
+    const o = await fromOthers();
+    const by = {};
+    for (const [f, n] of o) (by[f] = by[f] || []).push(n);
+    for (const [f, l] of Object.entries(by)) console.log(f, l.length, l[0], l[l.length - 1]);
+    console.log(JSON.stringify((await state()).events));
+    throw e;
+  });
+  // Two `send` runs: the first numbered 1..300, the second 301..400, each in order.
+  const others = await fromOthers();
+  const bySender = new Map();
+  for (const [from, n] of others) bySender.set(from, [...(bySender.get(from) || []), n]);
+  const runs = [...bySender.values()].sort((a, b) => a[0] - b[0]);
+  assert.equal(runs.length, 2);
+  inOrder(runs[0], 1, COUNT);
+  inOrder(runs[1], COUNT + 1, COUNT + 100);
+  const t2 = await state();
+  const names = t2.events.map((e) => e[0]);
+  assert.ok(names.includes('sessionReconnecting'), `the page noticed the loss (${names})`);
+  assert.ok(names.includes('sessionReconnected'), 'and resumed');
+  assert.ok(!names.includes('sessionDisconnected'));
+  assert.deepEqual(t2.errors, []);
+  assert.equal(await page.evaluate(() => s.connection.connectionId), me, 'the same connection');
+
+  // The page leaves: the listener sees `left` as clientDisconnected at once.
+  await page.evaluate(() => s.disconnect());
+  const left = await waitFor('the listener to see the page leave', () =>
+    watcher.events.find((e) => e.event === 'left' && e.connection === me),
+  );
+  assert.equal(left.reason, 'clientDisconnected');
+  watcher.child.kill('SIGINT');
+  await page.close();
+  if (cut) cut.close();
+  console.log(`   ok: ${transport}`);
+}
+
+async function pageTest({ base, invite, browser }) {
+  console.log('== the web page');
+  const shots = process.env.SCREENSHOTS;
+  const link = invite('lobby', 'Ann');
+  const open = async (width, height, name, inviteLink) => {
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+    await page.setViewport({ width, height });
+    await page.goto(`${base}/join`, { waitUntil: 'load' });
+    // Join as a newcomer does: paste the invite, type a name, press Join.
+    await page.evaluate(
+      (link, name) => {
+        document.getElementById('invite').value = link;
+        document.getElementById('name').value = name;
+        document.getElementById('go').click();
+      },
+      inviteLink,
+      name,
+    );
+    await waitFor(`${name} to join`, () =>
+      page.evaluate(() => !document.getElementById('room').classList.contains('hidden')),
+    );
+    return page;
+  };
+  const desk = await open(1280, 800, 'Ann', link);
+  const phone = await open(390, 844, 'Bob', invite('lobby', 'Bob'));
+  const people = (p) => p.evaluate(() => document.getElementById('people-list').textContent);
+  await waitFor('both in the people list', async () => (await people(desk)).includes('Bob'));
+  const say = (p, words) =>
+    p.evaluate((w) => {
+      document.getElementById('chat-input').value = w;
+      document.querySelector('#chat-form button').click();
+    }, words);
+  await say(desk, 'Hello from the desktop');
+  await waitFor('the phone to show it', () =>
+    phone.evaluate(() => document.getElementById('messages').textContent.includes('Hello from the desktop')),
+  );
+  await waitFor('a read receipt', () =>
+    desk.evaluate(() => document.getElementById('messages').textContent.includes('read by 1')),
+  );
+  await say(phone, 'Hi Ann, on my phone');
+  // Markup in a message stays text.
+  await say(phone, '<img src=x onerror="window.owned=1">');
+  await desk.evaluate(() => document.querySelector('#pad button[data-cmd="forward"]').click());
+  await waitFor('the pad signal in the log', () =>
+    phone.evaluate(() => document.getElementById('log').textContent.includes('robot')),
+  );
+  await waitFor('the markup as text', () =>
+    desk.evaluate(() => document.getElementById('messages').textContent.includes('<img src=x')),
+  );
+  assert.equal(await desk.evaluate(() => window.owned), undefined);
+  if (shots) {
+    await desk.screenshot({ path: path.join(shots, 'web-desktop.png') });
+    await phone.screenshot({ path: path.join(shots, 'web-phone.png'), fullPage: true });
+  }
+  // Leave from the page.
+  await phone.evaluate(() => document.getElementById('leave').click());
+  await waitFor('Bob to leave the people list', async () => !(await people(desk)).includes('Bob'));
+  console.log('   ok: the web page');
+}
+
+try {
+  await main();
+  console.log('browser tests passed');
+} catch (e) {
+  console.error(e);
+  process.exitCode = 1;
+} finally {
+  for (const c of children) {
+    try {
+      c.kill('SIGCONT');
+      c.kill('SIGKILL');
+    } catch (_) {
+      // Gone already.
+    }
+  }
+  fs.rmSync(home, { recursive: true, force: true });
+}
