@@ -754,3 +754,256 @@ async fn a_resume_in_another_protocol_is_refused() {
     let (_, answer) = Raw::join_with(&relay, hello(PROTOCOL_VERSION)).await;
     assert!(matches!(answer, RelayMessage::Welcome(_)), "{answer:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Browser links: the same protocol over a WebSocket, and WebTransport on the QUIC port.
+
+mod browser {
+    use futures_util::{SinkExt, StreamExt};
+    use signalbox_client::{Event, Signal};
+    use signalbox_proto::{
+        ClientMessage, DeliveryHeader, Hello, Incoming, LeftReason, Outgoing, PROTOCOL_VERSION,
+        RelayMessage, Role, Target, codec,
+    };
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
+
+    use super::*;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn web_relay() -> TestRelay {
+        TestRelay::start_with(|c| c.http = Some("127.0.0.1:0".parse().unwrap())).await
+    }
+
+    async fn ws(relay: &TestRelay) -> Ws {
+        let url = format!("ws://{}/v1/ws", relay.handle.http_addr().unwrap());
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    /// A stream's bytes as a WebSocket message: its id (a varint below 128 here), then them.
+    fn tagged(id: u8, bytes: &[u8]) -> Message {
+        let mut m = vec![id];
+        m.extend_from_slice(bytes);
+        Message::Binary(m.into())
+    }
+
+    fn hello(relay: &TestRelay) -> Vec<u8> {
+        frame(&ClientMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            session: TestRelay::session(),
+            token: Some(relay.token(Role::Publisher, "web")),
+            name: None,
+            resume: None,
+            receive_broadcasts: true,
+            seen: vec![],
+        }))
+        .to_vec()
+    }
+
+    /// The next binary message: its stream id and the frames in it.
+    async fn next(ws: &mut Ws) -> (u8, Vec<Vec<u8>>) {
+        loop {
+            let m = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Message::Binary(b) = m {
+                let (id, mut rest) = (b[0], &b[1..]);
+                let mut frames = vec![];
+                while rest.len() >= 4 {
+                    let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                    frames.push(rest[4..4 + n].to_vec());
+                    rest = &rest[4 + n..];
+                }
+                return (id, frames);
+            }
+        }
+    }
+
+    async fn close_code(ws: &mut Ws) -> u16 {
+        loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+                Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    }
+
+    /// A browser on the WebSocket link joins, signals a native member and hears from it on a
+    /// delivery stream of that sender, and leaves (close 1000) as `clientDisconnected`.
+    #[tokio::test]
+    async fn a_websocket_link_carries_the_protocol() {
+        let relay = web_relay().await;
+        let (native, mut events) = relay.join("native").await;
+        let mut ws = ws(&relay).await;
+        ws.send(tagged(0, &hello(&relay))).await.unwrap();
+        let (id, frames) = next(&mut ws).await;
+        assert_eq!(id, 0, "the control stream");
+        let RelayMessage::Welcome(welcome) = codec::decode(&frames[0]).unwrap() else {
+            panic!("no Welcome");
+        };
+        sees_join(&mut events, welcome.me.id).await;
+        let out = Outgoing {
+            seq: 1,
+            to: Target::All,
+            r#type: "chat".into(),
+            data: "from a browser".into(),
+        };
+        ws.send(tagged(1, &frame(&out))).await.unwrap();
+        let s = next_signal(&mut events).await;
+        assert_eq!(
+            (s.from, s.data.as_str()),
+            (Some(welcome.me.id), "from a browser")
+        );
+
+        native
+            .send(Signal::to_one(welcome.me.id, "chat", "back"))
+            .await
+            .unwrap();
+        // Delivery streams (its own broadcast came back on one): each starts with its
+        // sender's header, then that sender's signals.
+        let mut senders = std::collections::HashMap::new();
+        let mut got = None;
+        while got.is_none() {
+            let (id, frames) = next(&mut ws).await;
+            if id == 0 {
+                continue;
+            }
+            for f in frames {
+                match senders.get(&id) {
+                    None => {
+                        let header: DeliveryHeader = codec::decode(&f).unwrap();
+                        senders.insert(id, header.from);
+                    }
+                    Some(from) if *from == Some(native.me().id) => {
+                        let incoming: Incoming<'_> = codec::decode(&f).unwrap();
+                        got = Some(incoming.data.to_string());
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        assert_eq!(got.as_deref(), Some("back"));
+
+        ws.close(Some(CloseFrame {
+            code: WsCode::Normal,
+            reason: "".into(),
+        }))
+        .await
+        .unwrap();
+        let reason = expect(&mut events, "the browser leaving", |e| match e {
+            Event::Left { peer, reason } if peer.id == welcome.me.id => Some(reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reason, LeftReason::ClientDisconnected);
+    }
+
+    /// What a hostile page sends on the WebSocket link closes it as a protocol error (4001):
+    /// text, a stream a client may not open, a bad stream id, data after its stream ended.
+    #[tokio::test]
+    async fn a_websocket_link_takes_the_protocol_and_nothing_else() {
+        let relay = web_relay().await;
+        let bad: Vec<Vec<Message>> = vec![
+            vec![Message::Text("hello".into())],
+            vec![tagged(2, b"\0\0\0\x01\x02")],
+            vec![Message::Binary(vec![0x80].into())],
+            vec![tagged(0, &hello(&relay)), tagged(1, b""), tagged(1, b"\0")],
+            vec![tagged(0, b"\0\0\0\x03not")],
+        ];
+        for messages in bad {
+            let mut ws = ws(&relay).await;
+            for m in messages.clone() {
+                ws.send(m).await.unwrap();
+            }
+            assert_eq!(close_code(&mut ws).await, 4001, "{messages:?}");
+        }
+        // A link that sends nothing is closed after the hello timeout (4006).
+        let mut idle = ws(&relay).await;
+        assert_eq!(close_code(&mut idle).await, 4006);
+    }
+
+    /// A native client opens one control stream and one send stream; another is a protocol
+    /// error, not buffers the relay holds unread.
+    #[tokio::test]
+    async fn a_native_client_may_not_open_more_streams() {
+        let relay = TestRelay::start().await;
+        let (raw, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "raw"))).await;
+        let mut send = raw.open_send().await;
+        let out = Outgoing {
+            seq: 1,
+            to: Target::All,
+            r#type: "".into(),
+            data: "".into(),
+        };
+        send.write_all(&frame(&out)).await.unwrap();
+        let mut extra = raw.open_send().await;
+        extra.write_all(&[0; 64]).await.unwrap();
+        let err = tokio::time::timeout(WAIT, raw.conn.closed()).await.unwrap();
+        match err {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code.into_inner(), 1, "{c:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A browser's WebTransport handshake gets the short-lived certificate whose hash the
+    /// HTTP listener publishes (a native client still gets the pinned identity); only
+    /// `/v1/wt` is served.
+    #[tokio::test]
+    async fn webtransport_uses_the_published_certificate_hash() {
+        use base64::Engine;
+        let relay = web_relay().await;
+        let info: serde_json::Value = reqwest::get(format!(
+            "http://{}/v1/webtransport",
+            relay.handle.http_addr().unwrap()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(info["port"], relay.handle.quic_addr().port());
+        assert_eq!(info["path"], "/v1/wt");
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(
+                info["serverCertificateHashes"][0]["value"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        let wt = |hashes: Vec<Vec<u8>>| {
+            web_transport_quinn::ClientBuilder::new()
+                .with_server_certificate_hashes(hashes)
+                .unwrap()
+        };
+        let at = |path: &str| {
+            url::Url::parse(&format!(
+                "https://127.0.0.1:{}{path}",
+                relay.handle.quic_addr().port()
+            ))
+            .unwrap()
+        };
+        // The published hash opens a session that speaks the protocol.
+        let session = wt(vec![hash.clone()]).connect(at("/v1/wt")).await.unwrap();
+        let (mut send, recv) = session.open_bi().await.unwrap();
+        send.write_all(&hello(&relay)).await.unwrap();
+        let mut frames = tokio_util::codec::FramedRead::new(recv, codec::codec(1 << 20));
+        let first = frames.next().await.unwrap().unwrap();
+        assert!(matches!(
+            codec::decode::<RelayMessage>(&first).unwrap(),
+            RelayMessage::Welcome(_)
+        ));
+        // Another hash is refused: the certificate is the one published.
+        assert!(wt(vec![vec![0; 32]]).connect(at("/v1/wt")).await.is_err());
+        // Another path is not served.
+        assert!(wt(vec![hash]).connect(at("/elsewhere")).await.is_err());
+    }
+}

@@ -216,6 +216,9 @@ pub struct HostInfo {
     pub local_invite: Invite,
     /// The name it announces on the LAN, when it does.
     pub announced_as: Option<String>,
+    /// A link that opens the session in a browser (the relay's web client), with the
+    /// participants' token.
+    pub web_link: Option<String>,
 }
 
 /// The UI's handle on the backend thread.
@@ -537,7 +540,9 @@ async fn handle(command: Command, st: &mut State, out: &Outbox) {
             };
             let config = RelayConfig {
                 listen: SocketAddr::new(ip, port),
-                http: None,
+                // The web client for browsers (and the REST API): TCP, on the QUIC port's
+                // number.
+                http: Some(SocketAddr::new(ip, port)),
                 open,
                 data_dir,
                 announce,
@@ -668,6 +673,7 @@ async fn start_host(
             .map_err(|e| e.to_string())
     };
     let (publisher, moderator) = (mint(Role::Publisher)?, mint(Role::Moderator)?);
+    let web_link = relay.web_link(&session, Some(&publisher));
     let invite = relay.invite(session.clone(), Some(publisher));
     let moderator_invite = relay.invite(session, Some(moderator));
     let local_invite = Invite {
@@ -687,6 +693,7 @@ async fn start_host(
         moderator_invite,
         local_invite,
         announced_as: relay.is_announced().then(|| relay.name()),
+        web_link,
     };
     Ok((relay, info))
 }

@@ -426,6 +426,20 @@ fn host_a_relay_share_its_invite_and_stop_it() {
     assert!(participant.min.y < moderator.min.y);
     h.get_by_label("Copy invite");
     h.get_by_label("Copy moderator invite");
+    // The web link for browsers: shown with its QR code, and it serves the web client with
+    // the participants' token.
+    let web = info.web_link.clone().expect("a web link");
+    assert!(
+        web.starts_with("http://127.0.0.1:") && web.contains("/join?session=lobby&token="),
+        "{web}"
+    );
+    h.get_by_label(&web);
+    h.get_by_label("Copy web link");
+    let page = env
+        .rt
+        .block_on(async { reqwest::get(&web).await?.text().await })
+        .unwrap();
+    assert!(page.contains("/signalbox.js"), "{page}");
     h.check_accessibility();
     // The participant invite comes first, and is a publisher's.
     let (participant, _participant_ev) = env

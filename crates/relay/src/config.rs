@@ -30,6 +30,12 @@ pub struct RelayConfig {
     // the field as an optional flag.
     pub http: std::option::Option<SocketAddr>,
 
+    /// Serve the HTTP listener over TLS (HTTPS and WSS) with the relay's certificate
+    /// (`--cert`/`--key`, or its self-signed identity): a page from it is a secure context on
+    /// the LAN, so browsers there may use WebTransport.
+    #[arg(long)]
+    pub http_tls: bool,
+
     /// Directory for the relay's identity and token secret (default: the platform's data dir,
     /// or `$SIGNALBOX_HOME/data`).
     #[arg(long, value_name = "DIR")]
@@ -221,6 +227,7 @@ impl Default for RelayConfig {
             open: false,
             cert: None,
             key: None,
+            http_tls: false,
             max_data_bytes: DEFAULT_MAX_DATA_BYTES as u32,
             max_connections_per_session: limits.max_connections_per_session,
             max_sessions: 10_000,

@@ -78,7 +78,7 @@ pub(crate) async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, pendi
                 crate::webtransport::accept(conn),
             );
             match accepted.await {
-                Ok(Some(session)) => Link::WebTransport(session),
+                Ok(Some(session)) => Link::WebTransport(Box::new(session)),
                 _ => return,
             }
         } else {

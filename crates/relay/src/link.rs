@@ -23,7 +23,7 @@ pub(crate) enum Link {
     /// A native client: `signalbox/1` over QUIC.
     Quic(quinn::Connection),
     /// A browser over WebTransport (HTTP/3 on the same QUIC endpoint).
-    WebTransport(web_transport_quinn::Session),
+    WebTransport(Box<web_transport_quinn::Session>),
     /// A browser over a WebSocket on the HTTP listener.
     WebSocket(ws::WsLink),
 }

@@ -378,9 +378,17 @@ impl Relay {
                     .local_addr()
                     .map_err(|source| RelayError::HttpBind { addr, source })?;
                 let router = crate::rest::router(shared.clone());
+                let tls = match shared.config.http_tls {
+                    true => Some(
+                        crate::http::tls_acceptor(&identity)
+                            .map_err(transport::TransportError::Tls)?,
+                    ),
+                    false => None,
+                };
                 tracker.spawn(crate::http::serve(
                     listener,
                     router,
+                    tls,
                     cancel.clone(),
                     tracker.clone(),
                 ));
@@ -551,6 +559,29 @@ impl RelayHandle {
             fingerprint: Some(self.fingerprint),
             token,
         }
+    }
+
+    /// A link that opens the web client on `session` in a browser (with `token`, when the
+    /// relay needs one), at an address others on the LAN can reach; none without the HTTP
+    /// listener.
+    pub fn web_link(&self, session: &SessionId, token: Option<&str>) -> Option<String> {
+        let http = self.http_addr?;
+        let scheme = if self.shared.config.http_tls {
+            "https"
+        } else {
+            "http"
+        };
+        let host = match net::reachable_host(http).parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => net::reachable_host(http),
+        };
+        let mut link = format!("{scheme}://{host}:{}/join?session={session}", http.port());
+        if let Some(token) = token {
+            // Tokens are base64url and dots: nothing to escape in a query.
+            link.push_str("&token=");
+            link.push_str(token);
+        }
+        Some(link)
     }
 
     /// Closes every connection with `relayShutdown`, then waits (briefly) for every task.

@@ -116,6 +116,9 @@ pub fn host_panel(ui: &mut egui::Ui, st: &mut AppState) -> Option<Command> {
             ui.monospace(info.fingerprint.short())
                 .on_hover_text(info.fingerprint.to_string());
             invites(ui, st, &info.invite, &info.moderator_invite);
+            if let Some(link) = &info.web_link {
+                web_link(ui, st, link);
+            }
             if ui.button("Join my relay").clicked() {
                 command = Some(join_mine(st, &info.local_invite));
             }
@@ -164,6 +167,49 @@ fn invites(ui: &mut egui::Ui, st: &mut AppState, participant: &Invite, moderator
         }
         ui.add_space(4.0);
     }
+}
+
+/// The link that opens the session in a browser, with a QR code for phones.
+fn web_link(ui: &mut egui::Ui, st: &mut AppState, link: &str) {
+    ui.label(egui::RichText::new("Web link for browsers").strong());
+    ui.weak("A phone or laptop with only a browser joins by opening this link (scan the code).");
+    invite_text(ui, link);
+    if ui.button("Copy web link").clicked() {
+        ui.ctx().copy_text(link.to_owned());
+        st.notify("Web link copied.");
+    }
+    qr_code(ui, link);
+    ui.add_space(4.0);
+}
+
+/// `text` as a QR code, dark on a light square (scanners need the contrast and the quiet
+/// zone whatever the theme).
+fn qr_code(ui: &mut egui::Ui, text: &str) {
+    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
+        ui.weak("(the link is too long for a QR code)");
+        return;
+    };
+    let modules = code.width();
+    let colors = code.to_colors();
+    let quiet = 2;
+    let side = (modules + 2 * quiet) as f32;
+    let cell = (200.0 / side).floor().max(2.0);
+    let (rect, response) =
+        ui.allocate_exact_size(egui::vec2(side * cell, side * cell), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 0.0, egui::Color32::WHITE);
+    for (i, color) in colors.iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (x, y) = ((i % modules + quiet) as f32, (i / modules + quiet) as f32);
+            let min = rect.min + egui::vec2(x * cell, y * cell);
+            painter.rect_filled(
+                egui::Rect::from_min_size(min, egui::vec2(cell, cell)),
+                0.0,
+                egui::Color32::BLACK,
+            );
+        }
+    }
+    response.on_hover_text(text);
 }
 
 /// Joins the relay this machine hosts, over loopback, under the app's name.
