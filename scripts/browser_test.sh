@@ -3,6 +3,7 @@
 # WebTransport and over WebSocket, with `signalbox listen`/`send` on the other side
 # (tests/browser/test.mjs). SCREENSHOTS=DIR keeps the web page's screenshots.
 set -euo pipefail
+if [ -n "${SCREENSHOTS:-}" ]; then SCREENSHOTS="$(realpath "$SCREENSHOTS")"; export SCREENSHOTS; fi
 cd "$(dirname "$0")/.."
 
 cargo build --locked --quiet -p signalbox

@@ -185,7 +185,10 @@ fn web_link(ui: &mut egui::Ui, st: &mut AppState, link: &str) {
 /// `text` as a QR code, dark on a light square (scanners need the contrast and the quiet
 /// zone whatever the theme).
 fn qr_code(ui: &mut egui::Ui, text: &str) {
-    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
+    // The lowest error correction keeps a long link's code coarse enough for a phone's
+    // camera at arm's length (a screen does not get dirty).
+    let Ok(code) = qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::L)
+    else {
         ui.weak("(the link is too long for a QR code)");
         return;
     };
@@ -193,7 +196,7 @@ fn qr_code(ui: &mut egui::Ui, text: &str) {
     let colors = code.to_colors();
     let quiet = 2;
     let side = (modules + 2 * quiet) as f32;
-    let cell = (200.0 / side).floor().max(2.0);
+    let cell = (260.0 / side).floor().max(3.0);
     let (rect, response) =
         ui.allocate_exact_size(egui::vec2(side * cell, side * cell), egui::Sense::hover());
     let painter = ui.painter_at(rect);
