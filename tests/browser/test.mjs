@@ -3,13 +3,14 @@
 // connect; 300 numbered signals each way in order; `signal:TYPE` handlers; 400, 404 and 413
 // errors in callbacks; connectionCreated / connectionDestroyed; a resume after the relay (or
 // the network to it) is blocked for 2 s, with nothing lost; a disconnect seen as `left`.
-// Then the web page itself, at a phone size and a desktop size.
+// Then the web page itself, at a phone size and a desktop size, and over `--http-tls`.
 //
 // Run by scripts/browser_test.sh (SIGNALBOX_BIN: the binary; CHROMIUM: the browser;
 // SCREENSHOTS: a directory to keep the page's screenshots in).
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -142,6 +143,20 @@ async function main() {
       .toString()
       .trim();
   const tokenOf = (inv) => new URL(inv.replace(/^signalbox:/, 'http:')).searchParams.get('token');
+  // The relay's Vonage-compatible credentials: a page may join with a client token an OpenTok
+  // server SDK minted (signed as the SDKs sign them).
+  const creds = execFileSync(BIN, ['credentials', '--data-dir', dataDir], { env }).toString();
+  const apiKey = /api_key: (\S+)/.exec(creds)[1];
+  const apiSecret = /api_secret: (\S+)/.exec(creds)[1];
+  const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+  const vonageToken = (session, data) => {
+    const now = Math.floor(Date.now() / 1000);
+    const body = `${b64({ typ: 'JWT', alg: 'HS256' })}.${b64({
+      iss: apiKey, ist: 'project', iat: now, exp: now + 3600, nonce: Math.random(),
+      scope: 'session.connect', session_id: session, role: 'publisher', connection_data: data,
+    })}`;
+    return `${body}.${crypto.createHmac('sha256', apiSecret).update(body).digest('base64url')}`;
+  };
 
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,
@@ -150,15 +165,67 @@ async function main() {
   });
   try {
     for (const transport of ['webtransport', 'websocket']) {
-      await sdkTest({ transport, base, relay, invite, tokenOf, browser });
+      await sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, apiKey, browser });
     }
     await pageTest({ base, invite, browser });
   } finally {
     await browser.close();
   }
+  await tlsTest();
 }
 
-async function sdkTest({ transport, base, relay, invite, tokenOf, browser }) {
+/** `--http-tls`: the page over https is a secure context, so it uses WebTransport; and the
+ * WebSocket is served over TLS too (an https page cannot open ws://). */
+async function tlsTest() {
+  console.log('== the web page over --http-tls');
+  const quic = await freePort('udp');
+  const http = await freePort('tcp');
+  const relay = run([
+    'relay', '--open', '--http-tls',
+    '--listen', `127.0.0.1:${quic}`,
+    '--http', `127.0.0.1:${http}`,
+    '--data-dir', path.join(home, 'tls'),
+  ]);
+  relay.stdout.resume();
+  const base = `https://127.0.0.1:${http}`;
+  // The relay's self-signed certificate: a person accepts it once; the test browser always.
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    acceptInsecureCerts: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+  });
+  try {
+    const page = await browser.newPage();
+    await waitFor('the TLS relay', async () =>
+      page.goto(`${base}/join?session=lobby&name=Tess`, { waitUntil: 'load' }).then(() => true, () => false),
+    );
+    await page.evaluate(() => document.getElementById('go').click());
+    const status = await waitFor('the join over TLS', () =>
+      page.evaluate(() => !document.getElementById('room').classList.contains('hidden') &&
+        document.getElementById('status').textContent),
+    );
+    assert.ok(await page.evaluate(() => window.isSecureContext));
+    assert.match(status, /webtransport/);
+    const forced = await page.evaluate(async () => {
+      const s = Signalbox.initSession('', 'lobby', { transport: 'websocket' });
+      await s.connect(null);
+      const got = await new Promise((r) => {
+        s.on('signal:ping', (e) => r(e.data));
+        s.signal({ type: 'ping', data: 'over wss' });
+      });
+      s.disconnect();
+      return [s.transport, got];
+    });
+    assert.deepEqual(forced, ['websocket', 'over wss']);
+  } finally {
+    await browser.close();
+    relay.kill('SIGKILL');
+  }
+  console.log('   ok: the web page over --http-tls');
+}
+
+async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, apiKey, browser }) {
   const session = `browser-${transport}`;
   console.log(`== ${transport}`);
   const cut = transport === 'websocket' ? await proxy(new URL(base).port) : null;
@@ -168,7 +235,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, browser }) {
   const joined = await page.evaluate(
     async (o) => {
       const t = (window.t = { nums: [], perType: 0, any: 0, events: [], errors: [] });
-      const s = (window.s = Signalbox.initSession('', o.session, {
+      const s = (window.s = OT.initSession(o.apiKey, o.session, {
         transport: o.transport,
         relay: o.relay,
       }));
@@ -183,17 +250,29 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, browser }) {
         s.on(name, (e) => t.events.push([name, e.reason || null]));
       }
       await s.connect(o.token);
-      return { me: s.connection.connectionId, transport: s.transport, OT: window.OT === window.Signalbox };
+      return {
+        me: s.connection.connectionId,
+        data: s.connection.data,
+        transport: s.transport,
+        OT: window.OT === window.Signalbox,
+      };
     },
     {
       session,
       transport,
-      token: tokenOf(invite(session, 'browser')),
+      apiKey,
+      // Over WebSocket the page joins with an OpenTok client token; over WebTransport with
+      // a Signalbox one.
+      token:
+        transport === 'websocket'
+          ? vonageToken(session, 'userId=42')
+          : tokenOf(invite(session, 'browser')),
       relay: cut ? `http://127.0.0.1:${cut.port}` : base,
     },
   );
   assert.equal(joined.transport, transport);
   assert.ok(joined.OT, 'OT is defined as Signalbox');
+  assert.equal(joined.data, transport === 'websocket' ? 'userId=42' : '', 'connection data from the token');
   const me = joined.me;
   const state = () => page.evaluate(() => window.t);
 

@@ -24,6 +24,11 @@
 //!   signals, and bytes × receivers — that stay with its token across reconnects. A receiver
 //!   that cannot keep up is disconnected as `slowConsumer`; the sender and everyone else
 //!   carry on.
+//! - **Browsers** are clients too: the HTTP listener serves a JavaScript SDK with OpenTok's
+//!   signaling API and a web client, and a browser connects by WebTransport on the QUIC port
+//!   (ALPN `h3`, a short-lived certificate it accepts by hash) or by a WebSocket on the HTTP
+//!   listener. Either way the connection task sees a *link* carrying the same
+//!   streams and frames, so the rules are the same.
 //! - **Trust** comes from a self-signed certificate made on first start (clients pin its
 //!   SHA-256 fingerprint) and HS256 tokens signed with a secret in the data directory.
 //! - **Several nodes, one session** when `cluster` names a NATS server: each node serves its

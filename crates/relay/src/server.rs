@@ -366,7 +366,11 @@ impl Relay {
             quic_port: quic_addr.port(),
             config,
         });
-        tracker.spawn(crate::webtransport::rotate(web_cert, cancel.clone()));
+        tracker.spawn(crate::webtransport::rotate(
+            web_cert,
+            crate::webtransport::ROTATE,
+            cancel.clone(),
+        ));
         crate::cluster::Cluster::start(&shared);
         tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
         let http_addr = match shared.config.http {

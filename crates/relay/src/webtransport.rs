@@ -129,15 +129,16 @@ pub(crate) async fn accept(conn: quinn::Connection) -> Option<web_transport_quin
     }
 }
 
-/// Replaces the certificate every [`ROTATE`] until `cancel`.
+/// Replaces the certificate every `every` ([`ROTATE`]) until `cancel`.
 pub(crate) async fn rotate(
     web: Arc<ArcSwap<WebCert>>,
+    every: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(ROTATE) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         match WebCert::generate() {
             Ok(cert) => {
@@ -169,5 +170,28 @@ mod tests {
             "1.2.840.10045.4.3.2"
         );
         assert!(ROTATE < VALIDITY / 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_certificate_is_replaced_before_it_expires() {
+        let web = Arc::new(ArcSwap::from_pointee(
+            WebCert::generate().expect("certificate"),
+        ));
+        let first = web.load().sha256;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(rotate(web.clone(), ROTATE, cancel.clone()));
+        tokio::time::sleep(ROTATE - Duration::from_secs(1)).await;
+        assert_eq!(web.load().sha256, first, "not before its time");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Let the rotation task run.
+        for _ in 0..100 {
+            if web.load().sha256 != first {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_ne!(web.load().sha256, first);
+        cancel.cancel();
+        task.await.expect("rotation task");
     }
 }
