@@ -929,6 +929,57 @@ mod browser {
         assert_eq!(close_code(&mut idle).await, 4006);
     }
 
+    /// A WebSocket that goes silent (a phone off the Wi-Fi, its TCP still "open") is ended
+    /// after the idle timeout as a network failure — away, then gone — while one that answers
+    /// the relay's pings stays.
+    #[tokio::test]
+    async fn a_silent_websocket_is_gone_after_the_idle_timeout() {
+        use std::time::Duration;
+        let relay = TestRelay::start_with(|c| {
+            c.http = Some("127.0.0.1:0".parse().unwrap());
+            c.keep_alive = Duration::from_millis(100);
+            c.idle_timeout = Duration::from_millis(600);
+            c.resume_grace = Duration::from_millis(300);
+        })
+        .await;
+        let (native, mut events) = relay.join("native").await;
+        let mut joined = vec![];
+        let mut sockets = vec![];
+        for _ in 0..2 {
+            let mut ws = ws(&relay).await;
+            ws.send(tagged(0, &hello(&relay))).await.unwrap();
+            let (_, frames) = next(&mut ws).await;
+            let RelayMessage::Welcome(w) = codec::decode(&frames[0]).unwrap() else {
+                panic!("no Welcome");
+            };
+            sees_join(&mut events, w.me.id).await;
+            joined.push(w.me.id);
+            sockets.push(ws);
+        }
+        let silent = sockets.pop().unwrap();
+        let mut alive = sockets.pop().unwrap();
+        // Reading answers the relay's pings (tungstenite pongs by itself); the other socket
+        // is never read again.
+        let keeper = tokio::spawn(async move { while let Some(Ok(_)) = alive.next().await {} });
+        let (gone, reason) = expect(&mut events, "the silent browser to go", |e| match e {
+            Event::Left { peer, reason } => Some((peer.id, reason)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((gone, reason), (joined[1], LeftReason::NetworkDisconnected));
+        // Three idle timeouts on, the one that answers is still there.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        native
+            .send(Signal::to_one(joined[0], "still", "there"))
+            .await
+            .unwrap()
+            .accepted()
+            .await
+            .unwrap();
+        drop(silent);
+        keeper.abort();
+    }
+
     /// A native client opens one control stream and one send stream; another is a protocol
     /// error, not buffers the relay holds unread.
     #[tokio::test]

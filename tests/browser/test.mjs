@@ -449,6 +449,18 @@ async function pageTest({ base, invite, browser }) {
     desk.evaluate(() => document.getElementById('messages').textContent.includes('<img src=x')),
   );
   assert.equal(await desk.evaluate(() => window.owned), undefined);
+  // A page that leaves while still joining leaves nobody behind.
+  const ghostToken = new URL(invite('lobby', 'ghost').replace(/^signalbox:/, 'http:')).searchParams.get('token');
+  const early = await desk.evaluate(async (token) => {
+    const g = Signalbox.initSession('', 'lobby', { transport: 'websocket' });
+    const joining = g.connect(token).then(() => 'joined', (e) => e.code);
+    await new Promise((r) => setTimeout(r, 5));
+    g.disconnect();
+    return joining;
+  }, ghostToken);
+  assert.ok(early === 500 || early === 'joined', `${early}`);
+  await sleep(1500);
+  assert.ok(!(await people(desk)).includes('ghost'), 'no ghost member');
   // Leave from the page.
   await phone.evaluate(() => document.getElementById('leave').click());
   await waitFor('Bob to leave the people list', async () => !(await people(desk)).includes('Bob'));

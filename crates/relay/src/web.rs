@@ -147,7 +147,11 @@ async fn websocket(
         .max_frame_size(crate::ws::MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             let span = tracing::info_span!("ws", %remote, id = tracing::field::Empty);
-            let link = crate::ws::start(socket, remote.ip(), &shared.tracker);
+            let liveness = crate::ws::Liveness {
+                keep_alive: shared.config.keep_alive,
+                idle_timeout: shared.config.idle_timeout,
+            };
+            let link = crate::ws::start(socket, remote.ip(), liveness, &shared.tracker);
             let serve = crate::connection::serve_link(Link::WebSocket(link), shared, pending);
             tracing::Instrument::instrument(serve, span).await
         })

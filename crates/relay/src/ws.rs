@@ -21,6 +21,11 @@
 //! Bounds: messages of at most [`MAX_MESSAGE`] bytes from the client, [`OUT_QUEUE`] messages
 //! waiting for the socket; a client that reads nothing is closed as a slow consumer like any
 //! other (the delivery routes watch [`WsLink::written`]).
+//!
+//! Liveness, as QUIC's: the relay pings every `keep_alive` (browsers answer by themselves),
+//! and a socket that brings nothing for `idle_timeout` — a phone that left the Wi-Fi without
+//! a word, whose TCP would otherwise look open for many minutes — is ended as a network
+//! failure: the member is away, and may resume.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -71,6 +76,8 @@ struct Inner {
     close_frame: Mutex<Option<(u16, String)>>,
     /// The client closed with 1000 or 4000: it left.
     normal: AtomicBool,
+    /// When the socket last brought anything (a message, a pong).
+    heard: Mutex<tokio::time::Instant>,
     /// The client's control stream and send stream, once it opened them.
     bi: tokio::sync::Mutex<mpsc::Receiver<mpsc::Receiver<Bytes>>>,
     uni: tokio::sync::Mutex<mpsc::Receiver<mpsc::Receiver<Bytes>>>,
@@ -83,10 +90,18 @@ enum Out {
     Fin(u32, oneshot::Sender<()>),
 }
 
+/// How often the relay pings, and how long a silent socket lives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Liveness {
+    pub(crate) keep_alive: std::time::Duration,
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
 /// Starts serving `socket`: a reader and a writer task, ending with the socket.
 pub(crate) fn start(
     socket: WebSocket,
     remote: IpAddr,
+    liveness: Liveness,
     tracker: &tokio_util::task::TaskTracker,
 ) -> WsLink {
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
@@ -101,12 +116,13 @@ pub(crate) fn start(
         closing: CancellationToken::new(),
         close_frame: Mutex::new(None),
         normal: AtomicBool::new(false),
+        heard: Mutex::new(tokio::time::Instant::now()),
         bi: tokio::sync::Mutex::new(bi_rx),
         uni: tokio::sync::Mutex::new(uni_rx),
     });
     let (sink, stream) = socket.split();
     let link = WsLink { inner };
-    tracker.spawn(write(sink, out_rx, link.clone()));
+    tracker.spawn(write(sink, out_rx, liveness, link.clone()));
     tracker.spawn(read(stream, bi_tx, uni_tx, link.clone()));
     link
 }
@@ -127,6 +143,7 @@ async fn read(
             _ = inner.ended.cancelled() => return,
             m = stream.next() => m,
         };
+        *lock(&inner.heard) = tokio::time::Instant::now();
         let mut data = match message {
             Some(Ok(Message::Binary(data))) => data,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -188,18 +205,42 @@ async fn read(
     inner.ended.cancel();
 }
 
-/// Writes what the relay sends; sends the close frame when the relay closes the link.
+/// Writes what the relay sends, and a ping every `keep_alive`; ends a socket silent for
+/// `idle_timeout`; sends the close frame when the relay closes the link.
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut out: mpsc::Receiver<Out>,
+    liveness: Liveness,
     link: WsLink,
 ) {
     let inner = &link.inner;
+    let mut ping = tokio::time::interval(liveness.keep_alive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
     loop {
         let next = tokio::select! {
             biased;
             _ = inner.closing.cancelled() => break,
             _ = inner.ended.cancelled() => break,
+            // Before the data, so a busy socket is pinged (and checked) all the same: a
+            // browser that only receives answers nothing but pings.
+            _ = ping.tick() => {
+                let silent = lock(&inner.heard).elapsed();
+                if silent >= liveness.idle_timeout {
+                    tracing::debug!(?silent, "WebSocket silent past the idle timeout");
+                    // Not a close: as far as anyone can tell, the network is gone.
+                    inner.ended.cancel();
+                    return;
+                }
+                let sent = tokio::select! {
+                    _ = inner.closing.cancelled() => break,
+                    sent = sink.send(Message::Ping(Bytes::new())) => sent,
+                };
+                if sent.is_err() {
+                    break;
+                }
+                continue;
+            }
             next = out.recv() => next,
         };
         let (message, done) = match next {

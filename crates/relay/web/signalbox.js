@@ -363,11 +363,12 @@
     );
     return {
       kind: 'webtransport',
-      writeControl: (bytes) => controlWriter.write(bytes),
+      // A write fails only when the session is going; its close says why.
+      writeControl: (bytes) => controlWriter.write(bytes).catch(() => {}),
       async openSend() {
         const s = await wt.createUnidirectionalStream();
         const w = s.getWriter();
-        return (bytes) => w.write(bytes);
+        return (bytes) => w.write(bytes).catch(() => {});
       },
       close(code, reason) {
         try {
@@ -651,7 +652,7 @@
       this._token = token || null;
       this._state = 'connecting';
       this._leaving = false;
-      return this._open(false).then(
+      const joined = this._open(false).then(
         () => {
           this._state = 'connected';
           this._emit('connectionCreated', { type: 'connectionCreated', connection: this.connection });
@@ -667,12 +668,20 @@
           throw error;
         },
       );
+      // With a callback the error is reported there; the promise still rejects for `await`.
+      if (callback) joined.catch(() => {});
+      return joined;
     }
 
     /** Leaves the session: the others see `connectionDestroyed` with `clientDisconnected` at once. */
     disconnect() {
       if (this._state === 'disconnected') return;
       this._leaving = true;
+      if (this._welcomed) {
+        // A join or resume in flight ends here (its connection gets the `Leave` below).
+        this._welcomed.reject(new SignalboxError(500, 'disconnected while joining'));
+        this._welcomed = null;
+      }
       const link = this._link;
       if (link) {
         try {
@@ -814,6 +823,12 @@
       }
       link.writeControl(hello.frame());
       const welcome = await welcomed;
+      if (this._state === 'disconnected') {
+        // The page left while this connection was joining: leave on it too.
+        link.writeControl(new Writer().varint(2).frame());
+        setTimeout(() => link.close(0, 'left the session'), 200);
+        throw new SignalboxError(500, 'disconnected while joining');
+      }
       this.transport = link.kind;
       this._limits = welcome.limits;
       this._ticket = welcome.ticket;
@@ -1025,7 +1040,7 @@
     }
 
     _end(reason) {
-      const wasConnected = this._state !== 'disconnected';
+      const wasConnected = this._state === 'connected' || this._state === 'reconnecting';
       this._state = 'disconnected';
       this._link = null;
       this._send = null;
