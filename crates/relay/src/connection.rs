@@ -33,6 +33,8 @@ pub(crate) const MAX_HELLO_FRAME: usize = 64 * 1024;
 /// The largest control frame a client may send after `Hello` (`Kick` and `Leave` are under
 /// 20 bytes).
 pub(crate) const MAX_CLIENT_CONTROL_FRAME: usize = 1024;
+/// The control stream's read buffer to start with (it grows for a larger frame).
+const CONTROL_READ_BUFFER: usize = 512;
 /// Signals handled before the reader lets the connection's other work run.
 const YIELD_EVERY: u32 = 128;
 /// The least time between two `Accepted` notices to one sender: a sender at full speed gets
@@ -115,7 +117,11 @@ pub(crate) async fn serve_link(link: Link, shared: Arc<Shared>, pending: Pending
 
 async fn read_hello(link: &Link, shared: &Shared) -> Result<(LinkSend, Frames, Hello), End> {
     let (send, recv) = link.accept_bi().await.map_err(|_| End::Lost)?;
-    let mut frames = FramedRead::new(recv, codec::codec(MAX_HELLO_FRAME));
+    // A small buffer to start with: it grows for a large `Hello` (a resume's `seen` list),
+    // and every joined member keeps it for its few small control frames afterwards — the
+    // default 8 KiB was an eighth of an idle connection's cost.
+    let mut frames =
+        FramedRead::with_capacity(recv, codec::codec(MAX_HELLO_FRAME), CONTROL_READ_BUFFER);
     let frame = match frames.next().await {
         Some(Ok(f)) => f,
         Some(Err(e)) => return Err(protocol(format!("control stream: {e}"))),
