@@ -323,6 +323,21 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   assert.deepEqual(errors.badType, [400, 'OT_INVALID_PARAMETER']);
   assert.deepEqual(errors.typeTooLong, [413, 'OT_INVALID_PARAMETER']);
   assert.deepEqual(errors.unknown, [404, 'OT_NOT_FOUND'], 'the relay names an unknown target');
+  // A subscriber may only receive: the relay refuses its signal with 403.
+  const subscriber = execFileSync(BIN, ['invite', '--session', session, '--data-dir', dataDir, '--host', '127.0.0.1:1', '--role', 'subscriber'], { env })
+    .toString()
+    .trim();
+  const forbidden = await page.evaluate(
+    async (o) => {
+      const sub = Signalbox.initSession('', o.session, { transport: o.transport, relay: o.relay });
+      await sub.connect(o.token);
+      const got = await new Promise((r) => sub.signal({ type: 'num', data: '0' }, (e) => r(e ? [e.code, e.name] : null)));
+      sub.disconnect();
+      return got;
+    },
+    { session, transport, token: tokenOf(subscriber), relay: cut ? `http://127.0.0.1:${cut.port}` : base },
+  );
+  assert.deepEqual(forbidden, [403, 'OT_PERMISSION_DENIED']);
 
   // A second listener comes and goes: created, then destroyed as clientDisconnected.
   const visitor = listen(invite(session, 'visitor'), 'visitor');
