@@ -575,9 +575,10 @@ impl RelayHandle {
         } else {
             "http"
         };
-        let host = match net::reachable_host(http).parse::<std::net::IpAddr>() {
+        let host = net::reachable_host(http);
+        let host = match host.parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-            _ => net::reachable_host(http),
+            _ => host,
         };
         let mut link = format!("{scheme}://{host}:{}/join?session={session}", http.port());
         if let Some(token) = token {
