@@ -372,6 +372,60 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
     assert_eq!(reason, LeftReason::RelayShutdown);
 }
 
+/// A join storm's presence is paced (news inside the interval goes out in one batch), and
+/// still every member hears of every join after its own and of every leave exactly once,
+/// never of itself, and ends with the true roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_in_a_join_storm_is_whole_and_told_once() {
+    let relay = TestRelay::start().await;
+    let (watcher, watcher_ev) = relay.join("watcher").await;
+    let mut staying = futures_util::future::join_all((0..40).map(|i| {
+        let relay = &relay;
+        async move { relay.join(&format!("c{i}")).await }
+    }))
+    .await;
+    let leaving = staying.split_off(25);
+    let leavers: HashSet<ConnectionId> = leaving.iter().map(|(c, _)| c.me().id).collect();
+    futures_util::future::join_all(leaving.iter().map(|(c, _)| c.leave())).await;
+    let (last, _last_ev) = relay.join("last").await;
+
+    let mut everyone: HashSet<ConnectionId> = staying.iter().map(|(c, _)| c.me().id).collect();
+    everyone.extend([watcher.me().id, last.me().id]);
+    staying.push((watcher.clone(), watcher_ev));
+    for (client, mut events) in staying {
+        let me = client.me().id;
+        let (mut joins, mut lefts) = (Vec::new(), Vec::new());
+        // News is told in order: once `last` is in, every leave before it is too.
+        expect(&mut events, "the last join", |e| match e {
+            Event::Joined(p) => {
+                joins.push(p.id);
+                (p.id == last.me().id).then_some(())
+            }
+            Event::Left { peer, reason } => {
+                assert_eq!(reason, LeftReason::ClientDisconnected);
+                lefts.push(peer.id);
+                None
+            }
+            _ => None,
+        })
+        .await;
+        let unique: HashSet<_> = joins.iter().copied().collect();
+        assert_eq!(unique.len(), joins.len(), "a join told twice to {me}");
+        assert!(!unique.contains(&me), "{me} was told of its own join");
+        let left: HashSet<_> = lefts.iter().copied().collect();
+        assert_eq!(left.len(), lefts.len(), "a leave told twice to {me}");
+        let now: HashSet<ConnectionId> = client.peers().into_iter().map(|p| p.id).collect();
+        let mut others = everyone.clone();
+        others.remove(&me);
+        assert_eq!(now, others, "{me}'s roster");
+        if me == watcher.me().id {
+            // There before everyone: it hears of all 41 joins and all 15 leaves.
+            assert_eq!(joins.len(), 41);
+            assert_eq!(left, leavers);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_raw_kick_from_a_publisher_is_denied() {
     let relay = TestRelay::start().await;

@@ -120,8 +120,10 @@ pub(crate) struct Connected {
     pub(crate) keep: Vec<Box<dyn std::any::Any + Send>>,
 }
 
+/// The load generator's endpoints, for every QUIC backend alike: the client library's, with
+/// its large UDP buffers.
 fn client_endpoint() -> anyhow::Result<quinn::Endpoint> {
-    Ok(quinn::Endpoint::client("127.0.0.1:0".parse()?)?)
+    Ok(signalbox_client::client_endpoint("127.0.0.1:0".parse()?)?)
 }
 
 /// Connects `subs` subscribers then `pubs` publishers to `target`, session `session`.

@@ -171,7 +171,15 @@ fn serve(data_dir: PathBuf, bare: bool, cluster: Option<String>) -> anyhow::Resu
         if bare {
             let identity = signalbox_relay::Identity::load_or_create(&data_dir)?;
             let server = signalbox_relay::server_config(&identity, &config)?;
-            let endpoint = quinn::Endpoint::server(server, config.listen)?;
+            // The relay's socket, with its buffers.
+            let socket = signalbox_relay::udp_socket(config.listen)?;
+            let runtime = quinn::default_runtime().context("no async runtime")?;
+            let endpoint = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket,
+                runtime,
+            )?;
             println!("addr {}", endpoint.local_addr()?);
             println!("fp {}", identity.fingerprint);
             quinn_fwd::serve(endpoint).await;
@@ -420,8 +428,8 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 ));
             }
             eprintln!(
-                "scale: {} clients joined in {:.1} s, broadcast reached {} in {:.2} s, {:.1} KiB per connection",
-                s.joined, s.join_all_s, s.broadcast_reached, s.broadcast_s, s.kib_per_idle_connection
+                "scale: {} clients joined in {:.1} s (p50 {:.0} ms, p99 {:.0} ms, load generator busy {:.2}), broadcast reached {} in {:.2} s, {:.1} KiB per connection",
+                s.joined, s.join_all_s, s.connect_join_p50_ms, s.connect_join_p99_ms, s.generator_busy, s.broadcast_reached, s.broadcast_s, s.kib_per_idle_connection
             );
             report.scale = Some(s);
         }
@@ -610,11 +618,16 @@ fn markdown(r: &Report) -> String {
     if let Some(s) = &r.scale {
         let _ = writeln!(
             out,
-            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s (connect+join p50 {:.1} ms); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB ({:.1} KiB per idle connection).",
+            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s ({:.0} joins/s, {} connecting at a time; connect+join p50 {:.1} ms, p99 {:.1} ms; relay CPU {:.2} s; load generator busy {:.2}); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB ({:.1} KiB per idle connection).",
             s.joined,
             s.clients,
             s.join_all_s,
+            s.joins_per_s,
+            scale::IN_FLIGHT,
             s.connect_join_p50_ms,
+            s.connect_join_p99_ms,
+            s.relay_cpu_s,
+            s.generator_busy,
             s.broadcast_reached,
             s.broadcast_s,
             s.rss_before_kib / 1024,

@@ -15,7 +15,15 @@ pub(crate) struct Scale {
     pub(crate) clients: usize,
     pub(crate) joined: usize,
     pub(crate) join_all_s: f64,
+    /// Joins per second over the storm.
+    pub(crate) joins_per_s: f64,
     pub(crate) connect_join_p50_ms: f64,
+    pub(crate) connect_join_p99_ms: f64,
+    /// The relay's CPU seconds over the storm.
+    pub(crate) relay_cpu_s: f64,
+    /// The load generator's CPU time over the storm ÷ its length (≥ 0.95: the harness set
+    /// the pace).
+    pub(crate) generator_busy: f64,
     pub(crate) broadcast_reached: usize,
     pub(crate) broadcast_s: f64,
     pub(crate) rss_before_kib: u64,
@@ -23,12 +31,16 @@ pub(crate) struct Scale {
     pub(crate) kib_per_idle_connection: f64,
 }
 
-/// Joins `n` clients to one session (over a few shared UDP sockets), then broadcasts one
-/// signal and waits until every client has it.
+/// Clients connecting at once during the join storm.
+pub(crate) const IN_FLIGHT: usize = 50;
+
+/// Joins `n` clients to one session (over a few shared UDP sockets), [`IN_FLIGHT`] connects
+/// at a time (a new one starts as soon as one is in), then broadcasts one signal and waits
+/// until every client has it.
 pub(crate) async fn run(server: &Server, n: usize) -> anyhow::Result<Scale> {
     let target = &server.target;
     let endpoints: Vec<quinn::Endpoint> = (0..(n / 200).max(1))
-        .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid")))
+        .map(|_| signalbox_client::client_endpoint("127.0.0.1:0".parse().expect("valid")))
         .collect::<Result<_, _>>()?;
     let options = |i: usize| {
         let mut o = ConnectOptions::new(
@@ -42,49 +54,60 @@ pub(crate) async fn run(server: &Server, n: usize) -> anyhow::Result<Scale> {
         o
     };
     let rss_before = server.rss_kib();
+    let relay_cpu_before = server.cpu_seconds();
+    let own_cpu_before = crate::servers::own_cpu_seconds();
     let start = Instant::now();
     let mut clients = Vec::with_capacity(n);
     let mut join_times = Vec::with_capacity(n);
-    // Join in waves of 50 concurrent connects; every client drains its events (presence).
-    for wave in (0..n).collect::<Vec<_>>().chunks(50) {
-        let mut handles = Vec::new();
-        for &i in wave {
-            let ep = endpoints[i % endpoints.len()].clone();
-            let o = options(i);
-            handles.push(tokio::spawn(async move {
+    let mut connecting = tokio::task::JoinSet::new();
+    let mut next = 0;
+    while clients.len() < n {
+        while next < n && connecting.len() < IN_FLIGHT {
+            let ep = endpoints[next % endpoints.len()].clone();
+            let o = options(next);
+            connecting.spawn(async move {
                 let t = Instant::now();
                 let r = Client::connect_with(ep, o).await;
                 (r, t.elapsed())
-            }));
-        }
-        for h in handles {
-            let (r, took) = h.await?;
-            let (client, mut events) = r.context("join")?;
-            join_times.push(took);
-            let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
-            let started = Instant::now();
-            tokio::spawn(async move {
-                let mut tx = Some(tx);
-                while let Some(e) = events.next().await {
-                    if let Event::Signal(s) = e
-                        && s.r#type == "scale"
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(started.elapsed());
-                    }
-                }
             });
-            clients.push((client, rx));
+            next += 1;
         }
+        let Some(joined) = connecting.join_next().await else {
+            break;
+        };
+        let (r, took) = joined?;
+        // Every client drains its events (presence) as a real one would.
+        let (client, mut events) = r.context("join")?;
+        join_times.push(took);
+        let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Some(e) = events.next().await {
+                if let Event::Signal(s) = e
+                    && s.r#type == "scale"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(started.elapsed());
+                }
+            }
+        });
+        clients.push((client, rx));
     }
     let join_all = start.elapsed();
+    let relay_cpu_s = server.cpu_seconds() - relay_cpu_before;
+    let generator_busy =
+        (crate::servers::own_cpu_seconds() - own_cpu_before) / join_all.as_secs_f64().max(1e-9);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = server.rss_kib();
     join_times.sort();
-    let p50 = join_times
-        .get(join_times.len() / 2)
-        .copied()
-        .unwrap_or_default();
+    let quantile = |q: f64| {
+        join_times
+            .get(((join_times.len() as f64 * q) as usize).min(join_times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let (p50, p99) = (quantile(0.5), quantile(0.99));
 
     let sent_at = Instant::now();
     let (sender, _) = &clients[0];
@@ -112,7 +135,11 @@ pub(crate) async fn run(server: &Server, n: usize) -> anyhow::Result<Scale> {
         clients: n,
         joined: clients.len(),
         join_all_s: join_all.as_secs_f64(),
+        joins_per_s: clients.len() as f64 / join_all.as_secs_f64().max(1e-9),
         connect_join_p50_ms: p50.as_secs_f64() * 1000.0,
+        connect_join_p99_ms: p99.as_secs_f64() * 1000.0,
+        relay_cpu_s,
+        generator_busy,
         broadcast_reached: reached,
         broadcast_s: broadcast.as_secs_f64(),
         rss_before_kib: rss_before,

@@ -54,7 +54,7 @@ mod tls;
 pub use client::{Client, Receipt};
 pub use error::{ConnectError, NOT_CONNECTED, RequestError, SendError};
 pub use events::{Event, Events, ReceivedSignal, Signal};
-pub use link::client_config;
+pub use link::{client_config, client_endpoint};
 pub use options::ConnectOptions;
 pub use signalbox_proto as proto;
 pub use tls::TlsSetupError;

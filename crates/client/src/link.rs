@@ -101,7 +101,28 @@ pub(crate) async fn endpoint_for(
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    quinn::Endpoint::client(bind).map_err(ConnectError::Socket)
+    client_endpoint(bind).map_err(ConnectError::Socket)
+}
+
+/// What a client asks of the kernel for its UDP socket's buffers: a client endpoint may
+/// carry many connections (the benchmark's, a bridge's), and the default (about 208 KiB on
+/// Linux) drops datagrams when they arrive faster than it reads them. The kernel grants at
+/// most `net.core.rmem_max` / `wmem_max`.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A client QUIC endpoint bound to `bind`, with large UDP buffers (what
+/// [`Client::connect`](crate::Client::connect) uses; pass it to
+/// [`Client::connect_with`](crate::Client::connect_with) to share one socket among many
+/// clients).
+pub fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let sock = socket2::SockRef::from(&socket);
+    // A smaller buffer than asked for is still a working socket.
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
 /// A connection being dialed. If the dial ends without handing it on — timed out by the

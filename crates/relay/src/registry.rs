@@ -44,6 +44,9 @@ pub(crate) struct Member {
     pub(crate) secret: [u8; 16],
     /// Encoded control frames for this member's control stream (bounded).
     control: mpsc::Sender<Bytes>,
+    /// The session's presence epoch when it joined: it is told only news after that (the
+    /// rest was in its `Welcome`).
+    presence_epoch: AtomicU64,
     /// Their receiving end, taken by whichever connection serves the member now.
     pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     /// Bytes waiting in delivery queues toward this member, across all senders.
@@ -147,6 +150,7 @@ impl Member {
             secret,
             control,
             control_rx: tokio::sync::Mutex::new(control_rx),
+            presence_epoch: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
             missed: Mutex::new(HashMap::new()),
             closing: OnceLock::new(),
@@ -331,17 +335,114 @@ pub(crate) struct Session {
     pub(crate) relay_sender: Mutex<Option<(Fanout, u64)>>,
     /// What its frames are charged to: its own budget and the relay's.
     pub(crate) budgets: Budgets,
+    /// Presence news on its way to the members (guarded after `members`).
+    presence: Mutex<PresenceBatch>,
+    /// Itself, for the task that sends a held presence batch.
+    me: std::sync::Weak<Session>,
+}
+
+/// The least time between two presence batches of one session while news keeps coming: at
+/// least [`PRESENCE_INTERVAL`], and [`PRESENCE_PER_MEMBER`] per member up to
+/// [`PRESENCE_INTERVAL_MAX`].
+///
+/// Every member is told of every join and leave. In a join storm of N clients that is N²
+/// `Joined` frames; sent one by one, each is a packet (and an ACK) per member, and a
+/// control-queue entry and a task wake-up per member per join. So a session paces its
+/// presence: news after a quiet moment goes out at once, but news within the interval of
+/// the last batch waits for the rest of the interval and goes out with whatever else came
+/// meanwhile, as one buffer shared by every member's control queue. The interval grows with
+/// the session so that a storm costs the relay about the same number of presence packets per
+/// second whatever the session's size. Signals are not paced.
+fn presence_interval(members: usize) -> std::time::Duration {
+    (PRESENCE_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX))
+        .clamp(PRESENCE_INTERVAL, PRESENCE_INTERVAL_MAX)
+}
+
+/// See [`presence_interval`].
+pub(crate) const PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// See [`presence_interval`].
+const PRESENCE_PER_MEMBER: std::time::Duration = std::time::Duration::from_micros(250);
+/// See [`presence_interval`].
+const PRESENCE_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Presence news waiting to go out together (see [`PRESENCE_INTERVAL`]).
+#[derive(Debug)]
+struct PresenceBatch {
+    /// Encoded `Joined`/`Left` frames, back to back.
+    buf: bytes::BytesMut,
+    /// Where each frame starts in `buf`, and its epoch.
+    starts: Vec<(u64, usize)>,
+    /// The number of the latest news (a member that joined after news `e` skips news up to
+    /// `e`: its `Welcome` had it).
+    epoch: u64,
+    /// No batch goes out before this.
+    next_at: tokio::time::Instant,
+    /// A task will send the batch at `next_at`.
+    scheduled: bool,
 }
 
 impl Session {
-    fn new(id: SessionId, budgets: Budgets) -> Self {
-        Self {
+    fn new(id: SessionId, budgets: Budgets) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             id,
             budgets,
             members: Mutex::new(HashMap::new()),
             roster: ArcSwap::from_pointee(Roster::default()),
             relay_sender: Mutex::new(None),
+            presence: Mutex::new(PresenceBatch {
+                buf: bytes::BytesMut::new(),
+                starts: Vec::new(),
+                epoch: 0,
+                next_at: tokio::time::Instant::now(),
+                scheduled: false,
+            }),
+            me: me.clone(),
+        })
+    }
+
+    /// Tells every member (of `members`, the locked map) `msg`, paced with other presence
+    /// news (see [`PRESENCE_INTERVAL`]); returns the news' epoch.
+    fn tell_presence(
+        &self,
+        members: &HashMap<ConnectionId, Arc<Member>>,
+        msg: &RelayMessage,
+    ) -> u64 {
+        let mut batch = lock(&self.presence);
+        let Some(frame) = frames::control(msg) else {
+            return batch.epoch;
+        };
+        batch.epoch += 1;
+        let epoch = batch.epoch;
+        let at = batch.buf.len();
+        batch.starts.push((epoch, at));
+        batch.buf.extend_from_slice(&frame);
+        if batch.scheduled {
+            return epoch;
         }
+        let now = tokio::time::Instant::now();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if now < batch.next_at => {
+                batch.scheduled = true;
+                let (me, due) = (self.me.clone(), batch.next_at);
+                runtime.spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    if let Some(session) = me.upgrade() {
+                        let members = lock(&session.members);
+                        let mut batch = lock(&session.presence);
+                        send_presence(&members, &mut batch, tokio::time::Instant::now());
+                    }
+                });
+            }
+            _ => send_presence(members, &mut batch, now),
+        }
+        epoch
+    }
+
+    /// Tells the members news from elsewhere (another node of a cluster), paced like their
+    /// own.
+    pub(crate) fn tell_remote_presence(&self, msg: &RelayMessage) {
+        let members = lock(&self.members);
+        self.tell_presence(&members, msg);
     }
 
     /// The current members, without locking.
@@ -358,6 +459,29 @@ impl Session {
                 .cloned()
                 .collect(),
         }));
+    }
+}
+
+/// Sends the batch to every member that joined before some news in it: each gets the part
+/// after its own join (a slice of one shared buffer).
+fn send_presence(
+    members: &HashMap<ConnectionId, Arc<Member>>,
+    batch: &mut PresenceBatch,
+    now: tokio::time::Instant,
+) {
+    batch.scheduled = false;
+    if batch.starts.is_empty() {
+        return;
+    }
+    batch.next_at = now + presence_interval(members.len());
+    let news = batch.buf.split().freeze();
+    let starts = std::mem::take(&mut batch.starts);
+    for m in members.values() {
+        let joined_at = m.presence_epoch.load(Ordering::Relaxed);
+        let first = starts.partition_point(|(epoch, _)| *epoch <= joined_at);
+        if let Some((_, at)) = starts.get(first) {
+            m.send_control(news.slice(*at..));
+        }
     }
 }
 
@@ -478,7 +602,7 @@ impl SessionRegistry {
                     session: Arc::new(Held::new(self.session_held)),
                     global: self.held.clone(),
                 };
-                let s = Arc::new(Session::new(session.clone(), budgets));
+                let s = Session::new(session.clone(), budgets);
                 sessions.insert(session.clone(), s.clone());
                 s
             }
@@ -494,11 +618,9 @@ impl SessionRegistry {
             });
         }
         let peers: Vec<ConnectionInfo> = members.values().map(|m| m.info.clone()).collect();
-        if let Some(frame) = frames::control(&RelayMessage::Joined(member.info.clone())) {
-            for other in members.values() {
-                other.send_control(frame.clone());
-            }
-        }
+        // Told before it is in: it hears only of what comes after.
+        let epoch = sess.tell_presence(&members, &RelayMessage::Joined(member.info.clone()));
+        member.presence_epoch.store(epoch, Ordering::Relaxed);
         if let Some(key) = member.token_key {
             *tokens.connections.entry(key).or_default() += 1;
         }
@@ -538,14 +660,13 @@ impl SessionRegistry {
             }
         }
         session.publish(&members);
-        if let Some(frame) = frames::control(&RelayMessage::Left {
-            connection: id,
-            reason,
-        }) {
-            for other in members.values() {
-                other.send_control(frame.clone());
-            }
-        }
+        session.tell_presence(
+            &members,
+            &RelayMessage::Left {
+                connection: id,
+                reason,
+            },
+        );
         if members.is_empty() {
             sessions.remove(&session.id);
         }

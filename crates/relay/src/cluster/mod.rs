@@ -580,11 +580,7 @@ fn tell_local(shared: &Shared, session: &SessionId, msg: &RelayMessage) {
     let Some(s) = shared.registry.get(session) else {
         return;
     };
-    if let Some(frame) = crate::frames::control(msg) {
-        for m in s.roster().members.values() {
-            m.send_control(frame.clone());
-        }
-    }
+    s.tell_remote_presence(msg);
 }
 
 fn tell_all(shared: &Shared, told: Vec<Told>) {
