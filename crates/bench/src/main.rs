@@ -423,8 +423,14 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
             let s = scale::run(&server, scale_n).await?;
             if s.joined != s.clients || s.broadcast_reached != s.clients {
                 report.failures.push(format!(
-                    "scale: {} of {} joined, broadcast reached {}",
-                    s.joined, s.clients, s.broadcast_reached
+                    "scale: {} of {} joined, broadcast reached {}{}",
+                    s.joined,
+                    s.clients,
+                    s.broadcast_reached,
+                    s.first_error
+                        .as_deref()
+                        .map(|e| format!(" (first failed join: {e})"))
+                        .unwrap_or_default()
                 ));
             }
             eprintln!(

@@ -701,3 +701,20 @@ impl SessionRegistry {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_presence_interval_grows_with_the_session_within_its_bounds() {
+        use std::time::Duration;
+        assert_eq!(presence_interval(0), PRESENCE_INTERVAL);
+        assert_eq!(presence_interval(2), PRESENCE_INTERVAL);
+        assert_eq!(presence_interval(400), Duration::from_millis(100));
+        assert_eq!(presence_interval(1000), Duration::from_millis(250));
+        assert_eq!(presence_interval(3000), Duration::from_millis(750));
+        assert_eq!(presence_interval(20_000), PRESENCE_INTERVAL_MAX);
+        assert_eq!(presence_interval(usize::MAX), PRESENCE_INTERVAL_MAX);
+    }
+}
