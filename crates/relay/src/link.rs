@@ -183,6 +183,20 @@ impl LinkSend {
         Ok(())
     }
 
+    /// Writes `chunks` in order, each as it is (no copy; QUIC takes them under one lock).
+    /// Written chunks are left empty.
+    pub(crate) async fn write_chunks(&mut self, chunks: &mut [Bytes]) -> Result<(), LinkError> {
+        match self {
+            LinkSend::Quic(s) => s.write_all_chunks(chunks).await?,
+            _ => {
+                for chunk in chunks {
+                    self.write_chunk(std::mem::take(chunk)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the stream after what was written.
     pub(crate) fn finish(&mut self) {
         match self {
