@@ -372,19 +372,20 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
     assert_eq!(reason, LeftReason::RelayShutdown);
 }
 
-/// A join storm's presence is paced (news inside the interval goes out in one batch), and
-/// still every member hears of every join after its own and of every leave exactly once,
-/// never of itself, and ends with the true roster.
+/// A join storm's presence is paced once the session is large (news inside the interval
+/// goes out in one batch), and still every member hears of every join after its own and of
+/// every leave exactly once, never of itself, and ends with the true roster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_in_a_join_storm_is_whole_and_told_once() {
     let relay = TestRelay::start().await;
     let (watcher, watcher_ev) = relay.join("watcher").await;
-    let mut staying = futures_util::future::join_all((0..40).map(|i| {
+    // Past the size where presence is paced (100 members).
+    let mut staying = futures_util::future::join_all((0..130).map(|i| {
         let relay = &relay;
         async move { relay.join(&format!("c{i}")).await }
     }))
     .await;
-    let leaving = staying.split_off(25);
+    let leaving = staying.split_off(100);
     let leavers: HashSet<ConnectionId> = leaving.iter().map(|(c, _)| c.me().id).collect();
     futures_util::future::join_all(leaving.iter().map(|(c, _)| c.leave())).await;
     let (last, _last_ev) = relay.join("last").await;
@@ -392,11 +393,12 @@ async fn presence_in_a_join_storm_is_whole_and_told_once() {
     let mut everyone: HashSet<ConnectionId> = staying.iter().map(|(c, _)| c.me().id).collect();
     everyone.extend([watcher.me().id, last.me().id]);
     staying.push((watcher.clone(), watcher_ev));
-    for (client, mut events) in staying {
+    // By reference: a client dropped here would leave, and the others would see it go.
+    for (client, events) in &mut staying {
         let me = client.me().id;
         let (mut joins, mut lefts) = (Vec::new(), Vec::new());
         // News is told in order: once `last` is in, every leave before it is too.
-        expect(&mut events, "the last join", |e| match e {
+        expect(events, "the last join", |e| match e {
             Event::Joined(p) => {
                 joins.push(p.id);
                 (p.id == last.me().id).then_some(())
@@ -419,8 +421,8 @@ async fn presence_in_a_join_storm_is_whole_and_told_once() {
         others.remove(&me);
         assert_eq!(now, others, "{me}'s roster");
         if me == watcher.me().id {
-            // There before everyone: it hears of all 41 joins and all 15 leaves.
-            assert_eq!(joins.len(), 41);
+            // There before everyone: it hears of all 131 joins and all 30 leaves.
+            assert_eq!(joins.len(), 131);
             assert_eq!(left, leavers);
         }
     }

@@ -686,6 +686,7 @@ fn take(
     shared: &Shared,
     enc: &mut BytesMut,
 ) -> Result<(), End> {
+    session.before_signal();
     let roster = session.roster();
     let mut sender = lock(&member.sender);
     match admit(

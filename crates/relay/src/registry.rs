@@ -339,33 +339,39 @@ pub(crate) struct Session {
     presence: Mutex<PresenceBatch>,
     /// Itself, for the task that sends a held presence batch.
     me: std::sync::Weak<Session>,
+    /// Whether presence news is held (a lock-free check for every signal).
+    presence_held: AtomicBool,
 }
 
-/// The least time between two presence batches of one session while news keeps coming: at
-/// least [`PRESENCE_INTERVAL`], and [`PRESENCE_PER_MEMBER`] per member up to
+/// The least time between two presence batches of one session while news keeps coming: none
+/// below [`PACE_FROM`] members, then [`PRESENCE_PER_MEMBER`] per member up to
 /// [`PRESENCE_INTERVAL_MAX`].
 ///
 /// Every member is told of every join and leave. In a join storm of N clients that is N²
 /// `Joined` frames; sent one by one, each is a packet (and an ACK) per member, and a
-/// control-queue entry and a task wake-up per member per join. So a session paces its
+/// control-queue entry and a task wake-up per member per join. So a large session paces its
 /// presence: news after a quiet moment goes out at once, but news within the interval of
 /// the last batch waits for the rest of the interval and goes out with whatever else came
 /// meanwhile, as one buffer shared by every member's control queue. The interval grows with
 /// the session so that a storm costs the relay about the same number of presence packets per
-/// second whatever the session's size. Signals are not paced.
+/// second whatever the session's size. Signals are not paced, and a member's signal first
+/// sends the news held (see [`Session::before_signal`]): nobody gets a signal from a member
+/// whose join is still held back.
 fn presence_interval(members: usize) -> std::time::Duration {
-    (PRESENCE_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX))
-        .clamp(PRESENCE_INTERVAL, PRESENCE_INTERVAL_MAX)
+    if members < PACE_FROM {
+        return std::time::Duration::ZERO;
+    }
+    (PRESENCE_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX)).min(PRESENCE_INTERVAL_MAX)
 }
 
-/// See [`presence_interval`].
-pub(crate) const PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// See [`presence_interval`]: smaller sessions are told everything at once.
+const PACE_FROM: usize = 100;
 /// See [`presence_interval`].
 const PRESENCE_PER_MEMBER: std::time::Duration = std::time::Duration::from_micros(250);
 /// See [`presence_interval`].
 const PRESENCE_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Presence news waiting to go out together (see [`PRESENCE_INTERVAL`]).
+/// Presence news waiting to go out together (see [`presence_interval`]).
 #[derive(Debug)]
 struct PresenceBatch {
     /// Encoded `Joined`/`Left` frames, back to back.
@@ -397,11 +403,23 @@ impl Session {
                 scheduled: false,
             }),
             me: me.clone(),
+            presence_held: AtomicBool::new(false),
         })
     }
 
+    /// Called before a member's signal is fanned out: sends the presence news held, so that
+    /// a receiver hears of the sender's join before its signals.
+    pub(crate) fn before_signal(&self) {
+        if !self.presence_held.load(Ordering::Relaxed) {
+            return;
+        }
+        let members = lock(&self.members);
+        let mut batch = lock(&self.presence);
+        self.send_presence(&members, &mut batch, tokio::time::Instant::now());
+    }
+
     /// Tells every member (of `members`, the locked map) `msg`, paced with other presence
-    /// news (see [`PRESENCE_INTERVAL`]); returns the news' epoch.
+    /// news (see [`presence_interval`]); returns the news' epoch.
     fn tell_presence(
         &self,
         members: &HashMap<ConnectionId, Arc<Member>>,
@@ -423,19 +441,45 @@ impl Session {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) if now < batch.next_at => {
                 batch.scheduled = true;
+                self.presence_held.store(true, Ordering::Relaxed);
                 let (me, due) = (self.me.clone(), batch.next_at);
                 runtime.spawn(async move {
                     tokio::time::sleep_until(due).await;
                     if let Some(session) = me.upgrade() {
                         let members = lock(&session.members);
                         let mut batch = lock(&session.presence);
-                        send_presence(&members, &mut batch, tokio::time::Instant::now());
+                        session.send_presence(&members, &mut batch, tokio::time::Instant::now());
                     }
                 });
             }
-            _ => send_presence(members, &mut batch, now),
+            _ => self.send_presence(members, &mut batch, now),
         }
         epoch
+    }
+
+    /// Sends the batch to every member that joined before some news in it: each gets the part
+    /// after its own join (a slice of one shared buffer).
+    fn send_presence(
+        &self,
+        members: &HashMap<ConnectionId, Arc<Member>>,
+        batch: &mut PresenceBatch,
+        now: tokio::time::Instant,
+    ) {
+        batch.scheduled = false;
+        self.presence_held.store(false, Ordering::Relaxed);
+        if batch.starts.is_empty() {
+            return;
+        }
+        batch.next_at = now + presence_interval(members.len());
+        let news = batch.buf.split().freeze();
+        let starts = std::mem::take(&mut batch.starts);
+        for m in members.values() {
+            let joined_at = m.presence_epoch.load(Ordering::Relaxed);
+            let first = starts.partition_point(|(epoch, _)| *epoch <= joined_at);
+            if let Some((_, at)) = starts.get(first) {
+                m.send_control(news.slice(*at..));
+            }
+        }
     }
 
     /// Tells the members news from elsewhere (another node of a cluster), paced like their
@@ -459,29 +503,6 @@ impl Session {
                 .cloned()
                 .collect(),
         }));
-    }
-}
-
-/// Sends the batch to every member that joined before some news in it: each gets the part
-/// after its own join (a slice of one shared buffer).
-fn send_presence(
-    members: &HashMap<ConnectionId, Arc<Member>>,
-    batch: &mut PresenceBatch,
-    now: tokio::time::Instant,
-) {
-    batch.scheduled = false;
-    if batch.starts.is_empty() {
-        return;
-    }
-    batch.next_at = now + presence_interval(members.len());
-    let news = batch.buf.split().freeze();
-    let starts = std::mem::take(&mut batch.starts);
-    for m in members.values() {
-        let joined_at = m.presence_epoch.load(Ordering::Relaxed);
-        let first = starts.partition_point(|(epoch, _)| *epoch <= joined_at);
-        if let Some((_, at)) = starts.get(first) {
-            m.send_control(news.slice(*at..));
-        }
     }
 }
 
@@ -707,10 +728,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_presence_interval_grows_with_the_session_within_its_bounds() {
+    fn the_presence_interval_is_none_for_small_sessions_and_grows_with_large_ones() {
         use std::time::Duration;
-        assert_eq!(presence_interval(0), PRESENCE_INTERVAL);
-        assert_eq!(presence_interval(2), PRESENCE_INTERVAL);
+        assert_eq!(presence_interval(0), Duration::ZERO);
+        assert_eq!(presence_interval(99), Duration::ZERO);
+        assert_eq!(presence_interval(100), Duration::from_millis(25));
         assert_eq!(presence_interval(400), Duration::from_millis(100));
         assert_eq!(presence_interval(1000), Duration::from_millis(250));
         assert_eq!(presence_interval(3000), Duration::from_millis(750));

@@ -868,6 +868,7 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                     seq: 0,
                 });
                 sender.seq = seq;
+                s.before_signal();
                 let delivered =
                     delivery::fan_out(&mut sender.fanout, &s.roster(), &to, seq, &frame);
                 shared.metrics.remote_signal(delivered);
