@@ -597,11 +597,13 @@ async fn the_http_listener_bounds_slow_and_numerous_clients() {
     drop(idle);
 }
 
-/// One member floods everyone with 20 000 signals of 8 KiB. A receiver that reads nothing is
-/// closed as a slow consumer once the session's memory budget is spent; the receiver that
-/// reads gets every signal, in order (it is never the one furthest behind); and the bytes the
-/// relay holds never pass the budget by more than a few frames (one per receiver, and one per
-/// thread charging at that instant).
+/// One member floods everyone with 20 000 signals of 8 KiB, its rate limits off. A receiver
+/// that reads nothing is closed as a slow consumer once the session's memory budget is spent;
+/// the receiver that reads gets every signal, in order, and is never closed, however far the
+/// sender outruns it: the relay stops reading the sender while the budget is spent (the
+/// relay's socket buffers are large enough that no dropped datagram slows the sender). The
+/// bytes the relay holds never pass the budget by more than a few frames (one signal's
+/// deliveries, and one per thread charging at that instant).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_to_everyone_stays_within_the_memory_budget() {
     use signalbox_client::Signal;

@@ -171,7 +171,15 @@ fn serve(data_dir: PathBuf, bare: bool, cluster: Option<String>) -> anyhow::Resu
         if bare {
             let identity = signalbox_relay::Identity::load_or_create(&data_dir)?;
             let server = signalbox_relay::server_config(&identity, &config)?;
-            let endpoint = quinn::Endpoint::server(server, config.listen)?;
+            // The relay's socket, with its buffers.
+            let socket = signalbox_relay::udp_socket(config.listen)?;
+            let runtime = quinn::default_runtime().context("no async runtime")?;
+            let endpoint = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket,
+                runtime,
+            )?;
             println!("addr {}", endpoint.local_addr()?);
             println!("fp {}", identity.fingerprint);
             quinn_fwd::serve(endpoint).await;

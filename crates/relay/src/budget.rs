@@ -13,10 +13,16 @@
 //!   reservation is refused, it drops its own oldest frames instead. A client that resumes is
 //!   told what it can no longer get (`Missed`), as for any frame pushed out of a ring. The
 //!   budget counts reservations, so kept bytes never exceed it.
-//! - **Queues** over budget: a receiver whose backlog is at least the average backlog of the
-//!   receivers that have one is the one that cannot keep up — it is closed as `slowConsumer`,
-//!   its queue freed. One further ahead still gets the frame: a reader that keeps up is not
-//!   closed because another one stalled, and the worst one always goes first.
+//! - **Queues** over budget, for a client's signals: its sender stops reading its send stream
+//!   until the budgets have room (`delivery::wait_for_room`), so QUIC's flow control slows
+//!   the client, and the signal that found them spent is the only one charged past them. A
+//!   receiver that reads is never closed because a sender outruns it. One that has taken
+//!   nothing from its queue for a second, and is at least as far behind as the average of
+//!   the receivers with a backlog, is the one that cannot keep up: it is closed as
+//!   `slowConsumer`, its queue freed.
+//! - **Queues** over budget, for signals whose sender cannot wait (REST, other nodes): a
+//!   receiver whose backlog is at least that average is closed at once. One further ahead
+//!   still gets the frame, and the worst one always goes first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

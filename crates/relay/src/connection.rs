@@ -730,6 +730,7 @@ fn take(
                     shared.tracker.clone(),
                     session.budgets.clone(),
                 )
+                .waiting()
             });
             let delivered = delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes);
             if let Some(cluster) = &shared.cluster {
@@ -801,6 +802,10 @@ async fn signal_reader(
         }
         acceptance.up_to.store(out.seq, Ordering::Release);
         acceptance.notify.notify_one();
+        if !session.budgets.has_room(0) {
+            // The budgets are spent: read nothing more until they have room.
+            delivery::wait_for_room(session).await;
+        }
         handled = handled.wrapping_add(1);
         if handled.is_multiple_of(YIELD_EVERY) {
             if handled.is_multiple_of(YIELD_EVERY * 64)

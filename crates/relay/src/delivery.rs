@@ -14,7 +14,9 @@
 //!   senders that are active — never one per member of a large session.
 //! - What waits for a receiver is bounded, in bytes across all its senders and in signals per
 //!   sender; past either bound, or when its stream takes nothing for `write_timeout`, the
-//!   receiver is disconnected as a slow consumer. The sender never waits for a receiver.
+//!   receiver is disconnected as a slow consumer. The sender never waits for a receiver —
+//!   only, when the session's or the relay's memory budget is spent, for the budget
+//!   ([`wait_for_room`]).
 //! - Each route keeps the frames it wrote most recently (at least as many bytes as a client's
 //!   stream window, so every frame the client has not read yet is among them). When the
 //!   receiver's connection is lost, the route keeps its queue and waits; when the client
@@ -37,7 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budgets, ENTRY_OVERHEAD};
 use crate::link::{LinkError, LinkSend};
-use crate::registry::{Member, Roster};
+use crate::registry::{Member, Roster, Session};
 
 /// The most bytes handed to one write.
 const MAX_BATCH: usize = 64 * 1024;
@@ -74,6 +76,9 @@ pub(crate) struct Fanout {
     settings: Arc<DeliverySettings>,
     tracker: TaskTracker,
     budgets: Budgets,
+    /// Whether its sender waits while the budgets are spent ([`wait_for_room`]) rather than
+    /// have a receiver refused.
+    waits: bool,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -103,7 +108,15 @@ impl Fanout {
             settings,
             tracker,
             budgets,
+            waits: false,
         }
+    }
+
+    /// For a sender that stops reading while the budgets are spent ([`wait_for_room`]): its
+    /// signals are then charged past them instead of refusing the receivers behind.
+    pub(crate) fn waiting(mut self) -> Self {
+        self.waits = true;
+        self
     }
 
     /// Queues an encoded signal frame (with its seq) for `to`. Never waits: a receiver that
@@ -126,25 +139,15 @@ impl Fanout {
             overflow(to, self.from, seq, "slow consumer: too much data waiting");
             return false;
         }
-        if let Charge::Each { behind } = charge
-            && !self.budgets.queue(cost, backlog, behind)
-        {
-            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-            overflow(
-                to,
-                self.from,
-                seq,
-                "slow consumer: the relay's memory budget is spent and this receiver is behind",
-            );
-            if to.is_closing() {
-                // Its queue leaves the budgets now, not when its routes have wound down:
-                // otherwise the receivers that keep up would be refused meanwhile.
-                let queued = to.queued_bytes.fetch_or(RELEASED, Ordering::Relaxed);
-                if queued & RELEASED == 0 {
-                    self.budgets.unqueue(queued);
-                }
+        match charge {
+            Charge::Each { behind } if !self.budgets.queue(cost, backlog, behind) => {
+                to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                overflow(to, self.from, seq, OVER_BUDGET);
+                release(to, &self.budgets);
+                return false;
             }
-            return false;
+            Charge::Past => self.budgets.charge(cost),
+            Charge::Each { .. } | Charge::Done => {}
         }
         // From here on the frame is charged to the budgets (by the caller, or just above).
         let mut item = (seq, frame.clone());
@@ -198,9 +201,7 @@ impl Fanout {
     /// if it was charged alone (a frame charged with its signal is given back by the caller).
     fn undo(&self, to: &Member, cost: usize, charge: Charge) {
         let queued = to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-        if let Charge::Each { .. } = charge
-            && queued & RELEASED == 0
-        {
+        if !matches!(charge, Charge::Done) && queued & RELEASED == 0 {
             self.budgets.unqueue(cost);
         }
     }
@@ -222,14 +223,82 @@ fn overflow(to: &Member, from: Option<ConnectionId>, seq: u64, why: &str) {
     }
 }
 
+/// Why a receiver is closed when the budgets are spent.
+const OVER_BUDGET: &str =
+    "slow consumer: the relay's memory budget is spent and this receiver is behind";
+
+/// A receiver closed for the budgets: its queue leaves them now, not when its routes have
+/// wound down (otherwise the receivers that keep up would be refused meanwhile).
+fn release(to: &Member, budgets: &Budgets) {
+    if to.is_closing() {
+        let queued = to.queued_bytes.fetch_or(RELEASED, Ordering::Relaxed);
+        if queued & RELEASED == 0 {
+            budgets.unqueue(queued);
+        }
+    }
+}
+
 /// How a frame meets the memory budgets.
 #[derive(Debug, Clone, Copy)]
 enum Charge {
     /// Already charged, with the signal's other deliveries (there was room for all).
     Done,
     /// Charged one by one: the budgets may be spent, and a receiver at least as far behind
-    /// as the average of the `behind` receivers with a backlog is refused.
+    /// as the average of the `behind` receivers with a backlog is refused. For senders that
+    /// cannot wait (REST, other nodes).
     Each { behind: usize },
+    /// Charged one by one past the spent budgets: the sender waits after this signal
+    /// ([`wait_for_room`]), so it overshoots by one signal at most.
+    Past,
+}
+
+/// How long a receiver with a backlog may take nothing from its queue, while the budgets are
+/// spent, before it counts as one that cannot keep up.
+const STALLED: Duration = Duration::from_secs(1);
+
+/// While the budgets are spent, a local sender stops reading its send stream here (QUIC flow
+/// control then slows its client) until they have room. A receiver that reads is never closed
+/// for the budget because a sender outruns it; one that has taken nothing for [`STALLED`]
+/// and is at least as far behind as the average of those with a backlog is closed as a slow
+/// consumer, and its queue leaves the budgets.
+pub(crate) async fn wait_for_room(session: &Session) {
+    let budgets = &session.budgets;
+    let mut since_scan = Duration::ZERO;
+    while !budgets.has_room(0) {
+        const TICK: Duration = Duration::from_millis(2);
+        tokio::time::sleep(TICK).await;
+        since_scan += TICK;
+        if since_scan >= STALLED / 10 {
+            since_scan = Duration::ZERO;
+            close_stalled(budgets, &session.roster());
+        }
+    }
+}
+
+/// Closes the receivers that hold the spent budgets without reading (see [`wait_for_room`]).
+fn close_stalled(budgets: &Budgets, roster: &Roster) {
+    let backlog = |m: &Member| {
+        let q = m.queued_bytes.load(Ordering::Relaxed);
+        if q & RELEASED == 0 { q } else { 0 }
+    };
+    let (behind, total) = roster
+        .members
+        .values()
+        .map(|m| backlog(m))
+        .filter(|&q| q > 0)
+        .fold((0usize, 0usize), |(n, t), q| (n + 1, t + q));
+    if behind == 0 {
+        return;
+    }
+    let average = total / behind;
+    for m in roster.members.values() {
+        let q = backlog(m);
+        if q > 0 && q >= average && m.drained_for() >= STALLED && !m.is_closing() {
+            tracing::warn!(conn = %m.id(), "{OVER_BUDGET}; disconnecting");
+            m.close(CloseCode::SlowConsumer, OVER_BUDGET);
+            release(m, budgets);
+        }
+    }
 }
 
 /// Queues an encoded signal for its targets in `roster`; returns how many it reached.
@@ -289,6 +358,9 @@ fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, frame: &Bytes) -> Char
     if fanout.budgets.has_room(total) {
         fanout.budgets.charge(total);
         return Charge::Done;
+    }
+    if fanout.waits {
+        return Charge::Past;
     }
     // Rare: count who is behind, once for this signal.
     let behind = roster
@@ -467,6 +539,7 @@ fn batch(
         }
     }
     chunker.finish();
+    to.drained();
     unqueue(to, &ring.budgets, taken);
     ring.settle();
 }

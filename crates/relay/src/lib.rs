@@ -87,5 +87,5 @@ pub use files::FileError;
 pub use identity::{Identity, IdentityError};
 pub use server::{Relay, RelayError, RelayHandle};
 pub use tokens::{TokenKeys, TokenRequest};
-pub use transport::{TransportError, server_config};
+pub use transport::{TransportError, server_config, udp_socket};
 pub use webtransport::WebCertError;

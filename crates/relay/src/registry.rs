@@ -51,6 +51,8 @@ pub(crate) struct Member {
     pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     /// Bytes waiting in delivery queues toward this member, across all senders.
     pub(crate) queued_bytes: AtomicUsize,
+    /// When one of its routes last took frames from its queue (see [`Member::drained_for`]).
+    drained_at: AtomicU64,
     /// Signals for this member lost while it was away, by sender (told on resume).
     missed: Mutex<HashMap<Option<ConnectionId>, Lost>>,
     /// Set once, by whoever closes the member first: why it is going.
@@ -71,6 +73,13 @@ pub(crate) struct Member {
     pub(crate) bucket_key: BucketKey,
     /// As a sender: its most recent rejections, told again if the signal is resent.
     rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
+}
+
+/// Milliseconds on a monotonic clock shared by the relay's members.
+fn clock_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    start.elapsed().as_millis() as u64
 }
 
 /// A member as a sender.
@@ -152,6 +161,7 @@ impl Member {
             control_rx: tokio::sync::Mutex::new(control_rx),
             presence_epoch: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
+            drained_at: AtomicU64::new(clock_ms()),
             missed: Mutex::new(HashMap::new()),
             closing: OnceLock::new(),
             gone,
@@ -305,6 +315,17 @@ impl Member {
     /// Why the member is going, if someone closed it.
     pub(crate) fn closing_reason(&self) -> Option<LeftReason> {
         self.closing.get().copied()
+    }
+
+    /// One of its routes took frames from its queue to write them: it is reading.
+    pub(crate) fn drained(&self) {
+        self.drained_at.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since a route last took frames from its queue (or since it joined).
+    pub(crate) fn drained_for(&self) -> std::time::Duration {
+        let at = self.drained_at.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(clock_ms().saturating_sub(at))
     }
 
     /// Queues an encoded control frame; a member whose control queue is full is not reading

@@ -296,7 +296,7 @@ impl Relay {
             addr: config.listen,
             source,
         };
-        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind)?;
+        let socket = crate::transport::udp_socket(config.listen).map_err(bind)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind(std::io::Error::other("no async runtime")))?;
         let endpoint = quinn::Endpoint::new(
