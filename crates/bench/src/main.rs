@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
+use signalbox_relay::Congestion;
 
 mod backends;
 mod payload;
@@ -74,6 +75,9 @@ struct Cli {
     /// The results' file name (default: today's date, with `-quick` or `-smoke` for those runs).
     #[arg(long)]
     name: Option<String>,
+    /// The congestion controller of the relay and the quinn forwarder (not nats-server's).
+    #[arg(long, value_enum, default_value_t = Congestion::default())]
+    congestion: Congestion,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,11 +89,15 @@ enum Serve {
         /// Join the cluster at this NATS URL.
         #[arg(long)]
         cluster: Option<String>,
+        #[arg(long, value_enum, default_value_t = Congestion::default())]
+        congestion: Congestion,
     },
     /// Run the bare quinn forwarder (prints `addr` and `fp`).
     ServeQuinn {
         #[arg(long)]
         data_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Congestion::default())]
+        congestion: Congestion,
     },
 }
 
@@ -146,14 +154,29 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.serve {
-        Some(Serve::ServeRelay { data_dir, cluster }) => serve(data_dir, false, cluster),
-        Some(Serve::ServeQuinn { data_dir }) => serve(data_dir, true, None),
-        None => harness(cli),
+        Some(Serve::ServeRelay {
+            data_dir,
+            cluster,
+            congestion,
+        }) => serve(data_dir, false, cluster, congestion),
+        Some(Serve::ServeQuinn {
+            data_dir,
+            congestion,
+        }) => serve(data_dir, true, None, congestion),
+        None => {
+            servers::use_congestion(cli.congestion);
+            harness(cli)
+        }
     }
 }
 
 /// A server process: prints where it listens, then runs until killed.
-fn serve(data_dir: PathBuf, bare: bool, cluster: Option<String>) -> anyhow::Result<()> {
+fn serve(
+    data_dir: PathBuf,
+    bare: bool,
+    cluster: Option<String>,
+    congestion: Congestion,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -166,6 +189,7 @@ fn serve(data_dir: PathBuf, bare: bool, cluster: Option<String>) -> anyhow::Resu
             // As much as nats-server lets wait for one subscriber (max_pending, 64 MiB).
             receiver_queue_bytes: 64 << 20,
             cluster,
+            congestion,
             ..signalbox_relay::RelayConfig::local(&data_dir)
         };
         if bare {

@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use clap::ValueEnum as _;
 use signalbox_proto::Fingerprint;
+use signalbox_relay::Congestion;
 
 use crate::backends::{Kind, Target};
 
@@ -27,6 +29,14 @@ impl Drop for Server {
     }
 }
 
+/// The congestion controller the relay and the quinn forwarder are started with.
+static CONGESTION: std::sync::OnceLock<Congestion> = std::sync::OnceLock::new();
+
+/// Sets the congestion controller of the servers this harness starts.
+pub(crate) fn use_congestion(c: Congestion) {
+    let _ = CONGESTION.set(c);
+}
+
 /// Starts `serve-relay` (or `serve-quinn`) and reads where it listens.
 fn start_own(
     core: Option<usize>,
@@ -43,6 +53,10 @@ fn start_own(
         .stderr(Stdio::inherit());
     if let Some(url) = cluster {
         cmd.arg("--cluster").arg(url);
+    }
+    let congestion = CONGESTION.get().copied().unwrap_or_default();
+    if let Some(v) = congestion.to_possible_value() {
+        cmd.arg("--congestion").arg(v.get_name());
     }
     let mut child = cmd.spawn().context("starting the server")?;
     let stdout = child.stdout.take().context("server stdout")?;

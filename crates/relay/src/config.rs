@@ -207,6 +207,24 @@ pub struct RelayConfig {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     #[serde(with = "humantime_serde")]
     pub stream_idle: Duration,
+
+    /// The congestion controller of the relay's QUIC connections: how fast it sends toward
+    /// each client when the path is shared or lossy.
+    #[arg(long, value_enum, default_value_t = Congestion::default())]
+    pub congestion: Congestion,
+}
+
+/// A QUIC congestion controller (quinn's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Congestion {
+    /// CUBIC (RFC 9438): loss-based, the default of Linux TCP and quinn.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002's reference controller): loss-based, halves on each loss.
+    NewReno,
+    /// BBR: model-based, paces to the measured bottleneck bandwidth (experimental in quinn).
+    Bbr,
 }
 
 impl Default for RelayConfig {
@@ -253,6 +271,7 @@ impl Default for RelayConfig {
             vonage_api_key: None,
             vonage_api_secret: None,
             stream_idle: Duration::from_secs(10),
+            congestion: Congestion::default(),
         }
     }
 }
@@ -586,6 +605,11 @@ mod tests {
         assert_eq!(partial.idle_timeout, Duration::from_secs(60));
         assert_eq!(partial.listen, cfg.listen);
         assert!(toml::from_str::<RelayConfig>("nonsense = 1").is_err());
+        let bbr: RelayConfig = toml::from_str("congestion = \"bbr\"").unwrap();
+        assert_eq!(bbr.congestion, Congestion::Bbr);
+        let reno: RelayConfig = toml::from_str("congestion = \"new-reno\"").unwrap();
+        assert_eq!(reno.congestion, Congestion::NewReno);
+        assert!(toml::from_str::<RelayConfig>("congestion = \"vegas\"").is_err());
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub use announce::AnnounceError;
 #[doc(hidden)]
 pub use cluster::wire::forge as cluster_forge;
 pub use cluster::{ClusterError, ClusterStatus};
-pub use config::{ConfigError, RelayConfig};
+pub use config::{ConfigError, Congestion, RelayConfig};
 pub use files::FileError;
 pub use identity::{Identity, IdentityError};
 pub use server::{Relay, RelayError, RelayHandle};

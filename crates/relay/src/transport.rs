@@ -6,7 +6,7 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use signalbox_proto::ALPN;
 
-use crate::config::RelayConfig;
+use crate::config::{Congestion, RelayConfig};
 use crate::identity::Identity;
 use crate::webtransport::{CertChooser, WebCert};
 
@@ -87,6 +87,11 @@ fn quic(
     ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
         .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
     t.ack_frequency_config(Some(ack));
+    t.congestion_controller_factory(match config.congestion {
+        Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+        Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+        Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+    });
     server.transport_config(Arc::new(t));
     Ok(server)
 }
