@@ -665,6 +665,75 @@ async fn a_flood_to_everyone_stays_within_the_memory_budget() {
     assert!(queued > BUDGET / 4, "the budget was reached: {queued}");
 }
 
+/// A receiver that reads, but only a trickle, cannot hold a session's senders back for good:
+/// once the session's budget has stayed spent for `write_timeout` while a sender waits, the
+/// receiver furthest behind is closed as a slow consumer even though it still takes data now
+/// and then, and the flood goes on to everyone else in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_trickles_does_not_hold_the_session_back() {
+    use signalbox_client::Signal;
+    const N: u64 = 3_000;
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+        // 2 MiB for queues; the flood is 24 MB.
+        c.session_held_bytes = 4 << 20;
+        c.receiver_queue_bytes = 256 << 20;
+        c.receiver_queue_signals = 1_000_000;
+        c.write_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let (sender, _sender_ev) = relay.join_sender("flood").await;
+    let (_reader, mut reader_ev) = relay.join("reader").await;
+    let (trickler, _) = Raw::join(
+        &relay,
+        Some(relay.token(signalbox_proto::Role::Publisher, "trickler")),
+    )
+    .await;
+    let conn = trickler.conn.clone();
+    // About 640 KB/s: it takes data every 50 ms and never stalls for a whole second.
+    let trickle = tokio::spawn(async move {
+        let mut stream = conn.accept_uni().await.unwrap();
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut read = 0usize;
+        while let Ok(Some(n)) = stream.read(&mut buf).await {
+            read += n;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        read
+    });
+    let data = "x".repeat(8192);
+    let send = async {
+        let mut last = None;
+        for _ in 0..N {
+            last = Some(sender.send(Signal::to_all("f", &data)).await.unwrap());
+        }
+        last.unwrap().accepted().await.unwrap()
+    };
+    let receive = async {
+        for seq in 1..=N {
+            let s = next_signal(&mut reader_ev).await;
+            assert_eq!((s.seq, s.data.len()), (seq, 8192));
+        }
+    };
+    // At the trickle's pace the flood would take about 40 s.
+    let (accepted, ()) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::join!(send, receive)
+    })
+    .await
+    .expect("the flood is not held to the trickler's pace");
+    assert_eq!(accepted, N);
+    let gone = tokio::time::timeout(WAIT, trickler.conn.closed())
+        .await
+        .expect("the trickler is closed");
+    assert_eq!(
+        close_code(&gone),
+        Some(u64::from(signalbox_proto::CloseCode::SlowConsumer.as_u32()))
+    );
+    let read = trickle.await.unwrap();
+    assert!(read > 0, "the trickler did read");
+}
+
 /// A member's allowance weighs what its signals cost the relay — bytes times receivers — and
 /// leaving and joining again with the same token refills neither bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

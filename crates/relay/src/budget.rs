@@ -13,16 +13,17 @@
 //!   reservation is refused, it drops its own oldest frames instead. A client that resumes is
 //!   told what it can no longer get (`Missed`), as for any frame pushed out of a ring. The
 //!   budget counts reservations, so kept bytes never exceed it.
-//! - **Queues** over budget, for a client's signals: its sender stops reading its send stream
-//!   until the budgets have room (`delivery::wait_for_room`), so QUIC's flow control slows
-//!   the client, and the signal that found them spent is the only one charged past them. A
-//!   receiver that reads is never closed because a sender outruns it. One that has taken
-//!   nothing from its queue for a second, and is at least as far behind as the average of
-//!   the receivers with a backlog, is the one that cannot keep up: it is closed as
-//!   `slowConsumer`, its queue freed.
-//! - **Queues** over budget, for signals whose sender cannot wait (REST, other nodes): a
-//!   receiver whose backlog is at least that average is closed at once. One further ahead
-//!   still gets the frame, and the worst one always goes first.
+//! - **Queues** over the session's budget, for a client's signals: its sender stops reading
+//!   its send stream until there is room (`delivery::wait_for_room`), so QUIC's flow control
+//!   slows the client, and the signal that found the budget spent is the only one charged
+//!   past it. A receiver that reads is not closed because a sender outruns it. One that has
+//!   taken nothing from its queues for a second, and is at least as far behind as the average
+//!   of the receivers with a backlog, is the one that cannot keep up: it is closed as
+//!   `slowConsumer`, its queue freed. If the budget stays spent for `write_timeout`, the
+//!   receivers at least that far behind are closed even if they trickle.
+//! - **Queues** over the relay's budget in all, or for signals whose sender cannot wait (REST,
+//!   other nodes): a receiver whose backlog is at least that average is closed at once. One
+//!   further ahead still gets the frame, and the worst one always goes first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -36,6 +37,8 @@ pub(crate) struct Held {
     replay: AtomicUsize,
     /// Half of the budget, for each kind.
     half: usize,
+    /// Woken when the queued bytes fall back within their half.
+    room: tokio::sync::Notify,
 }
 
 impl Held {
@@ -45,6 +48,7 @@ impl Held {
             queued: AtomicUsize::new(0),
             replay: AtomicUsize::new(0),
             half: bytes / 2,
+            room: tokio::sync::Notify::new(),
         }
     }
 
@@ -56,7 +60,8 @@ impl Held {
         )
     }
 
-    fn has_room(&self, extra: usize) -> bool {
+    /// Whether `extra` more queued bytes fit.
+    pub(crate) fn has_room(&self, extra: usize) -> bool {
         self.queued.load(Ordering::Relaxed) + extra <= self.half
     }
 
@@ -77,7 +82,16 @@ impl Held {
     }
 
     fn unqueue(&self, cost: usize) {
-        self.queued.fetch_sub(cost, Ordering::Relaxed);
+        let before = self.queued.fetch_sub(cost, Ordering::Relaxed);
+        if before > self.half && before - cost <= self.half {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Resolves when the queued bytes fall back within their half (after it was spent); enable
+    /// it, then check [`Held::has_room`], then await it.
+    pub(crate) fn room(&self) -> tokio::sync::futures::Notified<'_> {
+        self.room.notified()
     }
 
     /// Reserves `bytes` of replay budget; false (nothing reserved) when it is spent.

@@ -802,9 +802,9 @@ async fn signal_reader(
         }
         acceptance.up_to.store(out.seq, Ordering::Release);
         acceptance.notify.notify_one();
-        if !session.budgets.has_room(0) {
-            // The budgets are spent: read nothing more until they have room.
-            delivery::wait_for_room(session).await;
+        if !session.budgets.session.has_room(0) {
+            // The session's budget is spent: read nothing more until it has room.
+            delivery::wait_for_room(session, shared.delivery.write_timeout).await;
         }
         handled = handled.wrapping_add(1);
         if handled.is_multiple_of(YIELD_EVERY) {

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use signalbox_proto::{CloseCode, ConnectionId, DeliveryHeader, Target, codec};
@@ -122,7 +122,9 @@ impl Fanout {
     /// Queues an encoded signal frame (with its seq) for `to`. Never waits: a receiver that
     /// cannot keep up is disconnected instead — or, while it is away, told later what it
     /// missed. `charge`: how the frame meets the budgets (see [`fan_out`]). Returns whether
-    /// the frame was queued.
+    /// the frame's charge is settled: it was queued, or given back with its receiver's whole
+    /// queue (see [`Fanout::take_back`]); if not, a frame charged with its signal is the
+    /// caller's to give back.
     fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: &Bytes, charge: Charge) -> bool {
         if to.is_closing() {
             return false;
@@ -135,15 +137,18 @@ impl Fanout {
             return false;
         }
         if backlog + cost > self.settings.queue_bytes {
-            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            if self.take_back(to, cost, charge, false) {
+                return true;
+            }
             overflow(to, self.from, seq, "slow consumer: too much data waiting");
             return false;
         }
         match charge {
             Charge::Each { behind } if !self.budgets.queue(cost, backlog, behind) => {
-                to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                overflow(to, self.from, seq, OVER_BUDGET);
-                release(to, &self.budgets);
+                if !self.take_back(to, cost, charge, false) {
+                    overflow(to, self.from, seq, OVER_BUDGET);
+                    release(to, &self.budgets);
+                }
                 return false;
             }
             Charge::Past => self.budgets.charge(cost),
@@ -172,7 +177,9 @@ impl Fanout {
             match route.tx.try_send(item) {
                 Ok(()) => return true,
                 Err(TrySendError::Full(_)) => {
-                    self.undo(to, cost, charge);
+                    if self.take_back(to, cost, charge, true) {
+                        return true;
+                    }
                     overflow(
                         to,
                         self.from,
@@ -193,17 +200,28 @@ impl Fanout {
                 }
             }
         }
-        self.undo(to, cost, charge);
-        false
+        self.take_back(to, cost, charge, true)
     }
 
-    /// A frame taken for `to` was not queued after all: off its backlog, and off the budgets
-    /// if it was charged alone (a frame charged with its signal is given back by the caller).
-    fn undo(&self, to: &Member, cost: usize, charge: Charge) {
-        let queued = to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-        if !matches!(charge, Charge::Done) && queued & RELEASED == 0 {
+    /// A frame taken for `to` is not queued after all: off its backlog again. `charged`:
+    /// whether it was charged to the budgets by then (by [`Fanout::deliver`], or with its
+    /// signal). If the receiver's queue left the budgets meanwhile ([`release`], whose
+    /// snapshot counted this frame too), they got its cost back already: a frame not charged
+    /// yet is charged now to even that out, and the charge is settled (true). Otherwise a
+    /// frame charged here is given back here, and one charged with its signal (`Done`) is
+    /// left to the caller (false).
+    fn take_back(&self, to: &Member, cost: usize, charge: Charge, charged: bool) -> bool {
+        let done = matches!(charge, Charge::Done);
+        if to.queued_bytes.fetch_sub(cost, Ordering::Relaxed) & RELEASED != 0 {
+            if !charged && !done {
+                self.budgets.charge(cost);
+            }
+            return true;
+        }
+        if charged && !done {
             self.budgets.unqueue(cost);
         }
+        false
     }
 
     /// Forgets routes whose task has ended (receiver gone, or stream finished when idle).
@@ -247,56 +265,149 @@ enum Charge {
     /// as the average of the `behind` receivers with a backlog is refused. For senders that
     /// cannot wait (REST, other nodes).
     Each { behind: usize },
-    /// Charged one by one past the spent budgets: the sender waits after this signal
-    /// ([`wait_for_room`]), so it overshoots by one signal at most.
+    /// Charged one by one past the session's spent budget: the sender waits after this
+    /// signal ([`wait_for_room`]), so it overshoots by one signal at most.
     Past,
 }
 
-/// How long a receiver with a backlog may take nothing from its queue, while the budgets are
-/// spent, before it counts as one that cannot keep up.
-const STALLED: Duration = Duration::from_secs(1);
+/// How long a receiver with a backlog may read nothing at all (no batch taken from its
+/// queues, no flow-control credit granted), while its session's budget is spent and a sender
+/// waits, before it counts as one that cannot keep up.
+const STALLED: Duration = Duration::from_secs(2);
+/// How often a waiting sender looks at the receivers' progress.
+const SCAN: Duration = Duration::from_millis(100);
 
-/// While the budgets are spent, a local sender stops reading its send stream here (QUIC flow
-/// control then slows its client) until they have room. A receiver that reads is never closed
-/// for the budget because a sender outruns it; one that has taken nothing for [`STALLED`]
-/// and is at least as far behind as the average of those with a backlog is closed as a slow
-/// consumer, and its queue leaves the budgets.
-pub(crate) async fn wait_for_room(session: &Session) {
-    let budgets = &session.budgets;
-    let mut since_scan = Duration::ZERO;
-    while !budgets.has_room(0) {
-        const TICK: Duration = Duration::from_millis(2);
-        tokio::time::sleep(TICK).await;
-        since_scan += TICK;
-        if since_scan >= STALLED / 10 {
-            since_scan = Duration::ZERO;
-            close_stalled(budgets, &session.roster());
+/// While its session's queue budget is spent, a client's sender stops reading its send stream
+/// here (QUIC flow control then slows the client) until there is room; the signal that found
+/// the budget spent was charged past it ([`Charge::Past`]), so it overshoots by one signal's
+/// deliveries per sender at most. A receiver that reads is not closed because a sender
+/// outruns it. Meanwhile, see [`Stalls`]: a receiver that has taken nothing for [`STALLED`]
+/// is closed, and if the budget stays spent for `patience` (the relay's `write_timeout`)
+/// the receivers furthest behind are closed even if they trickle, so slow readers cannot
+/// hold the session's senders back for good.
+///
+/// Only the session's budget is waited for. When the relay's budget in all is what is spent,
+/// the sender does not wait (another session's receivers are what hold it): its deliveries
+/// are charged one by one and refuse the receivers furthest behind ([`Charge::Each`]).
+pub(crate) async fn wait_for_room(session: &Session, patience: Duration) {
+    let held = &session.budgets.session;
+    loop {
+        let room = held.room();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        if held.has_room(0) {
+            return;
+        }
+        tokio::select! {
+            _ = room => {}
+            _ = tokio::time::sleep(SCAN) => session.stalls.scan(session, patience),
         }
     }
 }
 
-/// Closes the receivers that hold the spent budgets without reading (see [`wait_for_room`]).
-fn close_stalled(budgets: &Budgets, roster: &Roster) {
-    let backlog = |m: &Member| {
-        let q = m.queued_bytes.load(Ordering::Relaxed);
-        if q & RELEASED == 0 { q } else { 0 }
-    };
-    let (behind, total) = roster
-        .members
-        .values()
-        .map(|m| backlog(m))
-        .filter(|&q| q > 0)
-        .fold((0usize, 0usize), |(n, t), q| (n + 1, t + q));
-    if behind == 0 {
-        return;
-    }
-    let average = total / behind;
-    for m in roster.members.values() {
-        let q = backlog(m);
-        if q > 0 && q >= average && m.drained_for() >= STALLED && !m.is_closing() {
-            tracing::warn!(conn = %m.id(), "{OVER_BUDGET}; disconnecting");
-            m.close(CloseCode::SlowConsumer, OVER_BUDGET);
-            release(m, budgets);
+/// What a session's waiting senders have seen of its receivers' progress while its budget is
+/// spent: for each receiver with a backlog, how many batches its routes had taken and since
+/// when that number has not moved. One waiting sender scans at a time, every [`SCAN`]; a gap
+/// between scans means the budget had room meanwhile, and the watch starts over.
+#[derive(Debug, Default)]
+pub(crate) struct Stalls(std::sync::Mutex<StallWatch>);
+
+#[derive(Debug, Default)]
+struct StallWatch {
+    last_scan: Option<Instant>,
+    spent_since: Option<Instant>,
+    /// Per receiver with a backlog: its progress (batches taken, credit granted) and since
+    /// when it has not moved.
+    seen: HashMap<ConnectionId, ((u64, u64), Instant)>,
+}
+
+impl Stalls {
+    /// Closes the receivers that hold the spent budget (see [`wait_for_room`]), among those at
+    /// least as far behind as the average of the receivers with a backlog: one that has read
+    /// nothing for [`STALLED`] (unless away: a lost connection may resume), and, once the
+    /// budget has been spent for `patience`, one also at least twice as far behind as the
+    /// session's median member (an outlier: readers that are all slow together are not
+    /// closed, they set the senders' pace).
+    fn scan(&self, session: &Session, patience: Duration) {
+        let Ok(mut watch) = self.0.try_lock() else {
+            return; // another waiting sender is scanning
+        };
+        let watch = &mut *watch;
+        let now = Instant::now();
+        match watch.last_scan {
+            Some(t) if now - t < SCAN / 2 => return,
+            Some(t) if now - t <= SCAN * 5 => {}
+            _ => {
+                watch.spent_since = Some(now);
+                watch.seen.clear();
+            }
+        }
+        watch.last_scan = Some(now);
+        let roster = session.roster();
+        let backlog = |m: &Member| {
+            let q = m.queued_bytes.load(Ordering::Relaxed);
+            if q & RELEASED == 0 && !m.is_closing() {
+                q
+            } else {
+                0
+            }
+        };
+        let (behind, total) = roster
+            .members
+            .values()
+            .map(|m| backlog(m))
+            .filter(|&q| q > 0)
+            .fold((0usize, 0usize), |(n, t), q| (n + 1, t + q));
+        watch.seen.retain(|id, _| roster.members.contains_key(id));
+        if behind == 0 {
+            return;
+        }
+        let average = total / behind;
+        let out_of_patience = watch
+            .spent_since
+            .is_some_and(|since| now - since >= patience);
+        let median = if out_of_patience {
+            let mut all: Vec<usize> = roster.members.values().map(|m| backlog(m)).collect();
+            let mid = all.len() / 2;
+            *all.select_nth_unstable(mid).1
+        } else {
+            0
+        };
+        let mut closed = false;
+        for m in roster.members.values() {
+            let q = backlog(m);
+            if q == 0 {
+                watch.seen.remove(&m.id());
+                continue;
+            }
+            if q < average {
+                watch.seen.remove(&m.id());
+                continue;
+            }
+            let progress = (m.drains(), m.conn().read_credit());
+            let stuck_for = match watch.seen.entry(m.id()) {
+                Entry::Occupied(e) if e.get().0 == progress => now - e.get().1,
+                Entry::Occupied(mut e) => {
+                    e.insert((progress, now));
+                    Duration::ZERO
+                }
+                Entry::Vacant(e) => {
+                    e.insert((progress, now));
+                    Duration::ZERO
+                }
+            };
+            let stalled = stuck_for >= STALLED && !m.is_away();
+            let outlier = out_of_patience && q >= 2 * median;
+            if stalled || outlier {
+                tracing::warn!(conn = %m.id(), "{OVER_BUDGET}; disconnecting");
+                m.close(CloseCode::SlowConsumer, OVER_BUDGET);
+                release(m, &session.budgets);
+                watch.seen.remove(&m.id());
+                closed = true;
+            }
+        }
+        if closed && out_of_patience {
+            watch.spent_since = Some(now);
         }
     }
 }
@@ -359,7 +470,8 @@ fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, frame: &Bytes) -> Char
         fanout.budgets.charge(total);
         return Charge::Done;
     }
-    if fanout.waits {
+    if fanout.waits && fanout.budgets.global.has_room(total) {
+        // Only the session's budget is spent: the sender waits after this signal.
         return Charge::Past;
     }
     // Rare: count who is behind, once for this signal.

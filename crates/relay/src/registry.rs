@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Budgets, Held};
-use crate::delivery::Fanout;
+use crate::delivery::{Fanout, Stalls};
 use crate::frames;
 use crate::link::Link;
 use crate::ratelimit::Allowance;
@@ -51,8 +51,9 @@ pub(crate) struct Member {
     pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     /// Bytes waiting in delivery queues toward this member, across all senders.
     pub(crate) queued_bytes: AtomicUsize,
-    /// When one of its routes last took frames from its queue (see [`Member::drained_for`]).
-    drained_at: AtomicU64,
+    /// How many batches its routes have taken from its queues: whether it is reading, for a
+    /// sender that waits for the session's budget (`delivery::Stalls`).
+    drains: AtomicU64,
     /// Signals for this member lost while it was away, by sender (told on resume).
     missed: Mutex<HashMap<Option<ConnectionId>, Lost>>,
     /// Set once, by whoever closes the member first: why it is going.
@@ -73,13 +74,6 @@ pub(crate) struct Member {
     pub(crate) bucket_key: BucketKey,
     /// As a sender: its most recent rejections, told again if the signal is resent.
     rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
-}
-
-/// Milliseconds on a monotonic clock shared by the relay's members.
-fn clock_ms() -> u64 {
-    static START: OnceLock<std::time::Instant> = OnceLock::new();
-    let start = *START.get_or_init(std::time::Instant::now);
-    start.elapsed().as_millis() as u64
 }
 
 /// A member as a sender.
@@ -161,7 +155,7 @@ impl Member {
             control_rx: tokio::sync::Mutex::new(control_rx),
             presence_epoch: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
-            drained_at: AtomicU64::new(clock_ms()),
+            drains: AtomicU64::new(0),
             missed: Mutex::new(HashMap::new()),
             closing: OnceLock::new(),
             gone,
@@ -319,13 +313,12 @@ impl Member {
 
     /// One of its routes took frames from its queue to write them: it is reading.
     pub(crate) fn drained(&self) {
-        self.drained_at.store(clock_ms(), Ordering::Relaxed);
+        self.drains.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How long since a route last took frames from its queue (or since it joined).
-    pub(crate) fn drained_for(&self) -> std::time::Duration {
-        let at = self.drained_at.load(Ordering::Relaxed);
-        std::time::Duration::from_millis(clock_ms().saturating_sub(at))
+    /// How many batches its routes have taken from its queues.
+    pub(crate) fn drains(&self) -> u64 {
+        self.drains.load(Ordering::Relaxed)
     }
 
     /// Queues an encoded control frame; a member whose control queue is full is not reading
@@ -356,6 +349,8 @@ pub(crate) struct Session {
     pub(crate) relay_sender: Mutex<Option<(Fanout, u64)>>,
     /// What its frames are charged to: its own budget and the relay's.
     pub(crate) budgets: Budgets,
+    /// Its receivers' progress, watched while its budget is spent.
+    pub(crate) stalls: Stalls,
     /// Presence news on its way to the members (guarded after `members`).
     presence: Mutex<PresenceBatch>,
     /// Itself, for the task that sends a held presence batch.
@@ -413,6 +408,7 @@ impl Session {
         Arc::new_cyclic(|me| Self {
             id,
             budgets,
+            stalls: Stalls::default(),
             members: Mutex::new(HashMap::new()),
             roster: ArcSwap::from_pointee(Roster::default()),
             relay_sender: Mutex::new(None),
@@ -431,9 +427,13 @@ impl Session {
     /// Called before a member's signal is fanned out: sends the presence news held, so that
     /// a receiver hears of the sender's join before its signals.
     pub(crate) fn before_signal(&self) {
-        if !self.presence_held.load(Ordering::Relaxed) {
-            return;
+        if self.presence_held.load(Ordering::Relaxed) {
+            self.send_held_presence();
         }
+    }
+
+    /// Sends the presence news held now (its timer is due, or a signal goes first).
+    fn send_held_presence(&self) {
         let members = lock(&self.members);
         let mut batch = lock(&self.presence);
         self.send_presence(&members, &mut batch, tokio::time::Instant::now());
@@ -467,9 +467,7 @@ impl Session {
                 runtime.spawn(async move {
                     tokio::time::sleep_until(due).await;
                     if let Some(session) = me.upgrade() {
-                        let members = lock(&session.members);
-                        let mut batch = lock(&session.presence);
-                        session.send_presence(&members, &mut batch, tokio::time::Instant::now());
+                        session.send_held_presence();
                     }
                 });
             }
