@@ -811,6 +811,78 @@ async fn forged_replayed_and_foreign_cluster_messages_are_refused() {
     assert!(refused >= 11, "refused {refused}");
 }
 
+/// A node that is busy sending its members' signals may have its heartbeats wait behind them
+/// for longer than the node timeout: its signals show it is alive. Here a node (with the key)
+/// announces a member, then sends only that member's signals for twice the timeout, and no
+/// heartbeat: every signal arrives, and the member never leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_signals_arrive_is_alive_without_heartbeats() {
+    use signalbox_relay::cluster_forge::{Forged, frame, payload};
+    let nats = Nats::start();
+    let b = node(&nats, "b").await;
+    let (_bob, mut bob_ev) = b.join("bob").await;
+    let busy = async_nats::connect(nats.url()).await.unwrap();
+    let subject = "signalbox.s.test";
+    let sam = ConnectionInfo {
+        id: ConnectionId::random(),
+        name: "sam".into(),
+        role: Role::Publisher,
+        data: String::new(),
+        joined_at: 1,
+    };
+    let sam_id = sam.id;
+    let joined = Forged::Joined {
+        v: 1,
+        session: TestRelay::session(),
+        info: sam,
+    };
+    busy.publish(subject, payload(Some(SECRET), subject, "busy", 1, joined))
+        .await
+        .unwrap();
+    busy.flush().await.unwrap();
+    let signals = 12u64;
+    let send = async {
+        for seq in 1..=signals {
+            let signal = Forged::Signal {
+                from: sam_id,
+                seq,
+                to: Target::All,
+                frame: frame(seq, true, "chat", &format!("busy {seq}")),
+            };
+            busy.publish(
+                subject,
+                payload(Some(SECRET), subject, "busy", seq + 1, signal),
+            )
+            .await
+            .unwrap();
+            busy.flush().await.unwrap();
+            // 12 × 0.5 s: twice the node timeout, without a heartbeat.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    };
+    let receive = async {
+        let mut got = 0;
+        while got < signals {
+            let event = tokio::time::timeout(WAIT, bob_ev.next())
+                .await
+                .expect("bob hears sam")
+                .expect("events go on");
+            match event {
+                Event::Signal(s) => {
+                    got += 1;
+                    assert_eq!(s.from, Some(sam_id));
+                    assert_eq!(s.data, format!("busy {got}"));
+                }
+                Event::Left { peer, .. } if peer.id == sam_id => {
+                    panic!("sam left after {got} signals")
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::join!(send, receive);
+}
+
 /// A node whose secret differs cannot join the cluster: the others refuse its messages, do
 /// not list it or its members, and its clients' signals reach nobody on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

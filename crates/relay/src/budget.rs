@@ -17,10 +17,10 @@
 //!   its send stream until there is room (`delivery::wait_for_room`), so QUIC's flow control
 //!   slows the client, and the signal that found the budget spent is the only one charged
 //!   past it. A receiver that reads is not closed because a sender outruns it. One that has
-//!   taken nothing from its queues for a second, and is at least as far behind as the average
-//!   of the receivers with a backlog, is the one that cannot keep up: it is closed as
-//!   `slowConsumer`, its queue freed. If the budget stays spent for `write_timeout`, the
-//!   receivers at least that far behind are closed even if they trickle.
+//!   read nothing for two seconds, and is at least as far behind as the average of the
+//!   receivers with a backlog, is the one that cannot keep up: it is closed as
+//!   `slowConsumer`, its queue freed. If the budget stays spent for `write_timeout`, one that
+//!   is also twice as far behind as the median receiver is closed even if it trickles.
 //! - **Queues** over the relay's budget in all, or for signals whose sender cannot wait (REST,
 //!   other nodes): a receiver whose backlog is at least that average is closed at once. One
 //!   further ahead still gets the frame, and the worst one always goes first.
@@ -77,7 +77,9 @@ impl Held {
         if backlog < average {
             return true;
         }
-        self.queued.fetch_sub(cost, Ordering::Relaxed);
+        // Through `unqueue`: this may bring the bytes back within bounds, and a sender may be
+        // waiting for that.
+        self.unqueue(cost);
         false
     }
 

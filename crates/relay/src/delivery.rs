@@ -15,8 +15,7 @@
 //! - What waits for a receiver is bounded, in bytes across all its senders and in signals per
 //!   sender; past either bound, or when its stream takes nothing for `write_timeout`, the
 //!   receiver is disconnected as a slow consumer. The sender never waits for a receiver —
-//!   only, when the session's or the relay's memory budget is spent, for the budget
-//!   ([`wait_for_room`]).
+//!   only, when its session's memory budget is spent, for the budget ([`wait_for_room`]).
 //! - Each route keeps the frames it wrote most recently (at least as many bytes as a client's
 //!   stream window, so every frame the client has not read yet is among them). When the
 //!   receiver's connection is lost, the route keeps its queue and waits; when the client
@@ -316,18 +315,29 @@ pub(crate) struct Stalls(std::sync::Mutex<StallWatch>);
 struct StallWatch {
     last_scan: Option<Instant>,
     spent_since: Option<Instant>,
-    /// Per receiver with a backlog: its progress (batches taken, credit granted) and since
-    /// when it has not moved.
-    seen: HashMap<ConnectionId, ((u64, u64), Instant)>,
+    seen: HashMap<ConnectionId, Progress>,
+}
+
+/// What a scan saw of one member's progress.
+#[derive(Debug)]
+struct Progress {
+    /// Batches its routes had taken.
+    drains: u64,
+    /// Flow-control credit it had granted (read while it has a backlog).
+    credit: u64,
+    /// Since when neither has moved.
+    since: Instant,
+    /// Whether it received anything in this watch (a backlog, or batches taken).
+    active: bool,
 }
 
 impl Stalls {
     /// Closes the receivers that hold the spent budget (see [`wait_for_room`]), among those at
     /// least as far behind as the average of the receivers with a backlog: one that has read
     /// nothing for [`STALLED`] (unless away: a lost connection may resume), and, once the
-    /// budget has been spent for `patience`, one also at least twice as far behind as the
-    /// session's median member (an outlier: readers that are all slow together are not
-    /// closed, they set the senders' pace).
+    /// budget has been spent for `patience`, one at least twice as far behind as the (lower)
+    /// median of the members receiving in this watch — an outlier. Readers that are slow
+    /// together are not closed: they set the senders' pace.
     fn scan(&self, session: &Session, patience: Duration) {
         let Ok(mut watch) = self.0.try_lock() else {
             return; // another waiting sender is scanning
@@ -344,6 +354,7 @@ impl Stalls {
         }
         watch.last_scan = Some(now);
         let roster = session.roster();
+        watch.seen.retain(|id, _| roster.members.contains_key(id));
         let backlog = |m: &Member| {
             let q = m.queued_bytes.load(Ordering::Relaxed);
             if q & RELEASED == 0 && !m.is_closing() {
@@ -352,13 +363,39 @@ impl Stalls {
                 0
             }
         };
-        let (behind, total) = roster
-            .members
-            .values()
-            .map(|m| backlog(m))
-            .filter(|&q| q > 0)
-            .fold((0usize, 0usize), |(n, t), q| (n + 1, t + q));
-        watch.seen.retain(|id, _| roster.members.contains_key(id));
+        let (mut behind, mut total) = (0usize, 0usize);
+        let mut receiving = Vec::new();
+        for m in roster.members.values() {
+            let q = backlog(m);
+            let drains = m.drains();
+            let p = watch.seen.entry(m.id()).or_insert(Progress {
+                drains,
+                credit: 0,
+                since: now,
+                active: false,
+            });
+            if p.drains != drains {
+                *p = Progress {
+                    drains,
+                    credit: p.credit,
+                    since: now,
+                    active: true,
+                };
+            }
+            if q > 0 {
+                p.active = true;
+                let credit = m.conn().read_credit();
+                if p.credit != credit {
+                    p.credit = credit;
+                    p.since = now;
+                }
+                behind += 1;
+                total += q;
+            }
+            if p.active {
+                receiving.push(q);
+            }
+        }
         if behind == 0 {
             return;
         }
@@ -366,47 +403,32 @@ impl Stalls {
         let out_of_patience = watch
             .spent_since
             .is_some_and(|since| now - since >= patience);
-        let median = if out_of_patience {
-            let mut all: Vec<usize> = roster.members.values().map(|m| backlog(m)).collect();
-            let mid = all.len() / 2;
-            *all.select_nth_unstable(mid).1
+        let median = if out_of_patience && !receiving.is_empty() {
+            let mid = (receiving.len() - 1) / 2;
+            *receiving.select_nth_unstable(mid).1
         } else {
-            0
+            usize::MAX / 2
         };
-        let mut closed = false;
+        let mut outliers = false;
         for m in roster.members.values() {
             let q = backlog(m);
-            if q == 0 {
-                watch.seen.remove(&m.id());
+            if q == 0 || q < average {
                 continue;
             }
-            if q < average {
-                watch.seen.remove(&m.id());
+            let Some(p) = watch.seen.get(&m.id()) else {
                 continue;
-            }
-            let progress = (m.drains(), m.conn().read_credit());
-            let stuck_for = match watch.seen.entry(m.id()) {
-                Entry::Occupied(e) if e.get().0 == progress => now - e.get().1,
-                Entry::Occupied(mut e) => {
-                    e.insert((progress, now));
-                    Duration::ZERO
-                }
-                Entry::Vacant(e) => {
-                    e.insert((progress, now));
-                    Duration::ZERO
-                }
             };
-            let stalled = stuck_for >= STALLED && !m.is_away();
-            let outlier = out_of_patience && q >= 2 * median;
+            let stalled = now - p.since >= STALLED && !m.is_away();
+            let outlier = q >= 2 * median;
             if stalled || outlier {
                 tracing::warn!(conn = %m.id(), "{OVER_BUDGET}; disconnecting");
                 m.close(CloseCode::SlowConsumer, OVER_BUDGET);
                 release(m, &session.budgets);
                 watch.seen.remove(&m.id());
-                closed = true;
+                outliers |= outlier;
             }
         }
-        if closed && out_of_patience {
+        if outliers {
             watch.spent_since = Some(now);
         }
     }

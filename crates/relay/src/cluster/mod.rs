@@ -12,8 +12,10 @@
 //!   session, so it receives traffic only for those sessions.
 //! - `signalbox.hb` — heartbeats: that a node is alive, and its presence changes since its
 //!   previous heartbeat (the [`roster`] module: deltas, and snapshots in pages when a node
-//!   missed some). A node whose heartbeats stop for [`NODE_TIMEOUT`] has died: its members
-//!   are reported `Left networkDisconnected`. No message is ever larger than NATS's
+//!   missed some). A node from which neither heartbeats nor signals of its members arrive
+//!   for [`NODE_TIMEOUT`] has died: its members are reported `Left networkDisconnected`.
+//!   (Under load a node's heartbeats can wait seconds behind its signals in its one NATS
+//!   connection; its signals still show it is alive.) No message is ever larger than NATS's
 //!   `max_payload` allows.
 //! - `signalbox.n.<node>` — requests for one node: remove a connection, send a snapshot,
 //!   and the snapshot's pages.
@@ -832,10 +834,16 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                 to,
                 frame,
             } => {
-                // The sender must be that node's member in this session.
-                let theirs = lock(&cluster.nodes)
-                    .get(&node)
-                    .is_some_and(|v| v.roster.has(&session, from));
+                // The sender must be that node's member in this session. A node whose signals
+                // arrive is alive, even while its heartbeats wait behind them (a busy node's
+                // NATS connection is one queue).
+                let theirs = lock(&cluster.nodes).get_mut(&node).is_some_and(|v| {
+                    let theirs = v.roster.has(&session, from);
+                    if theirs {
+                        v.last_seen = Instant::now();
+                    }
+                    theirs
+                });
                 if !theirs {
                     cluster.refuse(
                         Refused::Foreign,
