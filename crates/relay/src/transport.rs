@@ -103,7 +103,7 @@ fn quic(
 /// `net.core.rmem_max` / `wmem_max`.
 pub(crate) const UDP_BUFFER: usize = 4 << 20;
 
-/// Binds the relay's UDP socket with [`UDP_BUFFER`]-sized buffers (as large as the kernel
+/// Binds the relay's UDP socket with 4 MiB receive and send buffers (as large as the kernel
 /// allows). Public, like [`server_config`], for a bare QUIC server beside the relay.
 pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = std::net::UdpSocket::bind(addr)?;
