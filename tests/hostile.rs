@@ -597,6 +597,48 @@ async fn the_http_listener_bounds_slow_and_numerous_clients() {
     drop(idle);
 }
 
+/// A session for a flood: a relay with the rate limits off, `session_held_bytes` as given and
+/// receiver bounds far above it (the session's budget, not one receiver's bound, is what is
+/// tested), a sender, a client that reads, and a raw client named `raw_name`.
+struct Flood {
+    relay: TestRelay,
+    sender: Client,
+    sender_ev: signalbox_client::Events,
+    reader: Client,
+    reader_ev: signalbox_client::Events,
+    raw: Raw,
+}
+
+impl Flood {
+    async fn start(
+        session_held_bytes: usize,
+        raw_name: &str,
+        configure: impl FnOnce(&mut signalbox_relay::RelayConfig),
+    ) -> Self {
+        let relay = TestRelay::start_with(|c| {
+            c.signals_per_second = 0;
+            c.fanout_bytes_per_second = 0;
+            c.session_held_bytes = session_held_bytes;
+            c.receiver_queue_bytes = 256 << 20;
+            c.receiver_queue_signals = 1_000_000;
+            configure(c);
+        })
+        .await;
+        let (sender, sender_ev) = relay.join_sender("flood").await;
+        let (reader, reader_ev) = relay.join("reader").await;
+        let token = relay.token(signalbox_proto::Role::Publisher, raw_name);
+        let (raw, _) = Raw::join(&relay, Some(token)).await;
+        Self {
+            relay,
+            sender,
+            sender_ev,
+            reader,
+            reader_ev,
+            raw,
+        }
+    }
+}
+
 /// One member floods everyone with 20 000 signals of 8 KiB, its rate limits off. A receiver
 /// that reads nothing is closed as a slow consumer once the session's memory budget is spent;
 /// the receiver that reads gets every signal, in order, and is never closed, however far the
@@ -610,23 +652,14 @@ async fn a_flood_to_everyone_stays_within_the_memory_budget() {
     const N: u64 = 20_000;
     // 32 MiB for queues: the flood (160 MB) is five times that.
     const BUDGET: usize = 64 << 20;
-    let relay = TestRelay::start_with(|c| {
-        c.signals_per_second = 0;
-        c.fanout_bytes_per_second = 0;
-        c.session_held_bytes = BUDGET;
-        // Far above the budget: the session's budget, not one receiver's bound, is what
-        // stops the receiver that reads nothing.
-        c.receiver_queue_bytes = 256 << 20;
-        c.receiver_queue_signals = 1_000_000;
-    })
-    .await;
-    let (sender, _sender_ev) = relay.join_sender("flood").await;
-    let (_reader, mut reader_ev) = relay.join("reader").await;
-    let (stalled, _) = Raw::join(
-        &relay,
-        Some(relay.token(signalbox_proto::Role::Publisher, "stalled")),
-    )
-    .await;
+    let Flood {
+        relay,
+        sender,
+        sender_ev: _sender_ev,
+        reader: _reader,
+        mut reader_ev,
+        raw: stalled,
+    } = Flood::start(BUDGET, "stalled", |_| {}).await;
     let data = "x".repeat(8192);
     let peak = std::cell::Cell::new((0usize, 0usize));
     let sample = || {
@@ -673,22 +706,17 @@ async fn a_flood_to_everyone_stays_within_the_memory_budget() {
 async fn a_receiver_that_trickles_does_not_hold_the_session_back() {
     use signalbox_client::Signal;
     const N: u64 = 3_000;
-    let relay = TestRelay::start_with(|c| {
-        c.signals_per_second = 0;
-        c.fanout_bytes_per_second = 0;
-        // 2 MiB for queues; the flood is 24 MB.
-        c.session_held_bytes = 4 << 20;
-        c.receiver_queue_bytes = 256 << 20;
-        c.receiver_queue_signals = 1_000_000;
-        c.write_timeout = std::time::Duration::from_secs(2);
+    // 2 MiB for queues; the flood is 24 MB.
+    let Flood {
+        sender,
+        sender_ev: _sender_ev,
+        reader: _reader,
+        mut reader_ev,
+        raw: trickler,
+        relay: _relay,
+    } = Flood::start(4 << 20, "trickler", |c| {
+        c.write_timeout = std::time::Duration::from_secs(2)
     })
-    .await;
-    let (sender, _sender_ev) = relay.join_sender("flood").await;
-    let (_reader, mut reader_ev) = relay.join("reader").await;
-    let (trickler, _) = Raw::join(
-        &relay,
-        Some(relay.token(signalbox_proto::Role::Publisher, "trickler")),
-    )
     .await;
     let conn = trickler.conn.clone();
     // About 640 KB/s: it takes data every 50 ms and never stalls for a whole second.
