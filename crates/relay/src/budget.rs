@@ -27,8 +27,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// What one queued or kept frame costs beyond its bytes.
-pub(crate) const ENTRY_OVERHEAD: usize = 64;
+pub(crate) use crate::engine::ENTRY_OVERHEAD;
+use crate::engine::replay::Keep;
 
 /// Bytes held for delivery against a budget.
 #[derive(Debug)]
@@ -166,6 +166,16 @@ impl Budgets {
     pub(crate) fn unkeep(&self, bytes: usize) {
         self.session.unkeep(bytes);
         self.global.unkeep(bytes);
+    }
+}
+
+impl Keep for Budgets {
+    fn reserve(&self, bytes: usize) -> bool {
+        Budgets::reserve(self, bytes)
+    }
+
+    fn unkeep(&self, bytes: usize) {
+        Budgets::unkeep(self, bytes)
     }
 }
 

@@ -11,7 +11,7 @@ use signalbox_proto::codec::{self, encode_frame};
 use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason, Outgoing,
     PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SessionId,
-    SignalError, Target, Welcome, signal, token,
+    SignalError, Welcome, token,
 };
 use tokio::sync::Notify;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -19,9 +19,11 @@ use tracing::Instrument;
 
 use crate::admission::{Joined, Pending};
 use crate::delivery::{self, Fanout};
+use crate::engine::admit::{self, Rules};
+use crate::engine::ratelimit::{Allowance, TokenBucket};
+use crate::engine::sequence::Seq;
 use crate::frames;
 use crate::link::{Link, LinkRecv, LinkSend};
-use crate::ratelimit::{Allowance, TokenBucket};
 use crate::registry::{BucketKey, Member, Roster, Session, lock};
 use crate::server::Shared;
 
@@ -377,7 +379,7 @@ async fn resume(
         peers,
         limits: shared.limits,
         resume: ticket.clone(),
-        accepted_up_to: member.last_seq.load(Ordering::Acquire),
+        accepted_up_to: lock(&member.sender).sequence.last(),
     };
     run_member(
         conn, send, frames, session, member, generation, welcome, shared,
@@ -619,7 +621,8 @@ fn kick(member: &Member, session: &Session, target: ConnectionId, shared: &Share
     }
 }
 
-/// Checks one signal against the sender's role, its rate, the rules and the session.
+/// Checks one signal against the sender's role, its rate, the rules and the session (here
+/// and, in a cluster, on other nodes): [`crate::engine::admit`].
 fn admit(
     out: &Outgoing<'_>,
     member: &Member,
@@ -628,17 +631,6 @@ fn admit(
     allowance: &mut Allowance,
     shared: &Shared,
 ) -> Result<(), SignalError> {
-    signal::role_may_send(member.info.role)?;
-    let now = Instant::now();
-    let signals = &mut allowance.signals;
-    if !signals.is_unlimited() && !signals.try_take(now) {
-        return Err(SignalError::RateLimited {
-            per_second: shared.limits.signals_per_second,
-            burst: shared.limits.signal_burst,
-        });
-    }
-    signal::validate_signal(&out.r#type, &out.data, &out.to, &shared.limits)?;
-    // Here, or (in a cluster) on another node.
     let present = |id: &ConnectionId| {
         roster.members.contains_key(id)
             || shared
@@ -646,38 +638,33 @@ fn admit(
                 .as_ref()
                 .is_some_and(|c| c.node_of(session, *id).is_some())
     };
-    let missing = match &out.to {
-        Target::All => None,
-        Target::One(id) => (!present(id)).then_some(*id),
-        Target::List(ids) => ids.iter().find(|id| !present(id)).copied(),
+    let rules = Rules {
+        limits: &shared.limits,
+        fanout_bytes_per_second: shared.config.fanout_bytes_per_second,
     };
-    if let Some(connection) = missing {
-        return Err(SignalError::TargetNotFound { connection });
-    }
-    // Bytes × receivers here: what the signal makes this relay deliver.
-    let bytes = &mut allowance.bytes;
-    if !bytes.is_unlimited() {
-        let receivers = match &out.to {
-            Target::All => roster.broadcast.len(),
-            Target::One(_) => 1,
-            Target::List(ids) => ids.len(),
-        };
-        let frame = out.r#type.len() + out.data.len() + FRAME_OVERHEAD;
-        if !bytes.try_take_n(now, (frame * receivers) as f64) {
-            return Err(SignalError::FanoutRateLimited {
-                bytes_per_second: shared.config.fanout_bytes_per_second,
-            });
-        }
-    }
-    Ok(())
+    admit::admit(
+        out,
+        member.info.role,
+        allowance,
+        rules,
+        Instant::now(),
+        present,
+        roster.broadcast.len(),
+    )
 }
 
-/// A delivery frame's bytes beyond its type and data, about (length, seq, flags, lengths).
-const FRAME_OVERHEAD: usize = 32;
+/// Whether a signal was new or a resend.
+enum Taken {
+    /// New: admitted and delivered, or rejected (told to the sender).
+    New,
+    /// A resend of one taken before a reconnect: dropped (a rejection told again).
+    Resent,
+}
 
-/// Takes one signal whose seq is new: admits it (or rejects it, told to the sender), and
-/// delivers it, here and to other nodes. Synchronous: the member's sender half is locked
-/// once, for this signal only.
+/// Takes one signal: drops it if its seq was taken already (a resend after a reconnect; a
+/// rejection is told again, in case that notice was lost with the connection); otherwise
+/// admits it (or rejects it, told to the sender), and delivers it, here and to other nodes.
+/// Synchronous: the member's sender half is locked once, for this signal only.
 fn take(
     out: &Outgoing<'_>,
     wire_len: usize,
@@ -685,10 +672,28 @@ fn take(
     session: &Session,
     shared: &Shared,
     enc: &mut BytesMut,
-) -> Result<(), End> {
+) -> Result<Taken, End> {
+    // Presence first (it takes the session's locks, which come before a member's).
     session.before_signal();
     let roster = session.roster();
     let mut sender = lock(&member.sender);
+    // The rule (crates/proto/README.md, "seq"): seqs start at 1 and rise; one at or below
+    // the last taken is a resend (after a reconnect); 0 is an error.
+    match sender.sequence.check(out.seq) {
+        Seq::New => {}
+        Seq::Zero => return Err(protocol("signal seq must start at 1")),
+        Seq::Resent(told) => {
+            if let Some(error) = told
+                && let Some(f) = frames::control(&RelayMessage::Rejected {
+                    seq: out.seq,
+                    error,
+                })
+            {
+                member.send_control(f);
+            }
+            return Ok(Taken::Resent);
+        }
+    }
     match admit(
         out,
         member,
@@ -699,7 +704,7 @@ fn take(
     ) {
         Err(error) => {
             shared.metrics.rejected(&error);
-            member.remember_rejection(out.seq, error.clone());
+            sender.sequence.rejected(out.seq, error.clone());
             if let Some(f) = frames::control(&RelayMessage::Rejected {
                 seq: out.seq,
                 error,
@@ -739,7 +744,7 @@ fn take(
             shared.metrics.signal(wire_len, delivered);
         }
     }
-    Ok(())
+    Ok(Taken::New)
 }
 
 /// Reads the client's send stream: admits each signal, encodes it once, fans it out.
@@ -758,9 +763,6 @@ async fn signal_reader(
     send_stream.notify_one();
     let max_frame = shared.limits.max_frame_bytes();
     let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
-    // Kept in the member across resumes: duplicates of signals taken before a reconnect are
-    // dropped, and routes (hence order) survive.
-    let mut last_seq = member.last_seq.load(Ordering::Acquire);
     let mut enc = BytesMut::new();
     let mut handled = 0u32;
     while let Some(frame) = frames.next().await {
@@ -777,28 +779,10 @@ async fn signal_reader(
             Ok(o) => o,
             Err(e) => return protocol(format!("malformed signal: {e}")),
         };
-        // The rule (crates/proto/README.md, "seq"): seqs start at 1 and rise; one at or below
-        // the last taken is a resend (after a reconnect); 0 is an error.
-        if out.seq == 0 {
-            return protocol("signal seq must start at 1");
-        }
-        if out.seq <= last_seq {
-            // Already taken (a resend after a reconnect): drop the duplicate — but tell
-            // again if it was rejected, in case that notice was lost with the connection.
-            if let Some(error) = member.rejection(out.seq)
-                && let Some(f) = frames::control(&RelayMessage::Rejected {
-                    seq: out.seq,
-                    error,
-                })
-            {
-                member.send_control(f);
-            }
-            continue;
-        }
-        last_seq = out.seq;
-        member.last_seq.store(last_seq, Ordering::Release);
-        if let Err(end) = take(&out, frame.len(), member, session, shared, &mut enc) {
-            return end;
+        match take(&out, frame.len(), member, session, shared, &mut enc) {
+            Ok(Taken::New) => {}
+            Ok(Taken::Resent) => continue,
+            Err(end) => return end,
         }
         acceptance.up_to.store(out.seq, Ordering::Release);
         acceptance.notify.notify_one();

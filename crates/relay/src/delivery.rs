@@ -24,7 +24,6 @@
 //!   (`Missed`) when it comes back — never dropped silently.
 
 use std::collections::HashMap;
-use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +36,8 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budgets, ENTRY_OVERHEAD};
+use crate::engine::replay::{Frame, Ring, cost};
+use crate::engine::stalls::{Observed, SCAN, StallWatch};
 use crate::link::{LinkError, LinkSend};
 use crate::registry::{Member, Roster, Session};
 
@@ -46,9 +47,6 @@ const MAX_BATCH: usize = 64 * 1024;
 /// smaller ones queued together are merged into one buffer first, which costs a copy but
 /// saves quinn one chunk each. At 8 KiB the copy was about 5 % of the relay's time.
 const COPY_BELOW: usize = 1024;
-/// Bytes of recently written frames each route keeps for a resume. Must exceed the
-/// clients' stream receive window (`signalbox_proto::CLIENT_STREAM_WINDOW`).
-const REPLAY_BYTES: usize = 2 * signalbox_proto::CLIENT_STREAM_WINDOW as usize;
 
 /// Bounds and timings of delivery, from the relay's configuration.
 #[derive(Debug, Clone)]
@@ -58,9 +56,6 @@ pub(crate) struct DeliverySettings {
     pub(crate) write_timeout: Duration,
     pub(crate) stream_idle: Duration,
 }
-
-/// A signal frame with its sender's seq.
-type Frame = (u64, Bytes);
 
 struct Route {
     tx: mpsc::Sender<Frame>,
@@ -269,18 +264,11 @@ enum Charge {
     Past,
 }
 
-/// How long a receiver with a backlog may read nothing at all (no batch taken from its
-/// queues, no flow-control credit granted), while its session's budget is spent and a sender
-/// waits, before it counts as one that cannot keep up.
-const STALLED: Duration = Duration::from_secs(2);
-/// How often a waiting sender looks at the receivers' progress.
-const SCAN: Duration = Duration::from_millis(100);
-
 /// While its session's queue budget is spent, a client's sender stops reading its send stream
 /// here (QUIC flow control then slows the client) until there is room; the signal that found
 /// the budget spent was charged past it ([`Charge::Past`]), so it overshoots by one signal's
 /// deliveries per sender at most. A receiver that reads is not closed because a sender
-/// outruns it. Meanwhile, see [`Stalls`]: a receiver that has taken nothing for [`STALLED`]
+/// outruns it. Meanwhile, see [`Stalls`]: a receiver that has taken nothing for two seconds
 /// is closed, and if the budget stays spent for `patience` (the relay's `write_timeout`)
 /// the receivers furthest behind are closed even if they trickle, so slow readers cannot
 /// hold the session's senders back for good.
@@ -305,131 +293,51 @@ pub(crate) async fn wait_for_room(session: &Session, patience: Duration) {
 }
 
 /// What a session's waiting senders have seen of its receivers' progress while its budget is
-/// spent: for each receiver with a backlog, how many batches its routes had taken and since
-/// when that number has not moved. One waiting sender scans at a time, every [`SCAN`]; a gap
-/// between scans means the budget had room meanwhile, and the watch starts over.
+/// spent ([`StallWatch`]). One waiting sender scans at a time, every [`SCAN`].
 #[derive(Debug, Default)]
 pub(crate) struct Stalls(std::sync::Mutex<StallWatch>);
 
-#[derive(Debug, Default)]
-struct StallWatch {
-    last_scan: Option<Instant>,
-    spent_since: Option<Instant>,
-    seen: HashMap<ConnectionId, Progress>,
-}
-
-/// What a scan saw of one member's progress.
-#[derive(Debug)]
-struct Progress {
-    /// Batches its routes had taken.
-    drains: u64,
-    /// Flow-control credit it had granted (read while it has a backlog).
-    credit: u64,
-    /// Since when neither has moved.
-    since: Instant,
-    /// Whether it received anything in this watch (a backlog, or batches taken).
-    active: bool,
-}
-
 impl Stalls {
-    /// Closes the receivers that hold the spent budget (see [`wait_for_room`]), among those at
-    /// least as far behind as the average of the receivers with a backlog: one that has read
-    /// nothing for [`STALLED`] (unless away: a lost connection may resume), and, once the
-    /// budget has been spent for `patience`, one at least twice as far behind as the (lower)
-    /// median of the members receiving in this watch — an outlier. Readers that are slow
-    /// together are not closed: they set the senders' pace.
+    /// Shows the watch the session's receivers now, and closes those it names (see
+    /// [`crate::engine::stalls`]).
     fn scan(&self, session: &Session, patience: Duration) {
         let Ok(mut watch) = self.0.try_lock() else {
             return; // another waiting sender is scanning
         };
-        let watch = &mut *watch;
         let now = Instant::now();
-        match watch.last_scan {
-            Some(t) if now - t < SCAN / 2 => return,
-            Some(t) if now - t <= SCAN * 5 => {}
-            _ => {
-                watch.spent_since = Some(now);
-                watch.seen.clear();
-            }
-        }
-        watch.last_scan = Some(now);
-        let roster = session.roster();
-        watch.seen.retain(|id, _| roster.members.contains_key(id));
-        let backlog = |m: &Member| {
-            let q = m.queued_bytes.load(Ordering::Relaxed);
-            if q & RELEASED == 0 && !m.is_closing() {
-                q
-            } else {
-                0
-            }
-        };
-        let (mut behind, mut total) = (0usize, 0usize);
-        let mut receiving = Vec::new();
-        for m in roster.members.values() {
-            let q = backlog(m);
-            let drains = m.drains();
-            let p = watch.seen.entry(m.id()).or_insert(Progress {
-                drains,
-                credit: 0,
-                since: now,
-                active: false,
-            });
-            if p.drains != drains {
-                *p = Progress {
-                    drains,
-                    credit: p.credit,
-                    since: now,
-                    active: true,
-                };
-            }
-            if q > 0 {
-                p.active = true;
-                let credit = m.conn().read_credit();
-                if p.credit != credit {
-                    p.credit = credit;
-                    p.since = now;
-                }
-                behind += 1;
-                total += q;
-            }
-            if p.active {
-                receiving.push(q);
-            }
-        }
-        if behind == 0 {
+        if !watch.due(now) {
             return;
         }
-        let average = total / behind;
-        let out_of_patience = watch
-            .spent_since
-            .is_some_and(|since| now - since >= patience);
-        let median = if out_of_patience && !receiving.is_empty() {
-            let mid = (receiving.len() - 1) / 2;
-            *receiving.select_nth_unstable(mid).1
-        } else {
-            usize::MAX / 2
-        };
-        let mut outliers = false;
-        for m in roster.members.values() {
-            let q = backlog(m);
-            if q == 0 || q < average {
-                continue;
-            }
-            let Some(p) = watch.seen.get(&m.id()) else {
-                continue;
-            };
-            let stalled = now - p.since >= STALLED && !m.is_away();
-            let outlier = q >= 2 * median;
-            if stalled || outlier {
-                tracing::warn!(conn = %m.id(), "{OVER_BUDGET}; disconnecting");
+        let roster = session.roster();
+        let observed: Vec<Observed> = roster
+            .members
+            .values()
+            .map(|m| {
+                let q = m.queued_bytes.load(Ordering::Relaxed);
+                let backlog = if q & RELEASED == 0 && !m.is_closing() {
+                    q
+                } else {
+                    0
+                };
+                Observed {
+                    id: m.id(),
+                    backlog,
+                    drains: m.drains(),
+                    credit: if backlog > 0 {
+                        m.conn().read_credit()
+                    } else {
+                        0
+                    },
+                    away: m.is_away(),
+                }
+            })
+            .collect();
+        for id in watch.scan(now, patience, &observed) {
+            if let Some(m) = roster.members.get(&id) {
+                tracing::warn!(conn = %id, "{OVER_BUDGET}; disconnecting");
                 m.close(CloseCode::SlowConsumer, OVER_BUDGET);
                 release(m, &session.budgets);
-                watch.seen.remove(&m.id());
-                outliers |= outlier;
             }
-        }
-        if outliers {
-            watch.spent_since = Some(now);
         }
     }
 }
@@ -519,118 +427,6 @@ fn settle(fanout: &Fanout, charge: Charge, undelivered: usize, frame: &Bytes) {
     }
 }
 
-/// Replay budget a ring reserves at a time: it touches the shared budgets only when what it
-/// keeps crosses a reservation, not for every frame.
-const RESERVE: usize = 16 * 1024;
-
-/// The frames a route wrote most recently, for replay after a resume: at most
-/// [`REPLAY_BYTES`], and less when the session's or the relay's replay budget is spent (the
-/// oldest go first). What it keeps is covered by a reservation on the budgets, made and
-/// given back [`RESERVE`] bytes at a time; the budgets count reservations, so what is kept
-/// never exceeds them.
-struct Ring {
-    frames: VecDeque<Frame>,
-    /// Bytes of the frames kept.
-    bytes: usize,
-    /// What they cost the budgets (with the overhead per frame).
-    held: usize,
-    /// What is reserved on the budgets (at least `held` after `settle`).
-    reserved: usize,
-    /// Seqs of frames pushed out (bounded), to count what a resume cannot replay.
-    evicted: VecDeque<u64>,
-    budgets: Budgets,
-}
-
-impl Ring {
-    fn new(budgets: Budgets) -> Self {
-        Self {
-            frames: VecDeque::new(),
-            bytes: 0,
-            held: 0,
-            reserved: 0,
-            evicted: VecDeque::new(),
-            budgets,
-        }
-    }
-
-    /// Keeps one frame (covered by `settle`).
-    fn push(&mut self, frame: Frame) {
-        self.bytes += frame.1.len();
-        self.held += cost(&frame);
-        self.frames.push_back(frame);
-    }
-
-    /// Drops the oldest frame; false when there is none.
-    fn evict(&mut self) -> bool {
-        let Some(frame) = self.frames.pop_front() else {
-            return false;
-        };
-        self.bytes -= frame.1.len();
-        self.held -= cost(&frame);
-        if self.evicted.len() == 4096 {
-            self.evicted.pop_front();
-        }
-        self.evicted.push_back(frame.0);
-        true
-    }
-
-    /// After a batch of pushes: keeps the ring within its own bound, then within what it can
-    /// reserve on the budgets (dropping its oldest frames when they are spent), and gives
-    /// back a reservation it no longer needs.
-    fn settle(&mut self) {
-        while self.bytes > REPLAY_BYTES && self.evict() {}
-        while self.held > self.reserved {
-            let want = (self.held - self.reserved).next_multiple_of(RESERVE);
-            if self.budgets.reserve(want) {
-                self.reserved += want;
-            } else if !self.evict() {
-                break;
-            }
-        }
-        if self.reserved > self.held + 2 * RESERVE {
-            let spare = self.reserved - self.held - RESERVE;
-            self.budgets.unkeep(spare);
-            self.reserved -= spare;
-        }
-    }
-
-    fn clear(&mut self) {
-        self.frames.clear();
-        self.evicted.clear();
-        self.bytes = 0;
-        self.held = 0;
-        self.budgets.unkeep(std::mem::take(&mut self.reserved));
-    }
-
-    /// The kept frames newer than `seen`, as one chunk, and the newer ones that were pushed
-    /// out (lost): their lowest and highest seq and how many.
-    fn after(&self, seen: u64) -> (Bytes, Option<(u64, u64, u64)>) {
-        let mut buf = BytesMut::new();
-        for (seq, f) in &self.frames {
-            if *seq > seen {
-                buf.extend_from_slice(f);
-            }
-        }
-        let lost = self
-            .evicted
-            .iter()
-            .filter(|&&s| s > seen)
-            .fold(None, |acc, &s| {
-                Some(match acc {
-                    None => (s, s, 1),
-                    Some((lo, hi, n)) => (u64::min(lo, s), u64::max(hi, s), n + 1),
-                })
-            });
-        (buf.freeze(), lost)
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// Set in a receiver's `queued_bytes` once its whole queue has left the budgets at once (it
 /// was closed for the budget): its frames then come off its backlog only. One atomic word, so
 /// every frame leaves the budgets exactly once — with the queue, or on its own before.
@@ -644,11 +440,6 @@ fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
     }
 }
 
-/// What a frame costs the bounds it is charged to.
-fn cost(frame: &Frame) -> usize {
-    frame.1.len() + ENTRY_OVERHEAD
-}
-
 /// Takes `first` and whatever else is queued (up to [`MAX_BATCH`] bytes) into `chunks` (see
 /// [`Chunker`]). The frames leave the queue's charge (at once) and go to the replay ring
 /// (charged at once).
@@ -656,7 +447,7 @@ fn batch(
     first: Frame,
     rx: &mut mpsc::Receiver<Frame>,
     buf: &mut BytesMut,
-    ring: &mut Ring,
+    ring: &mut Ring<Budgets>,
     to: &Member,
     chunks: &mut Vec<Bytes>,
 ) {
@@ -674,7 +465,7 @@ fn batch(
     }
     chunker.finish();
     to.drained();
-    unqueue(to, &ring.budgets, taken);
+    unqueue(to, ring.budgets(), taken);
     ring.settle();
 }
 
@@ -852,7 +643,7 @@ struct RouteStream<'a> {
     stream: Option<LinkSend>,
     /// The receiver's attachment the stream belongs to.
     generation: u64,
-    ring: Ring,
+    ring: Ring<Budgets>,
     settings: &'a DeliverySettings,
 }
 
@@ -1038,48 +829,5 @@ mod tests {
         chunker.push(&lone);
         chunker.finish();
         assert_eq!(chunks[0].as_ptr(), lone.as_ptr());
-    }
-
-    use super::*;
-    use crate::budget::Held;
-
-    fn frame(seq: u64, len: usize) -> Frame {
-        (seq, Bytes::from(vec![b'x'; len]))
-    }
-
-    #[test]
-    fn a_ring_keeps_its_own_bound_and_the_replay_budget_and_frees_what_it_held() {
-        let budgets = Budgets {
-            session: Arc::new(Held::new(1 << 30)),
-            global: Arc::new(Held::new(2 * 100_000)),
-        };
-        let mut ring = Ring::new(budgets.clone());
-        // 100 000 bytes of replay budget: about eleven 8 KiB frames.
-        for seq in 1..=50 {
-            ring.push(frame(seq, 8192));
-            ring.settle();
-            assert!(budgets.global.bytes().1 <= 100_000);
-        }
-        let kept = ring.frames.len() as u64;
-        assert!((10..=12).contains(&kept), "{kept}");
-        // What a client that has seq 20 would get: the kept ones, and the count of the rest.
-        let (replay, lost) = ring.after(20);
-        assert_eq!(replay.len(), kept as usize * 8192);
-        assert_eq!(lost, Some((21, 50 - kept, 30 - kept)));
-        // Its own bound: REPLAY_BYTES, whatever the budget.
-        let roomy = Budgets {
-            session: Arc::new(Held::new(1 << 30)),
-            global: Arc::new(Held::new(1 << 30)),
-        };
-        let mut big = Ring::new(roomy.clone());
-        for seq in 1..=1000 {
-            big.push(frame(seq, 8192));
-            big.settle();
-        }
-        assert!(big.bytes <= REPLAY_BYTES);
-        drop(ring);
-        drop(big);
-        assert_eq!(budgets.global.bytes(), (0, 0));
-        assert_eq!(roomy.global.bytes(), (0, 0));
     }
 }

@@ -13,16 +13,18 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, LeftReason, RefuseCode, Refused, RelayMessage,
-    SessionId, SignalError,
+    SessionId,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Budgets, Held};
 use crate::delivery::{Fanout, Stalls};
+use crate::engine::presence::{Due, Presence};
+use crate::engine::ratelimit::Allowance;
+use crate::engine::sequence::Sequencer;
 use crate::frames;
 use crate::link::Link;
-use crate::ratelimit::Allowance;
 
 /// One connection in a session, as the rest of the relay sees it. It outlives a network
 /// failure of its QUIC connection: for the grace period it is *away* (peers see nothing), and
@@ -65,15 +67,11 @@ pub(crate) struct Member {
     /// The SHA-256 of the token it joined with (none in open mode): counted per token, and
     /// banned for a while when the member is removed.
     pub(crate) token_key: Option<TokenKey>,
-    /// As a sender: the highest seq taken (duplicates after a resume are dropped).
-    pub(crate) last_seq: AtomicU64,
-    /// As a sender: its rate bucket and its routes, kept across resumes (so order holds and
+    /// As a sender: its rate bucket, its routes and its seqs, kept across resumes (so order holds and
     /// a resume refills nothing).
     pub(crate) sender: Mutex<Sender>,
     /// Whose rate bucket it spends: its token's, or (in open mode) its address's.
     pub(crate) bucket_key: BucketKey,
-    /// As a sender: its most recent rejections, told again if the signal is resent.
-    rejections: Mutex<std::collections::VecDeque<(u64, SignalError)>>,
 }
 
 /// A member as a sender.
@@ -85,6 +83,9 @@ pub(crate) struct Sender {
     pub(crate) allowance: Allowance,
     /// Its routes to receivers (made on its first signal).
     pub(crate) fanout: Option<Fanout>,
+    /// Its seqs: which are new, which are resends (kept across resumes, so duplicates of
+    /// signals taken before a reconnect are dropped).
+    pub(crate) sequence: Sequencer,
 }
 
 /// Whose rate bucket a member spends: the token it joined with, or in open mode the address
@@ -161,13 +162,12 @@ impl Member {
             gone,
             receives_broadcasts,
             token_key,
-            last_seq: AtomicU64::new(0),
             sender: Mutex::new(Sender {
                 allowance,
                 fanout: None,
+                sequence: Sequencer::default(),
             }),
             bucket_key,
-            rejections: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -234,23 +234,6 @@ impl Member {
             self.gone.cancel();
         }
         true
-    }
-
-    /// Remembers a rejected signal (the last 64), in case the client resends it.
-    pub(crate) fn remember_rejection(&self, seq: u64, error: SignalError) {
-        let mut r = lock(&self.rejections);
-        if r.len() == 64 {
-            r.pop_front();
-        }
-        r.push_back((seq, error));
-    }
-
-    /// Why signal `seq` was rejected, if it was recently.
-    pub(crate) fn rejection(&self, seq: u64) -> Option<SignalError> {
-        lock(&self.rejections)
-            .iter()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, e)| e.clone())
     }
 
     /// Counts signals of `from` (seqs `first..=last`, `count` of them) as lost to this member.
@@ -352,55 +335,11 @@ pub(crate) struct Session {
     /// Its receivers' progress, watched while its budget is spent.
     pub(crate) stalls: Stalls,
     /// Presence news on its way to the members (guarded after `members`).
-    presence: Mutex<PresenceBatch>,
+    presence: Mutex<Presence>,
     /// Itself, for the task that sends a held presence batch.
     me: std::sync::Weak<Session>,
     /// Whether presence news is held (a lock-free check for every signal).
     presence_held: AtomicBool,
-}
-
-/// The least time between two presence batches of one session while news keeps coming: none
-/// below [`PACE_FROM`] members, then [`PRESENCE_PER_MEMBER`] per member up to
-/// [`PRESENCE_INTERVAL_MAX`].
-///
-/// Every member is told of every join and leave. In a join storm of N clients that is N²
-/// `Joined` frames; sent one by one, each is a packet (and an ACK) per member, and a
-/// control-queue entry and a task wake-up per member per join. So a large session paces its
-/// presence: news after a quiet moment goes out at once, but news within the interval of
-/// the last batch waits for the rest of the interval and goes out with whatever else came
-/// meanwhile, as one buffer shared by every member's control queue. The interval grows with
-/// the session so that a storm costs the relay about the same number of presence packets per
-/// second whatever the session's size. Signals are not paced, and a member's signal first
-/// sends the news held (see [`Session::before_signal`]): nobody gets a signal from a member
-/// whose join is still held back.
-fn presence_interval(members: usize) -> std::time::Duration {
-    if members < PACE_FROM {
-        return std::time::Duration::ZERO;
-    }
-    (PRESENCE_PER_MEMBER * u32::try_from(members).unwrap_or(u32::MAX)).min(PRESENCE_INTERVAL_MAX)
-}
-
-/// See [`presence_interval`]: smaller sessions are told everything at once.
-const PACE_FROM: usize = 100;
-/// See [`presence_interval`].
-const PRESENCE_PER_MEMBER: std::time::Duration = std::time::Duration::from_micros(250);
-/// See [`presence_interval`].
-const PRESENCE_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Presence news waiting to go out together (see [`presence_interval`]).
-#[derive(Debug)]
-struct PresenceBatch {
-    /// Encoded `Joined`/`Left` frames, back to back.
-    buf: bytes::BytesMut,
-    /// Where each frame starts in `buf`, and its epoch.
-    starts: Vec<(u64, usize)>,
-    /// The number of the latest news (a member that joined after news `e` skips news up to
-    /// `e`: its `Welcome` had it).
-    epoch: u64,
-    /// No batch goes out before this.
-    next_at: tokio::time::Instant,
-    /// A task will send the batch at `next_at`.
-    scheduled: bool,
 }
 
 impl Session {
@@ -412,13 +351,7 @@ impl Session {
             members: Mutex::new(HashMap::new()),
             roster: ArcSwap::from_pointee(Roster::default()),
             relay_sender: Mutex::new(None),
-            presence: Mutex::new(PresenceBatch {
-                buf: bytes::BytesMut::new(),
-                starts: Vec::new(),
-                epoch: 0,
-                next_at: tokio::time::Instant::now(),
-                scheduled: false,
-            }),
+            presence: Mutex::new(Presence::default()),
             me: me.clone(),
             presence_held: AtomicBool::new(false),
         })
@@ -435,68 +368,49 @@ impl Session {
     /// Sends the presence news held now (its timer is due, or a signal goes first).
     fn send_held_presence(&self) {
         let members = lock(&self.members);
-        let mut batch = lock(&self.presence);
-        self.send_presence(&members, &mut batch, tokio::time::Instant::now());
+        let mut presence = lock(&self.presence);
+        self.send_presence(&members, &mut presence);
     }
 
     /// Tells every member (of `members`, the locked map) `msg`, paced with other presence
-    /// news (see [`presence_interval`]); returns the news' epoch.
+    /// news (see [`crate::engine::presence`]); returns the news' epoch.
     fn tell_presence(
         &self,
         members: &HashMap<ConnectionId, Arc<Member>>,
         msg: &RelayMessage,
     ) -> u64 {
-        let mut batch = lock(&self.presence);
+        let mut presence = lock(&self.presence);
         let Some(frame) = frames::control(msg) else {
-            return batch.epoch;
+            return presence.epoch();
         };
-        batch.epoch += 1;
-        let epoch = batch.epoch;
-        let at = batch.buf.len();
-        batch.starts.push((epoch, at));
-        batch.buf.extend_from_slice(&frame);
-        if batch.scheduled {
-            return epoch;
-        }
-        let now = tokio::time::Instant::now();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if now < batch.next_at => {
-                batch.scheduled = true;
+        let (epoch, due) = presence.tell(&frame, std::time::Instant::now());
+        match (due, tokio::runtime::Handle::try_current()) {
+            (Due::Held, _) => {}
+            (Due::At(at), Ok(runtime)) => {
                 self.presence_held.store(true, Ordering::Relaxed);
-                let (me, due) = (self.me.clone(), batch.next_at);
+                let me = self.me.clone();
                 runtime.spawn(async move {
-                    tokio::time::sleep_until(due).await;
+                    tokio::time::sleep_until(at.into()).await;
                     if let Some(session) = me.upgrade() {
                         session.send_held_presence();
                     }
                 });
             }
-            _ => self.send_presence(members, &mut batch, now),
+            _ => self.send_presence(members, &mut presence),
         }
         epoch
     }
 
     /// Sends the batch to every member that joined before some news in it: each gets the part
     /// after its own join (a slice of one shared buffer).
-    fn send_presence(
-        &self,
-        members: &HashMap<ConnectionId, Arc<Member>>,
-        batch: &mut PresenceBatch,
-        now: tokio::time::Instant,
-    ) {
-        batch.scheduled = false;
+    fn send_presence(&self, members: &HashMap<ConnectionId, Arc<Member>>, presence: &mut Presence) {
         self.presence_held.store(false, Ordering::Relaxed);
-        if batch.starts.is_empty() {
+        let Some(news) = presence.take(std::time::Instant::now(), members.len()) else {
             return;
-        }
-        batch.next_at = now + presence_interval(members.len());
-        let news = batch.buf.split().freeze();
-        let starts = std::mem::take(&mut batch.starts);
+        };
         for m in members.values() {
-            let joined_at = m.presence_epoch.load(Ordering::Relaxed);
-            let first = starts.partition_point(|(epoch, _)| *epoch <= joined_at);
-            if let Some((_, at)) = starts.get(first) {
-                m.send_control(news.slice(*at..));
+            if let Some(part) = news.after(m.presence_epoch.load(Ordering::Relaxed)) {
+                m.send_control(part);
             }
         }
     }
@@ -739,23 +653,5 @@ impl SessionRegistry {
             .values()
             .map(|s| s.roster().members.len())
             .sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_presence_interval_is_none_for_small_sessions_and_grows_with_large_ones() {
-        use std::time::Duration;
-        assert_eq!(presence_interval(0), Duration::ZERO);
-        assert_eq!(presence_interval(99), Duration::ZERO);
-        assert_eq!(presence_interval(100), Duration::from_millis(25));
-        assert_eq!(presence_interval(400), Duration::from_millis(100));
-        assert_eq!(presence_interval(1000), Duration::from_millis(250));
-        assert_eq!(presence_interval(3000), Duration::from_millis(750));
-        assert_eq!(presence_interval(20_000), PRESENCE_INTERVAL_MAX);
-        assert_eq!(presence_interval(usize::MAX), PRESENCE_INTERVAL_MAX);
     }
 }

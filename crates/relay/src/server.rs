@@ -187,14 +187,7 @@ impl Shared {
         data: &str,
     ) -> Result<(), SignalError> {
         signal::validate_signal(ty, data, &to, &self.limits)?;
-        let missing = match &to {
-            Target::All => None,
-            Target::One(id) => (!self.is_member(session, *id)).then_some(*id),
-            Target::List(ids) => ids
-                .iter()
-                .find(|id| !self.is_member(session, **id))
-                .copied(),
-        };
+        let missing = crate::engine::admit::missing_target(&to, |id| self.is_member(session, *id));
         if let Some(connection) = missing {
             return Err(SignalError::TargetNotFound { connection });
         }
@@ -321,7 +314,7 @@ impl Relay {
                     creds: config.cluster_creds.clone(),
                     ca: config.cluster_ca.clone(),
                 };
-                let bounds = crate::cluster::roster::Bounds {
+                let bounds = crate::engine::roster::Bounds {
                     per_session: config.max_connections_per_session as usize,
                     members: config.max_connections as usize,
                     sessions: config.max_sessions as usize,

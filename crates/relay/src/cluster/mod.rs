@@ -39,7 +39,6 @@
 //! async-nats reconnects by itself; heartbeats (and snapshots) then restore each node's view
 //! of the others.
 
-pub(crate) mod roster;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -55,9 +54,9 @@ use signalbox_proto::{
 use tokio::sync::mpsc;
 
 use crate::delivery::{self, Fanout};
+use crate::engine::roster::{Bounds, Gap, Local, NodeRoster, Page, Presence, Told};
 use crate::registry::lock;
 use crate::server::Shared;
-use roster::{Bounds, Gap, Local, NodeRoster, Page, Presence, Told};
 use wire::{Envelope, Key, Refused, Replay, Wire};
 
 /// How often a node sends its heartbeat.

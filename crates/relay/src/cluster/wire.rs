@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use signalbox_proto::{ConnectionId, Incoming, Limits, SessionId, Target, codec, signal};
 
-use super::roster::{Change, Delta, Page};
+use crate::engine::roster::{Change, Delta, Page};
 
 /// What nodes tell each other. Messages about one session travel on its subject, which
 /// names the session, so they do not repeat it.
@@ -321,7 +321,7 @@ mod tests {
 #[doc(hidden)]
 pub mod forge {
     use super::*;
-    use crate::cluster::roster::{Change, Delta, Presence};
+    use crate::engine::roster::{Change, Delta, Presence};
     use signalbox_proto::ConnectionInfo;
 
     /// What to forge.
