@@ -9,6 +9,12 @@
 //!
 //! The model, in brief:
 //!
+//! - **Rules apart from I/O.** The `engine` module holds the decisions — whether a signal may
+//!   go, which seqs are new, what a route keeps for a resume, whom a spent budget closes,
+//!   when presence news goes out, who is on other nodes — as plain state with time passed
+//!   in, tested on its own. `transport` (QUIC, WebTransport, WebSockets: connection tasks
+//!   and delivery routes), `http` (REST, the Vonage surface, the browser SDK) and `cluster`
+//!   (NATS) move bytes and timers around it.
 //! - **One task per connection** runs the join handshake and then a `select!` loop over the
 //!   control stream (presence, acceptance notices, kicks), the client's one send stream, and
 //!   cancellation.
@@ -57,26 +63,17 @@ mod announce;
 mod budget;
 mod cluster;
 mod config;
-mod connection;
-mod delivery;
 mod engine;
 mod files;
 mod frames;
 mod http;
-mod identity;
-mod link;
 mod metrics;
 pub mod net;
 pub mod paths;
 mod registry;
-mod rest;
 mod server;
 pub mod tokens;
 mod transport;
-pub mod vonage;
-mod web;
-mod webtransport;
-mod ws;
 
 pub use announce::AnnounceError;
 #[doc(hidden)]
@@ -84,8 +81,9 @@ pub use cluster::wire::forge as cluster_forge;
 pub use cluster::{ClusterError, ClusterStatus};
 pub use config::{ConfigError, Congestion, RelayConfig};
 pub use files::FileError;
-pub use identity::{Identity, IdentityError};
+pub use http::vonage;
 pub use server::{Relay, RelayError, RelayHandle};
 pub use tokens::{TokenKeys, TokenRequest};
+pub use transport::identity::{Identity, IdentityError};
+pub use transport::webtransport::WebCertError;
 pub use transport::{TransportError, server_config, udp_socket};
-pub use webtransport::WebCertError;

@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Budgets, Held};
-use crate::delivery::{Fanout, Stalls};
 use crate::engine::presence::{Due, Presence};
 use crate::engine::ratelimit::Allowance;
 use crate::engine::sequence::Sequencer;
 use crate::frames;
-use crate::link::Link;
+use crate::transport::delivery::{Fanout, Stalls};
+use crate::transport::link::Link;
 
 /// One connection in a session, as the rest of the relay sees it. It outlives a network
 /// failure of its QUIC connection: for the grace period it is *away* (peers see nothing), and

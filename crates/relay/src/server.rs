@@ -16,12 +16,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Decision};
 use crate::config::{ConfigError, RelayConfig};
-use crate::delivery::{self, DeliverySettings, Fanout};
-use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
 use crate::registry::{Session, SessionRegistry, lock};
 use crate::tokens::TokenKeys;
-use crate::{connection, files, net, paths, transport};
+use crate::transport::connection;
+use crate::transport::delivery::{self, DeliverySettings, Fanout};
+use crate::transport::identity::{Identity, IdentityError};
+use crate::{files, net, paths, transport};
 
 /// Why a relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,7 @@ pub enum RelayError {
     Transport(#[from] transport::TransportError),
     /// The short-lived certificate for browsers could not be made.
     #[error(transparent)]
-    WebCert(#[from] crate::webtransport::WebCertError),
+    WebCert(#[from] crate::transport::webtransport::WebCertError),
     /// The HTTP listener could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpBind {
@@ -76,7 +77,7 @@ pub(crate) struct Shared {
     pub(crate) registry: SessionRegistry,
     pub(crate) tokens: TokenKeys,
     /// The Vonage-compatible API key and secret.
-    pub(crate) vonage: crate::vonage::Credentials,
+    pub(crate) vonage: crate::http::vonage::Credentials,
     pub(crate) delivery: Arc<DeliverySettings>,
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
@@ -86,7 +87,7 @@ pub(crate) struct Shared {
     /// Pending and joined connection budgets, for every kind of link.
     pub(crate) admission: Arc<Admission>,
     /// The short-lived certificate browsers' WebTransport accepts by its hash.
-    pub(crate) web_cert: Arc<ArcSwap<crate::webtransport::WebCert>>,
+    pub(crate) web_cert: Arc<ArcSwap<crate::transport::webtransport::WebCert>>,
     /// The UDP port of the QUIC endpoint (native clients and WebTransport).
     pub(crate) quic_port: u16,
 }
@@ -263,15 +264,15 @@ impl Relay {
         let tokens = TokenKeys::from_secret(&secret).for_audience(audience.clone());
         crate::tokens::record_identity(&data_dir, &identity.fingerprint, &audience)?;
         let vonage = match (&config.vonage_api_key, &config.vonage_api_secret) {
-            (Some(api_key), Some(api_secret)) => crate::vonage::Credentials {
+            (Some(api_key), Some(api_secret)) => crate::http::vonage::Credentials {
                 api_key: api_key.clone(),
                 api_secret: api_secret.clone(),
             },
             // validate() refused a key without a secret and the other way round.
-            _ => crate::vonage::Credentials::load_or_create(&data_dir)?,
+            _ => crate::http::vonage::Credentials::load_or_create(&data_dir)?,
         };
         let web_cert = Arc::new(ArcSwap::from_pointee(
-            crate::webtransport::WebCert::generate()?,
+            crate::transport::webtransport::WebCert::generate()?,
         ));
         let server_config = transport::relay_server_config(&identity, &config, web_cert.clone())?;
         // A stateless-reset key derived from the relay's secret: after a restart with the same
@@ -359,9 +360,9 @@ impl Relay {
             quic_port: quic_addr.port(),
             config,
         });
-        tracker.spawn(crate::webtransport::rotate(
+        tracker.spawn(crate::transport::webtransport::rotate(
             web_cert,
-            crate::webtransport::ROTATE,
+            crate::transport::webtransport::ROTATE,
             cancel.clone(),
         ));
         crate::cluster::Cluster::start(&shared);
@@ -374,7 +375,7 @@ impl Relay {
                 let bound = listener
                     .local_addr()
                     .map_err(|source| RelayError::HttpBind { addr, source })?;
-                let router = crate::rest::router(shared.clone());
+                let router = crate::http::rest::router(shared.clone());
                 let tls = match shared.config.http_tls {
                     true => Some(
                         crate::http::tls_acceptor(&identity)

@@ -53,10 +53,10 @@ use signalbox_proto::{
 };
 use tokio::sync::mpsc;
 
-use crate::delivery::{self, Fanout};
 use crate::engine::roster::{Bounds, Gap, Local, NodeRoster, Page, Presence, Told};
 use crate::registry::lock;
 use crate::server::Shared;
+use crate::transport::delivery::{self, Fanout};
 use wire::{Envelope, Key, Refused, Replay, Wire};
 
 /// How often a node sends its heartbeat.

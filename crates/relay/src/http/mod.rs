@@ -3,6 +3,10 @@
 //! clients — a cap on open connections, a time limit on reading a request's headers
 //! (slowloris) or finishing a TLS handshake, and one on answering a request.
 
+pub(crate) mod rest;
+pub mod vonage;
+pub(crate) mod web;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,7 +108,7 @@ async fn connection<I>(
 
 /// The HTTP listener's TLS settings: the relay's certificate, HTTP/1.1.
 pub(crate) fn tls_acceptor(
-    identity: &crate::identity::Identity,
+    identity: &crate::transport::identity::Identity,
 ) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -123,7 +127,7 @@ async fn time_limit(
     use axum::response::IntoResponse;
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => crate::rest::ApiError::new(
+        Err(_) => crate::http::rest::ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "the request took too long",
         )

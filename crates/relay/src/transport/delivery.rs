@@ -38,8 +38,8 @@ use tokio_util::task::TaskTracker;
 use crate::budget::{Budgets, ENTRY_OVERHEAD};
 use crate::engine::replay::{Frame, Ring, cost};
 use crate::engine::stalls::{Observed, SCAN, StallWatch};
-use crate::link::{LinkError, LinkSend};
 use crate::registry::{Member, Roster, Session};
+use crate::transport::link::{LinkError, LinkSend};
 
 /// The most bytes handed to one write.
 const MAX_BATCH: usize = 64 * 1024;

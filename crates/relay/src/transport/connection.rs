@@ -18,14 +18,14 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::Instrument;
 
 use crate::admission::{Joined, Pending};
-use crate::delivery::{self, Fanout};
 use crate::engine::admit::{self, Rules};
 use crate::engine::ratelimit::{Allowance, TokenBucket};
 use crate::engine::sequence::Seq;
 use crate::frames;
-use crate::link::{Link, LinkRecv, LinkSend};
 use crate::registry::{BucketKey, Member, Roster, Session, lock};
 use crate::server::Shared;
+use crate::transport::delivery::{self, Fanout};
+use crate::transport::link::{Link, LinkRecv, LinkSend};
 
 /// Encoded control frames that may wait for one connection.
 const CONTROL_QUEUE: usize = 8192;
@@ -74,12 +74,12 @@ pub(crate) async fn handle(incoming: quinn::Incoming, shared: Arc<Shared>, pendi
                 return;
             }
         };
-        let link = if crate::webtransport::is_h3(&conn) {
+        let link = if crate::transport::webtransport::is_h3(&conn) {
             // A browser: WebTransport's own handshake (HTTP/3 settings, then CONNECT) counts
             // toward the handshake's time.
             let accepted = tokio::time::timeout(
                 shared.config.handshake_timeout,
-                crate::webtransport::accept(conn),
+                crate::transport::webtransport::accept(conn),
             );
             match accepted.await {
                 Ok(Some(session)) => Link::WebTransport(Box::new(session)),
@@ -166,8 +166,11 @@ fn authorize(hello: &Hello, shared: &Shared, id: ConnectionId) -> Result<Connect
             // Not one of ours: perhaps a token an OpenTok server SDK made with this relay's
             // Vonage-compatible API secret.
             Err(ours) => {
-                match crate::vonage::verify_client_token(&shared.vonage, t, hello.session.as_str())
-                {
+                match crate::http::vonage::verify_client_token(
+                    &shared.vonage,
+                    t,
+                    hello.session.as_str(),
+                ) {
                     Ok(grant) => (grant.role, None, grant.data),
                     // Report the more telling refusal: a legacy token's own, or (for a JWT) the
                     // Vonage check's when it got further than "not signed by us".

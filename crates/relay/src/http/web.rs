@@ -15,17 +15,17 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::admission::Decision;
-use crate::link::Link;
-use crate::rest::ApiError;
+use crate::http::rest::ApiError;
 use crate::server::Shared;
+use crate::transport::link::Link;
 
 /// The SDK: plain JavaScript, served as is.
-const SDK: &str = include_str!("../web/signalbox.js");
+const SDK: &str = include_str!("../../web/signalbox.js");
 /// The web client, built on the SDK: its page and its script.
-const PAGE: &str = include_str!("../web/index.html");
-const APP: &str = include_str!("../web/app.js");
+const PAGE: &str = include_str!("../../web/index.html");
+const APP: &str = include_str!("../../web/app.js");
 /// The page's icon: the app's.
-const ICON: &str = include_str!("../../../assets/signalbox.svg");
+const ICON: &str = include_str!("../../../../assets/signalbox.svg");
 
 /// The browser routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -103,7 +103,7 @@ async fn webtransport(State(shared): State<Arc<Shared>>) -> Response {
     let cert = shared.web_cert.load();
     let info = WebTransportInfo {
         port: shared.quic_port,
-        path: crate::webtransport::PATH,
+        path: crate::transport::webtransport::PATH,
         server_certificate_hashes: vec![CertificateHash {
             algorithm: "sha-256",
             value: base64::engine::general_purpose::STANDARD.encode(cert.sha256),
@@ -143,16 +143,17 @@ async fn websocket(
         }
     };
     upgrade
-        .max_message_size(crate::ws::MAX_MESSAGE)
-        .max_frame_size(crate::ws::MAX_MESSAGE)
+        .max_message_size(crate::transport::ws::MAX_MESSAGE)
+        .max_frame_size(crate::transport::ws::MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             let span = tracing::info_span!("ws", %remote, id = tracing::field::Empty);
-            let liveness = crate::ws::Liveness {
+            let liveness = crate::transport::ws::Liveness {
                 keep_alive: shared.config.keep_alive,
                 idle_timeout: shared.config.idle_timeout,
             };
-            let link = crate::ws::start(socket, remote.ip(), liveness, &shared.tracker);
-            let serve = crate::connection::serve_link(Link::WebSocket(link), shared, pending);
+            let link = crate::transport::ws::start(socket, remote.ip(), liveness, &shared.tracker);
+            let serve =
+                crate::transport::connection::serve_link(Link::WebSocket(link), shared, pending);
             tracing::Instrument::instrument(serve, span).await
         })
 }

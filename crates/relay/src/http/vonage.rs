@@ -33,7 +33,7 @@ use signalbox_proto::{ConnectionId, RefuseCode, Refused, Role, SessionId, Target
 use subtle::ConstantTimeEq;
 
 use crate::files::{self, FileError};
-use crate::rest::{ApiError, SignalBody, session_id, signal_session};
+use crate::http::rest::{ApiError, SignalBody, session_id, signal_session};
 use crate::server::Shared;
 
 const CREDENTIALS_FILE: &str = "vonage.json";

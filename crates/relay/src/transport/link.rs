@@ -3,7 +3,7 @@
 //! Native clients speak `signalbox/1` over QUIC. Browsers speak the same protocol — the
 //! same streams and the same frames — over WebTransport on the same QUIC endpoint (ALPN
 //! `h3`), or, where that is unavailable, over a WebSocket on the HTTP listener, where the
-//! streams are carried as tagged binary messages ([`crate::ws`]). The connection task and the
+//! streams are carried as tagged binary messages ([`crate::transport::ws`]). The connection task and the
 //! delivery routes see only a [`Link`]: open a stream toward the client, accept the client's
 //! streams, tell whether the client is reading, close.
 
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use signalbox_proto::{CloseCode, LeftReason};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::ws;
+use crate::transport::ws;
 
 /// A client's connection.
 #[derive(Debug, Clone)]

@@ -1,4 +1,20 @@
-//! QUIC and TLS settings of the relay's endpoint.
+//! The relay's transports: QUIC (and WebTransport on the same port), and WebSockets from the
+//! HTTP listener, each presented to the connection task as a [`link::Link`].
+//!
+//! - this module: the QUIC endpoint's TLS and transport settings and its UDP socket;
+//! - [`identity`]: the self-signed certificate clients pin;
+//! - [`webtransport`] and [`ws`]: browsers' two ways in;
+//! - [`link`]: one connection's streams, whatever carries them;
+//! - [`connection`]: a connection's task — the join handshake, then its control stream and
+//!   its signals, each signal checked and sequenced by the engine;
+//! - [`delivery`]: the routes that carry one sender's signals to each receiver's stream.
+
+pub(crate) mod connection;
+pub(crate) mod delivery;
+pub(crate) mod identity;
+pub(crate) mod link;
+pub(crate) mod webtransport;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 
@@ -7,8 +23,8 @@ use rustls::sign::CertifiedKey;
 use signalbox_proto::ALPN;
 
 use crate::config::{Congestion, RelayConfig};
-use crate::identity::Identity;
-use crate::webtransport::{CertChooser, WebCert};
+use crate::transport::identity::Identity;
+use crate::transport::webtransport::{CertChooser, WebCert};
 
 /// The TLS or QUIC settings could not be built.
 #[derive(Debug, thiserror::Error)]
