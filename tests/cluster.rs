@@ -124,15 +124,6 @@ async fn node_with(
     .await
 }
 
-/// Waits until `cond` holds (polling), or panics after [`WAIT`].
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Nodes "a", "b" and "c" on `nats`, once they all see each other.
 async fn three_nodes(nats: &Nats) -> (TestRelay, TestRelay, TestRelay) {
     let (a, b, c) = (
@@ -146,7 +137,7 @@ async fn three_nodes(nats: &Nats) -> (TestRelay, TestRelay, TestRelay) {
 
 /// Waits until every node sees all the others.
 async fn formed(nodes: &[&TestRelay]) {
-    until("the cluster to form", || {
+    wait_for("the cluster to form", || {
         nodes.iter().all(|n| {
             n.handle
                 .cluster_status()
@@ -158,7 +149,7 @@ async fn formed(nodes: &[&TestRelay]) {
 
 /// Waits until every node sees `n` members in the test session.
 async fn members(nodes: &[&TestRelay], n: usize) {
-    until("presence to spread", || {
+    wait_for("presence to spread", || {
         nodes
             .iter()
             .all(|r| r.handle.members(&TestRelay::session()).len() == n)
@@ -377,7 +368,7 @@ async fn a_node_that_dies_has_its_members_leave_elsewhere_and_one_that_returns_r
     assert_eq!(joined.id, on_a.me().id);
     // on-a sees the observer on node B in its snapshot, or as it arrives.
     if !on_a.peers().iter().any(|p| p.id == observer.me().id) {
-        until("on-a to see the observer", || {
+        wait_for("on-a to see the observer", || {
             on_a.peers().iter().any(|p| p.id == observer.me().id)
         })
         .await;
@@ -424,7 +415,7 @@ async fn without_nats_nodes_serve_their_own_members_and_heal_when_it_returns() {
     members(&[&a, &b], 3).await;
 
     nats.stop();
-    until("node A to report degraded", || {
+    wait_for("node A to report degraded", || {
         a.handle.cluster_status().is_some_and(|s| !s.connected)
     })
     .await;
@@ -790,7 +781,7 @@ async fn forged_replayed_and_foreign_cluster_messages_are_refused() {
         publish(hb, beat(&format!("ghost-{i}"), Vec::new())).await;
     }
     spy.flush().await.unwrap();
-    until("the crowd to arrive", || {
+    wait_for("the crowd to arrive", || {
         b.handle.members(&TestRelay::session()).len() > 2
     })
     .await;
@@ -901,7 +892,7 @@ async fn a_node_without_the_cluster_key_is_not_part_of_the_cluster() {
     let (o1, _o1_ev) = outsider.join("o1").await;
     let (_b1, _b1_ev) = b.join("b1").await;
     members(&[&a, &b], 2).await;
-    until("the outsider's heartbeats to be refused", || {
+    wait_for("the outsider's heartbeats to be refused", || {
         a.handle
             .cluster_status()
             .is_some_and(|s| s.nodes == vec!["b".to_owned()])

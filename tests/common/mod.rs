@@ -16,87 +16,44 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use signalbox_client::{Client, ConnectOptions, Event, Events, ReceivedSignal, Signal};
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
-use signalbox_proto::{ClientMessage, Hello, PROTOCOL_VERSION, RelayMessage, Role, SessionId};
-use signalbox_relay::{Relay, RelayConfig, RelayHandle, TokenRequest};
+use signalbox_proto::{ClientMessage, Hello, PROTOCOL_VERSION, RelayMessage, Role};
 use tokio_util::codec::FramedRead;
 
-/// How long a test waits for something that should happen at once.
-pub const WAIT: Duration = Duration::from_secs(10);
+#[allow(unused_imports)] // not every test binary waits
+pub use signalbox_relay::test_utils::{TestRelay, WAIT, wait_for};
 
-pub struct TestRelay {
-    pub handle: RelayHandle,
-    pub dir: tempfile::TempDir,
+/// Clients of a [`TestRelay`], made with the client crate.
+#[allow(async_fn_in_trait)] // used only by these tests, on one runtime
+pub trait Join {
+    /// Options to join the test session as `role`, named `name`.
+    fn options(&self, role: Role, name: &str) -> ConnectOptions;
+    /// A publisher named `name`.
+    async fn join(&self, name: &str) -> (Client, Events);
+    /// A publisher that only sends: the relay does not deliver it broadcasts.
+    async fn join_sender(&self, name: &str) -> (Client, Events);
+    /// A client as `role`, named `name`.
+    async fn join_as(&self, role: Role, name: &str) -> (Client, Events);
 }
 
-impl TestRelay {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(configure: impl FnOnce(&mut RelayConfig)) -> Self {
-        // `RUST_LOG=signalbox_relay=debug cargo test` shows the relay's logs.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = RelayConfig::local(dir.path());
-        configure(&mut config);
-        let handle = Relay::spawn(config).await.unwrap();
-        Self { handle, dir }
-    }
-
-    pub fn session() -> SessionId {
-        SessionId::new("test").unwrap()
-    }
-
-    pub fn token(&self, role: Role, name: &str) -> String {
-        self.token_for("test", role, name)
-    }
-
-    pub fn token_for(&self, session: &str, role: Role, name: &str) -> String {
-        self.handle
-            .tokens()
-            .mint(&TokenRequest {
-                session: session.into(),
-                role,
-                name: Some(name.into()),
-                ..TokenRequest::default()
-            })
-            .unwrap()
-    }
-
-    /// A server token for every session (the REST API's key).
-    pub fn server_token(&self) -> String {
-        self.handle
-            .tokens()
-            .mint(&TokenRequest {
-                session: "*".into(),
-                role: Role::Server,
-                ..TokenRequest::default()
-            })
-            .unwrap()
-    }
-
-    pub fn options(&self, role: Role, name: &str) -> ConnectOptions {
+impl Join for TestRelay {
+    fn options(&self, role: Role, name: &str) -> ConnectOptions {
         ConnectOptions::new("127.0.0.1", self.handle.quic_addr().port(), Self::session())
             .with_fingerprint(self.handle.fingerprint())
             .with_token(self.token(role, name))
     }
 
-    pub async fn join(&self, name: &str) -> (Client, Events) {
+    async fn join(&self, name: &str) -> (Client, Events) {
         self.join_as(Role::Publisher, name).await
     }
 
-    /// A publisher that only sends: the relay does not deliver it broadcasts.
-    pub async fn join_sender(&self, name: &str) -> (Client, Events) {
+    async fn join_sender(&self, name: &str) -> (Client, Events) {
         let options = self
             .options(Role::Publisher, name)
             .with_receive_broadcasts(false);
         Client::connect(options).await.unwrap()
     }
 
-    pub async fn join_as(&self, role: Role, name: &str) -> (Client, Events) {
+    async fn join_as(&self, role: Role, name: &str) -> (Client, Events) {
         Client::connect(self.options(role, name)).await.unwrap()
     }
 }

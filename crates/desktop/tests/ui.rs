@@ -15,14 +15,13 @@ use signalbox_desktop::backend::Event as AppEvent;
 use signalbox_desktop::settings::Settings;
 use signalbox_proto::discovery::{Announcement, Trust};
 use signalbox_proto::{Fingerprint, LeftReason, Role, SessionId};
-use signalbox_relay::{Relay, RelayConfig, RelayHandle, TokenRequest};
+use signalbox_relay::test_utils::{TestRelay, wait_for_blocking};
 
 const WAIT: Duration = Duration::from_secs(15);
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    relay: RelayHandle,
-    _dir: tempfile::TempDir,
+    relay: TestRelay,
 }
 
 impl Env {
@@ -32,31 +31,12 @@ impl Env {
             .enable_all()
             .build()
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let relay = rt
-            .block_on(Relay::spawn(RelayConfig::local(dir.path())))
-            .unwrap();
-        Self {
-            rt,
-            relay,
-            _dir: dir,
-        }
+        let relay = rt.block_on(TestRelay::start());
+        Self { rt, relay }
     }
 
     fn invite(&self, role: Role, name: Option<&str>) -> String {
-        let token = self
-            .relay
-            .tokens()
-            .mint(&TokenRequest {
-                session: "ui".into(),
-                role,
-                name: name.map(Into::into),
-                ..TokenRequest::default()
-            })
-            .unwrap();
-        self.relay
-            .invite(SessionId::new("ui").unwrap(), Some(token))
-            .to_string()
+        self.relay.invite("ui", role, name).to_string()
     }
 
     fn peer(&self, name: &str) -> (Client, Events) {
@@ -152,16 +132,11 @@ fn in_view(h: &Harness<'_, SignalboxApp>, label: &str) -> bool {
 
 /// Steps the UI until `cond` holds (the backend works on its own thread meanwhile).
 fn wait_for(h: &mut Harness<'_, SignalboxApp>, what: &str, cond: impl Fn(&SignalboxApp) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_for_blocking(what, WAIT, || {
         h.step();
-        if cond(h.state()) {
-            h.step();
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        cond(h.state())
+    });
+    h.step();
 }
 
 /// Clicks the widget labelled `label` and lets the UI handle it (and redraw).
@@ -619,21 +594,14 @@ fn nearby(name: &str, fp: Fingerprint, port: u16, open: bool, session: &str) -> 
 #[test]
 fn nearby_relays_are_listed_with_trust_on_first_use() {
     let env = Env::new();
-    let dir = home();
-    let open_relay = env
-        .rt
-        .block_on(Relay::spawn(RelayConfig {
-            open: true,
-            ..RelayConfig::local(dir.path())
-        }))
-        .unwrap();
+    let open_relay = env.rt.block_on(TestRelay::start_with(|c| c.open = true));
     let home = home();
     let mut h = app(&home);
     h.get_by_label("Looking for relays on your network…");
     let lab = nearby(
         "Lab",
-        open_relay.fingerprint(),
-        open_relay.quic_addr().port(),
+        open_relay.handle.fingerprint(),
+        open_relay.handle.quic_addr().port(),
         true,
         "robots",
     );
@@ -696,7 +664,7 @@ fn nearby_relays_are_listed_with_trust_on_first_use() {
             .state
             .settings
             .known_relays
-            .check("Lab", &open_relay.fingerprint()),
+            .check("Lab", &open_relay.handle.fingerprint()),
         Trust::Known
     );
     // A relay that goes away leaves the list.

@@ -72,6 +72,8 @@ pub mod net;
 pub mod paths;
 mod registry;
 mod server;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod tokens;
 mod transport;
 
