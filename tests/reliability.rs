@@ -9,10 +9,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::faulty::{Faults, FaultyLink};
 use common::*;
 use signalbox_client::{Client, ConnectOptions, Event, Events, SendError, Signal};
 use signalbox_proto::{CloseCode, ConnectionId, LeftReason, RefuseCode, RelayMessage, Role};
+use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
 use signalbox_relay::{Relay, RelayConfig};
 
 /// Client options through `link`: quick to notice a dead network (1 s), quick to retry.

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-pub mod faulty;
 pub mod local;
 
 #[allow(unused_imports)] // not every test binary needs them

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use signalbox_relay::Congestion;
+use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
 
 mod backends;
 mod payload;
@@ -78,6 +79,13 @@ struct Cli {
     /// The congestion controller of the relay and the quinn forwarder (not nats-server's).
     #[arg(long, value_enum, default_value_t = Congestion::default())]
     congestion: Congestion,
+    /// A bad network in front of the QUIC systems (the relay and the quinn forwarder; not
+    /// nats-server's TCP): this share of datagrams lost, each way (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// …and this many milliseconds added to every datagram, each way.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +139,10 @@ struct Report {
     throughput: Vec<Row>,
     latency: Vec<LatencyRow>,
     scale: Option<scale::Scale>,
+    /// The path between clients and the QUIC systems: loopback, or a lossy proxy.
+    network: String,
+    /// The QUIC systems' congestion controller.
+    congestion: Congestion,
     /// The same workloads on one relay and on three nodes joined through nats-server.
     cluster: Vec<ClusterRow>,
     failures: Vec<String>,
@@ -247,6 +259,19 @@ fn workloads(cli: &Cli) -> Vec<Workload> {
     all
 }
 
+/// The path the QUIC systems are measured on, in words.
+fn network(cli: &Cli) -> String {
+    if cli.loss > 0.0 || cli.delay_ms > 0 {
+        format!(
+            "through a lossy proxy: {:.1} % of datagrams lost and {} ms added, each way",
+            cli.loss * 100.0,
+            cli.delay_ms
+        )
+    } else {
+        "loopback".into()
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -313,9 +338,12 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         throughput: Vec::new(),
         latency: Vec::new(),
         scale: None,
+        network: network(&cli),
+        congestion: cli.congestion,
         cluster: Vec::new(),
         failures: Vec::new(),
     };
+    let lossy = cli.loss > 0.0 || cli.delay_ms > 0;
     let mut loads = workloads(&cli);
     if let Some(f) = &cli.filter {
         loads.retain(|w| w.label().contains(f.as_str()));
@@ -324,7 +352,20 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         for &kind in &kinds {
             let server_dir = dir.join(kind.name());
             std::fs::create_dir_all(&server_dir)?;
-            let server = servers::start(kind, core, &server_dir)?;
+            let mut server = servers::start(kind, core, &server_dir)?;
+            // The QUIC systems through a lossy proxy, when asked (it runs in this process).
+            let _link = if lossy && matches!(kind, Kind::Signalbox | Kind::Quinn) {
+                let faults = Faults {
+                    drop: cli.loss,
+                    delay: Duration::from_millis(cli.delay_ms),
+                    ..Faults::default()
+                };
+                let link = FaultyLink::start(server.target.addr, 1, faults).await;
+                server.target.addr = link.addr();
+                Some(link)
+            } else {
+                None
+            };
             for &w in &loads {
                 let mut runs = Vec::new();
                 for _ in 0..reps {
@@ -399,7 +440,8 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         }
         // The cluster rows: broadcast fan-outs on three nodes (clients spread over them, all
         // processes on the server core) next to the single relay's numbers above.
-        if !cli.smoke && kinds.contains(&Kind::Signalbox) && servers::nats_available() {
+        // Not on a lossy path: the cluster's nodes are not behind the proxy.
+        if !cli.smoke && !lossy && kinds.contains(&Kind::Signalbox) && servers::nats_available() {
             let server_dir = dir.join("cluster");
             std::fs::create_dir_all(&server_dir)?;
             let server = servers::start(Kind::Cluster, core, &server_dir)?;
@@ -525,6 +567,11 @@ fn markdown(r: &Report) -> String {
         out,
         "Benchmark {} ({} mode) on {}\n",
         r.date, r.mode, r.machine
+    );
+    let _ = writeln!(
+        out,
+        "QUIC systems: {}; congestion controller {:?}.\n",
+        r.network, r.congestion
     );
     let backends: Vec<&str> = {
         let mut b: Vec<&str> = r.throughput.iter().map(|row| row.backend).collect();

@@ -1,9 +1,13 @@
 //! Helpers for tests of the relay and of what talks to it (feature `test-utils`): a real
 //! relay on 127.0.0.1 in a temporary data directory, the tokens and invites to join it, and
-//! one way to wait for something that should happen soon.
+//! one way to wait for something that should happen soon; and [`faulty`], a UDP proxy that
+//! makes a bad network on loopback (for the reliability tests and the benchmark's lossy
+//! path).
 //!
 //! The workspace's end-to-end tests and the desktop app's UI tests both use these, so a
 //! relay is started, and a condition waited for, the same way everywhere.
+
+pub mod faulty;
 
 use std::time::{Duration, Instant};
 

@@ -23,6 +23,8 @@ use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
+use crate::registry::lock;
+
 /// What goes wrong, each a probability per datagram (0 to 1).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
@@ -36,6 +38,7 @@ pub struct Faults {
     pub delay: Duration,
 }
 
+#[derive(Debug)]
 struct State {
     faults: Mutex<Faults>,
     blackhole: AtomicBool,
@@ -48,8 +51,8 @@ impl State {
         if self.blackhole.load(Ordering::Relaxed) {
             return Vec::new();
         }
-        let f = *self.faults.lock().unwrap();
-        let mut rng = self.rng.lock().unwrap();
+        let f = *lock(&self.faults);
+        let mut rng = lock(&self.rng);
         if rng.random::<f64>() < f.drop {
             return Vec::new();
         }
@@ -69,6 +72,7 @@ impl State {
 }
 
 /// The proxy. Dropping it stops it.
+#[derive(Debug)]
 pub struct FaultyLink {
     addr: SocketAddr,
     state: Arc<State>,
@@ -107,11 +111,20 @@ async fn send_with(plan: Vec<Duration>, data: Vec<u8>, to: To) {
     }
 }
 
+/// A loopback socket with the relay's large buffers: the proxy must not drop datagrams of
+/// its own when a burst arrives (only the ones its faults say).
+fn bind() -> UdpSocket {
+    let socket =
+        crate::udp_socket(SocketAddr::from(([127, 0, 0, 1], 0))).expect("a loopback socket");
+    socket.set_nonblocking(true).expect("a non-blocking socket");
+    UdpSocket::from_std(socket).expect("a socket in the runtime")
+}
+
 impl FaultyLink {
     /// A proxy to `upstream` on a fresh loopback port, with faults from `seed`.
     pub async fn start(upstream: SocketAddr, seed: u64, faults: Faults) -> Self {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let addr = front.local_addr().unwrap();
+        let front = Arc::new(bind());
+        let addr = front.local_addr().expect("a bound socket");
         let state = Arc::new(State {
             faults: Mutex::new(faults),
             blackhole: AtomicBool::new(false),
@@ -130,8 +143,8 @@ impl FaultyLink {
                 let up = match flows.get(&client) {
                     Some(u) => u.clone(),
                     None => {
-                        let u = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-                        u.connect(upstream).await.unwrap();
+                        let u = Arc::new(bind());
+                        u.connect(upstream).await.expect("a loopback route");
                         // Relay → client, with faults.
                         let (u2, front2, st2) = (u.clone(), front.clone(), st.clone());
                         readers.spawn(async move {
@@ -172,6 +185,6 @@ impl FaultyLink {
 
     /// Changes the faults.
     pub fn set_faults(&self, faults: Faults) {
-        *self.state.faults.lock().unwrap() = faults;
+        *lock(&self.state.faults) = faults;
     }
 }
