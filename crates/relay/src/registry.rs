@@ -21,17 +21,24 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::{Budgets, Held};
 use crate::engine::presence::{Due, Presence};
 use crate::engine::ratelimit::Allowance;
+use crate::engine::resume::{Lost, Resume};
 use crate::engine::sequence::Sequencer;
 use crate::frames;
 use crate::transport::delivery::{Fanout, Stalls};
 use crate::transport::link::Link;
 
-/// One connection in a session, as the rest of the relay sees it. It outlives a network
-/// failure of its QUIC connection: for the grace period it is *away* (peers see nothing), and
-/// a client that resumes is attached to it again.
+/// One connection in a session, as the rest of the relay sees it: who it is, its connection
+/// (which a resume replaces), and its two halves — as a [`Sender`] and as a [`Receiver`]. It
+/// outlives a network failure of its QUIC connection: for the grace period it is *away*
+/// (peers see nothing), and a client that resumes is attached to it again.
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) info: ConnectionInfo,
+    /// The secret of the resume ticket.
+    pub(crate) secret: [u8; 16],
+    /// The SHA-256 of the token it joined with (none in open mode): counted per token, and
+    /// banned for a while when the member is removed.
+    pub(crate) token_key: Option<TokenKey>,
     /// The current connection (replaced when the client resumes).
     conn: ArcSwap<Link>,
     /// Bumped on every attach; routes to an away member wait for it to change.
@@ -40,38 +47,54 @@ pub(crate) struct Member {
     away: AtomicBool,
     /// Makes "resume" and "grace period over" exclusive.
     transition: Mutex<()>,
-    /// What the client said it has from each sender when it resumed.
-    seen: Mutex<HashMap<Option<ConnectionId>, u64>>,
-    /// The secret of the resume ticket.
-    pub(crate) secret: [u8; 16],
-    /// Encoded control frames for this member's control stream (bounded).
-    control: mpsc::Sender<Bytes>,
-    /// The session's presence epoch when it joined: it is told only news after that (the
-    /// rest was in its `Welcome`).
-    presence_epoch: AtomicU64,
-    /// Their receiving end, taken by whichever connection serves the member now.
-    pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
-    /// Bytes waiting in delivery queues toward this member, across all senders.
-    pub(crate) queued_bytes: AtomicUsize,
-    /// How many batches its routes have taken from its queues: whether it is reading, for a
-    /// sender that waits for the session's budget (`delivery::Stalls`).
-    drains: AtomicU64,
-    /// Signals for this member lost while it was away, by sender (told on resume).
-    missed: Mutex<HashMap<Option<ConnectionId>, Lost>>,
     /// Set once, by whoever closes the member first: why it is going.
     closing: OnceLock<LeftReason>,
     /// Cancelled when the member is closing; its delivery tasks stop.
     pub(crate) gone: CancellationToken,
-    /// Whether signals to everyone reach it.
-    pub(crate) receives_broadcasts: bool,
-    /// The SHA-256 of the token it joined with (none in open mode): counted per token, and
-    /// banned for a while when the member is removed.
-    pub(crate) token_key: Option<TokenKey>,
-    /// As a sender: its rate bucket, its routes and its seqs, kept across resumes (so order holds and
-    /// a resume refills nothing).
+    /// As a sender: its rate bucket, its routes and its seqs, kept across resumes (so order
+    /// holds and a resume refills nothing). Locked once per signal, by its signal reader.
     pub(crate) sender: Mutex<Sender>,
-    /// Whose rate bucket it spends: its token's, or (in open mode) its address's.
-    pub(crate) bucket_key: BucketKey,
+    /// As a receiver: what waits for it, its control frames, what it missed.
+    pub(crate) receiver: Receiver,
+}
+
+/// A member as a receiver. Touched by every sender's routes toward it, so lock-free where
+/// the hot path reads it.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    /// Whether signals to everyone reach it.
+    pub(crate) broadcasts: bool,
+    /// Bytes waiting in delivery queues toward it, across all senders.
+    pub(crate) queued_bytes: AtomicUsize,
+    /// How many batches its routes have taken from its queues: whether it is reading, for a
+    /// sender that waits for the session's budget (`delivery::Stalls`).
+    drains: AtomicU64,
+    /// Encoded control frames for its control stream (bounded).
+    control: mpsc::Sender<Bytes>,
+    /// Their receiving end, taken by whichever connection serves the member now.
+    pub(crate) control_rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    /// The session's presence epoch when it joined: it is told only news after that (the
+    /// rest was in its `Welcome`).
+    presence_epoch: AtomicU64,
+    /// What its client has and what it missed while away.
+    resume: Mutex<Resume>,
+}
+
+impl Receiver {
+    /// One of its routes took frames from its queue to write them: it is reading.
+    pub(crate) fn drained(&self) {
+        self.drains.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many batches its routes have taken from its queues.
+    pub(crate) fn drains(&self) -> u64 {
+        self.drains.load(Ordering::Relaxed)
+    }
+
+    /// What its client has from `from`, as it said when it resumed.
+    pub(crate) fn seen_from(&self, from: Option<ConnectionId>) -> u64 {
+        lock(&self.resume).seen_from(from)
+    }
 }
 
 /// A member as a sender.
@@ -86,6 +109,8 @@ pub(crate) struct Sender {
     /// Its seqs: which are new, which are resends (kept across resumes, so duplicates of
     /// signals taken before a reconnect are dropped).
     pub(crate) sequence: Sequencer,
+    /// Whose rate bucket it spends: its token's, or (in open mode) its address's.
+    pub(crate) bucket_key: BucketKey,
 }
 
 /// Whose rate bucket a member spends: the token it joined with, or in open mode the address
@@ -118,17 +143,6 @@ struct TokenUse {
     banned: HashMap<(SessionId, TokenKey), std::time::Instant>,
 }
 
-/// Signals of one sender lost to an away member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Lost {
-    /// The lowest lost seq.
-    pub(crate) first: u64,
-    /// The highest lost seq.
-    pub(crate) last: u64,
-    /// How many.
-    pub(crate) count: u64,
-}
-
 impl Member {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -146,28 +160,29 @@ impl Member {
         secret.copy_from_slice(ConnectionId::random().as_bytes());
         Self {
             info,
+            secret,
+            token_key,
             conn: ArcSwap::from_pointee(conn),
             attached: watch::Sender::new(0),
             away: AtomicBool::new(false),
             transition: Mutex::new(()),
-            seen: Mutex::new(HashMap::new()),
-            secret,
-            control,
-            control_rx: tokio::sync::Mutex::new(control_rx),
-            presence_epoch: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            drains: AtomicU64::new(0),
-            missed: Mutex::new(HashMap::new()),
             closing: OnceLock::new(),
             gone,
-            receives_broadcasts,
-            token_key,
             sender: Mutex::new(Sender {
                 allowance,
                 fanout: None,
                 sequence: Sequencer::default(),
+                bucket_key,
             }),
-            bucket_key,
+            receiver: Receiver {
+                broadcasts: receives_broadcasts,
+                queued_bytes: AtomicUsize::new(0),
+                drains: AtomicU64::new(0),
+                control,
+                control_rx: tokio::sync::Mutex::new(control_rx),
+                presence_epoch: AtomicU64::new(0),
+                resume: Mutex::new(Resume::default()),
+            },
         }
     }
 
@@ -211,7 +226,7 @@ impl Member {
         if self.is_closing() {
             return None;
         }
-        *lock(&self.seen) = seen;
+        lock(&self.receiver.resume).resumed(seen);
         let old = self.conn.swap(Arc::new(conn));
         old.close(CloseCode::Normal, "resumed on another connection");
         self.away.store(false, Ordering::Release);
@@ -253,26 +268,12 @@ impl Member {
             }
             return;
         }
-        lock(&self.missed)
-            .entry(from)
-            .and_modify(|l| {
-                l.first = l.first.min(first);
-                l.last = l.last.max(last);
-                l.count += count;
-            })
-            .or_insert(Lost { first, last, count });
+        lock(&self.receiver.resume).missed(from, first, last, count);
     }
 
     /// What was lost while away, by sender; forgotten once taken.
     pub(crate) fn take_missed(&self) -> Vec<(Option<ConnectionId>, Lost)> {
-        let mut lost: Vec<_> = lock(&self.missed).drain().collect();
-        lost.sort_by_key(|(_, l)| l.first);
-        lost
-    }
-
-    /// What the client has from `from`, as it said when it resumed.
-    pub(crate) fn seen_from(&self, from: Option<ConnectionId>) -> u64 {
-        lock(&self.seen).get(&from).copied().unwrap_or(0)
+        lock(&self.receiver.resume).take_missed()
     }
 
     /// Closes the connection with `code`; the first close wins and sets the reason that
@@ -294,20 +295,10 @@ impl Member {
         self.closing.get().copied()
     }
 
-    /// One of its routes took frames from its queue to write them: it is reading.
-    pub(crate) fn drained(&self) {
-        self.drains.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many batches its routes have taken from its queues.
-    pub(crate) fn drains(&self) -> u64 {
-        self.drains.load(Ordering::Relaxed)
-    }
-
     /// Queues an encoded control frame; a member whose control queue is full is not reading
     /// and is disconnected as a slow consumer.
     pub(crate) fn send_control(&self, frame: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.control.try_send(frame) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.receiver.control.try_send(frame) {
             tracing::warn!(conn = %self.id(), "control queue full; disconnecting slow consumer");
             self.close(CloseCode::SlowConsumer, "slow consumer: control queue full");
         }
@@ -409,7 +400,7 @@ impl Session {
             return;
         };
         for m in members.values() {
-            if let Some(part) = news.after(m.presence_epoch.load(Ordering::Relaxed)) {
+            if let Some(part) = news.after(m.receiver.presence_epoch.load(Ordering::Relaxed)) {
                 m.send_control(part);
             }
         }
@@ -432,7 +423,7 @@ impl Session {
             members: members.clone(),
             broadcast: members
                 .values()
-                .filter(|m| m.receives_broadcasts)
+                .filter(|m| m.receiver.broadcasts)
                 .cloned()
                 .collect(),
         }));
@@ -574,7 +565,10 @@ impl SessionRegistry {
         let peers: Vec<ConnectionInfo> = members.values().map(|m| m.info.clone()).collect();
         // Told before it is in: it hears only of what comes after.
         let epoch = sess.tell_presence(&members, &RelayMessage::Joined(member.info.clone()));
-        member.presence_epoch.store(epoch, Ordering::Relaxed);
+        member
+            .receiver
+            .presence_epoch
+            .store(epoch, Ordering::Relaxed);
         if let Some(key) = member.token_key {
             *tokens.connections.entry(key).or_default() += 1;
         }
@@ -594,7 +588,7 @@ impl SessionRegistry {
             let mut sender = lock(&gone.sender);
             // Its routes to others end once they have written what they hold.
             drop(sender.fanout.take());
-            self.park(gone.bucket_key, sender.allowance.clone());
+            self.park(sender.bucket_key, sender.allowance.clone());
         }
         if let Some(key) = gone.token_key {
             let mut tokens = lock(&self.tokens);

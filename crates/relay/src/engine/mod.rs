@@ -14,6 +14,7 @@
 //! - [`ratelimit`]: the token buckets a sender spends, signals and bytes × receivers.
 //! - [`replay`]: what a route keeps for a resume, within its bound and the replay budgets, and
 //!   what a resuming client gets or is told it lost.
+//! - [`resume`]: what a receiver's client has and what it missed while away.
 //! - [`stalls`]: while a session's queue budget is spent, which receivers hold it and are
 //!   closed.
 //! - [`presence`]: presence news, numbered and paced into shared batches.
@@ -27,6 +28,7 @@ pub(crate) mod admit;
 pub(crate) mod presence;
 pub(crate) mod ratelimit;
 pub(crate) mod replay;
+pub(crate) mod resume;
 pub(crate) mod roster;
 pub(crate) mod sequence;
 pub(crate) mod stalls;

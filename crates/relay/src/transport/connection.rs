@@ -524,7 +524,7 @@ async fn control_writer(
     reported: u64,
 ) {
     // The member's control queue: whichever connection serves the member now holds it.
-    let mut rx = member.control_rx.lock().await;
+    let mut rx = member.receiver.control_rx.lock().await;
     let mut reported = reported;
     let mut buf = BytesMut::new();
     let mut next_notice = tokio::time::Instant::now();

@@ -124,10 +124,10 @@ impl Fanout {
             return false;
         }
         let cost = frame.len() + ENTRY_OVERHEAD;
-        let backlog = to.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+        let backlog = to.receiver.queued_bytes.fetch_add(cost, Ordering::Relaxed);
         if backlog & RELEASED != 0 {
             // Closed for the budget a moment ago.
-            to.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            to.receiver.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         if backlog + cost > self.settings.queue_bytes {
@@ -206,7 +206,7 @@ impl Fanout {
     /// left to the caller (false).
     fn take_back(&self, to: &Member, cost: usize, charge: Charge, charged: bool) -> bool {
         let done = matches!(charge, Charge::Done);
-        if to.queued_bytes.fetch_sub(cost, Ordering::Relaxed) & RELEASED != 0 {
+        if to.receiver.queued_bytes.fetch_sub(cost, Ordering::Relaxed) & RELEASED != 0 {
             if !charged && !done {
                 self.budgets.charge(cost);
             }
@@ -243,7 +243,10 @@ const OVER_BUDGET: &str =
 /// wound down (otherwise the receivers that keep up would be refused meanwhile).
 fn release(to: &Member, budgets: &Budgets) {
     if to.is_closing() {
-        let queued = to.queued_bytes.fetch_or(RELEASED, Ordering::Relaxed);
+        let queued = to
+            .receiver
+            .queued_bytes
+            .fetch_or(RELEASED, Ordering::Relaxed);
         if queued & RELEASED == 0 {
             budgets.unqueue(queued);
         }
@@ -313,7 +316,7 @@ impl Stalls {
             .members
             .values()
             .map(|m| {
-                let q = m.queued_bytes.load(Ordering::Relaxed);
+                let q = m.receiver.queued_bytes.load(Ordering::Relaxed);
                 let backlog = if q & RELEASED == 0 && !m.is_closing() {
                     q
                 } else {
@@ -322,7 +325,7 @@ impl Stalls {
                 Observed {
                     id: m.id(),
                     backlog,
-                    drains: m.drains(),
+                    drains: m.receiver.drains(),
                     credit: if backlog > 0 {
                         m.conn().read_credit()
                     } else {
@@ -409,7 +412,7 @@ fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, frame: &Bytes) -> Char
         .members
         .values()
         .filter(|m| {
-            let q = m.queued_bytes.load(Ordering::Relaxed);
+            let q = m.receiver.queued_bytes.load(Ordering::Relaxed);
             q > 0 && q & RELEASED == 0
         })
         .count();
@@ -435,7 +438,7 @@ const RELEASED: usize = 1 << (usize::BITS - 1);
 /// Frames of `cost` bytes (with their overhead) left a receiver's queue: off its backlog and
 /// off the budgets (unless its queue left them already).
 fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
-    if to.queued_bytes.fetch_sub(cost, Ordering::Relaxed) & RELEASED == 0 {
+    if to.receiver.queued_bytes.fetch_sub(cost, Ordering::Relaxed) & RELEASED == 0 {
         budgets.unqueue(cost);
     }
 }
@@ -464,7 +467,7 @@ fn batch(
         }
     }
     chunker.finish();
-    to.drained();
+    to.receiver.drained();
     unqueue(to, ring.budgets(), taken);
     ring.settle();
 }
@@ -674,7 +677,7 @@ impl RouteStream<'_> {
                     changed = attach.changed() => if changed.is_err() { return false },
                 }
             }
-            let (replay, lost) = self.ring.after(self.to.seen_from(self.from));
+            let (replay, lost) = self.ring.after(self.to.receiver.seen_from(self.from));
             if let Some((first, last, count)) = lost {
                 self.to.add_missed(self.from, first, last, count);
             }
