@@ -305,10 +305,14 @@ impl Member {
     }
 }
 
+/// A session's members by id. Ids are made by the relay (random), so a fast hash needs no
+/// protection against chosen keys; a lookup happens for every targeted signal.
+pub(crate) type Members = rustc_hash::FxHashMap<ConnectionId, Arc<Member>>;
+
 /// An immutable snapshot of a session's members.
 #[derive(Debug, Default)]
 pub(crate) struct Roster {
-    pub(crate) members: HashMap<ConnectionId, Arc<Member>>,
+    pub(crate) members: Members,
     /// The members that signals to everyone reach.
     pub(crate) broadcast: Vec<Arc<Member>>,
 }
@@ -317,7 +321,7 @@ pub(crate) struct Roster {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) id: SessionId,
-    members: Mutex<HashMap<ConnectionId, Arc<Member>>>,
+    members: Mutex<Members>,
     roster: ArcSwap<Roster>,
     /// The relay's own sender in this session (REST signals): its routes and its seq.
     pub(crate) relay_sender: Mutex<Option<(Fanout, u64)>>,
@@ -339,7 +343,7 @@ impl Session {
             id,
             budgets,
             stalls: Stalls::default(),
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::new(Members::default()),
             roster: ArcSwap::from_pointee(Roster::default()),
             relay_sender: Mutex::new(None),
             presence: Mutex::new(Presence::default()),
@@ -365,11 +369,7 @@ impl Session {
 
     /// Tells every member (of `members`, the locked map) `msg`, paced with other presence
     /// news (see [`crate::engine::presence`]); returns the news' epoch.
-    fn tell_presence(
-        &self,
-        members: &HashMap<ConnectionId, Arc<Member>>,
-        msg: &RelayMessage,
-    ) -> u64 {
+    fn tell_presence(&self, members: &Members, msg: &RelayMessage) -> u64 {
         let mut presence = lock(&self.presence);
         let Some(frame) = frames::control(msg) else {
             return presence.epoch();
@@ -394,7 +394,7 @@ impl Session {
 
     /// Sends the batch to every member that joined before some news in it: each gets the part
     /// after its own join (a slice of one shared buffer).
-    fn send_presence(&self, members: &HashMap<ConnectionId, Arc<Member>>, presence: &mut Presence) {
+    fn send_presence(&self, members: &Members, presence: &mut Presence) {
         self.presence_held.store(false, Ordering::Relaxed);
         let Some(news) = presence.take(std::time::Instant::now(), members.len()) else {
             return;
@@ -418,7 +418,7 @@ impl Session {
         self.roster.load()
     }
 
-    fn publish(&self, members: &HashMap<ConnectionId, Arc<Member>>) {
+    fn publish(&self, members: &Members) {
         self.roster.store(Arc::new(Roster {
             members: members.clone(),
             broadcast: members

@@ -23,7 +23,6 @@
 //!   While the receiver is away, what does not fit its queue is counted and reported to it
 //!   (`Missed`) when it comes back — never dropped silently.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -66,7 +65,9 @@ struct Route {
 pub(crate) struct Fanout {
     from: Option<ConnectionId>,
     header: Bytes,
-    routes: HashMap<ConnectionId, Route>,
+    /// By receiver: looked up for every delivery (ids are the relay's own, random: a fast
+    /// hash is safe).
+    routes: rustc_hash::FxHashMap<ConnectionId, Route>,
     settings: Arc<DeliverySettings>,
     tracker: TaskTracker,
     budgets: Budgets,
@@ -98,7 +99,7 @@ impl Fanout {
         Self {
             from,
             header,
-            routes: HashMap::new(),
+            routes: rustc_hash::FxHashMap::default(),
             settings,
             tracker,
             budgets,
