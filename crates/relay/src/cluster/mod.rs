@@ -23,7 +23,7 @@
 //! **Remote input is input.** Every envelope is sealed with an HMAC under the cluster key
 //! ([`wire`]): a NATS user without it can refuse to carry messages, and read them, but not
 //! inject, forge, replay or move one to another subject. Then a message is checked as a local
-//! client's would be: a remote signal's sender must be a member of the publishing node in
+//! client's would be ([`inbox`], without I/O, with property tests over random interleavings): a remote signal's sender must be a member of the publishing node in
 //! that session, its seq must rise, its frame must decode and obey this node's limits; a
 //! node's roster may not claim ids that are members elsewhere, and is bounded like a
 //! session. Refused messages are counted (`signalbox_cluster_refused_messages`).
@@ -39,6 +39,7 @@
 //! async-nats reconnects by itself; heartbeats (and snapshots) then restore each node's view
 //! of the others.
 
+mod inbox;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use signalbox_proto::{
-    ConnectionId, ConnectionInfo, LeftReason, RelayMessage, SessionId, Target, signal, token,
+    ConnectionId, ConnectionInfo, LeftReason, RelayMessage, SessionId, Target, token,
 };
 use tokio::sync::mpsc;
 
@@ -495,21 +496,20 @@ impl Cluster {
     /// Opens an envelope received on `subject`: authenticated, new, from another node.
     /// `None` for this node's own messages and refused ones (counted).
     fn open(&self, subject: &str, payload: &[u8], replay: &mut Replay) -> Option<Envelope> {
-        let env = match self.key.open(subject, payload) {
+        match inbox::open(
+            &self.key,
+            &self.node,
+            subject,
+            payload,
+            replay,
+            wire::now_ms(),
+        ) {
             Ok(env) => env,
-            Err(why) => {
-                self.refuse(why, "?", subject);
-                return None;
+            Err((why, node, _)) => {
+                self.refuse(why, &node, subject);
+                None
             }
-        };
-        if env.node == self.node {
-            return None;
         }
-        if let Err(why) = replay.check(&env, wire::now_ms()) {
-            self.refuse(why, &env.node, subject);
-            return None;
-        }
-        Some(env)
     }
 
     /// Runs `f` on the view of `node` (made if new and there is room), with a test for ids
@@ -790,15 +790,33 @@ async fn inbox(shared: Arc<Shared>) {
     }
 }
 
-/// A remote sender, as this node's session inbox keeps it.
-struct RemoteSender {
-    fanout: Fanout,
-    /// The highest seq taken from it.
-    seq: u64,
+/// The session inbox's view of the other nodes: their rosters, under the cluster's lock
+/// for each question.
+struct Views<'a> {
+    cluster: &'a Cluster,
+    session: &'a SessionId,
+}
+
+impl inbox::Nodes for Views<'_> {
+    fn knows(&self, node: &str) -> bool {
+        self.cluster.knows(node)
+    }
+
+    fn has(&mut self, node: &str, id: ConnectionId) -> bool {
+        // A node whose signals arrive is alive, even while its heartbeats wait behind them (a
+        // busy node's NATS connection is one queue).
+        lock(&self.cluster.nodes).get_mut(node).is_some_and(|v| {
+            let theirs = v.roster.has(self.session, id);
+            if theirs {
+                v.last_seen = Instant::now();
+            }
+            theirs
+        })
+    }
 }
 
 /// One session's traffic from the other nodes: their clients' signals, relay signals and
-/// presence, checked, then delivered to this node's members.
+/// presence, checked ([`inbox::SessionInbox`]), then delivered to this node's members.
 async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
     let Some(cluster) = shared.cluster.clone() else {
         return;
@@ -811,9 +829,9 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
             return;
         }
     };
-    let mut replay = Replay::default();
+    let mut inbox = inbox::SessionInbox::new(session.clone(), subject, cluster.node.clone());
     // One route set per remote sender, as for local senders.
-    let mut senders: HashMap<ConnectionId, RemoteSender> = HashMap::new();
+    let mut senders: HashMap<ConnectionId, Fanout> = HashMap::new();
     loop {
         let msg = tokio::select! {
             _ = shared.cancel.cancelled() => break,
@@ -822,82 +840,48 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                 None => break,
             },
         };
-        let Some(env) = cluster.open(&subject, &msg.payload, &mut replay) else {
-            continue;
+        let mut views = Views {
+            cluster: &cluster,
+            session: &session,
         };
-        let node = env.node;
-        match env.msg {
-            Wire::Signal {
+        let now = wire::now_ms();
+        let (node, taken) =
+            match inbox.receive(&cluster.key, &msg.payload, now, &mut views, &shared.limits) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err((why, node, what)) => {
+                    cluster.refuse(why, &node, what);
+                    continue;
+                }
+            };
+        match taken {
+            inbox::Taken::Signal {
                 from,
                 seq,
                 to,
                 frame,
             } => {
-                // The sender must be that node's member in this session. A node whose signals
-                // arrive is alive, even while its heartbeats wait behind them (a busy node's
-                // NATS connection is one queue).
-                let theirs = lock(&cluster.nodes).get_mut(&node).is_some_and(|v| {
-                    let theirs = v.roster.has(&session, from);
-                    if theirs {
-                        v.last_seen = Instant::now();
-                    }
-                    theirs
-                });
-                if !theirs {
-                    cluster.refuse(
-                        Refused::Foreign,
-                        &node,
-                        "signal from a member it does not have",
-                    );
-                    continue;
-                }
-                if senders.get(&from).is_some_and(|s| seq <= s.seq) {
-                    cluster.refuse(Refused::Replayed, &node, "signal seq did not rise");
-                    continue;
-                }
-                let frame = match wire::check_frame(&frame, seq, &to, &shared.limits) {
-                    Ok(f) => f,
-                    Err(why) => {
-                        cluster.refuse(why, &node, "signal frame");
-                        continue;
-                    }
-                };
                 let Some(s) = shared.registry.get(&session) else {
                     continue;
                 };
-                let sender = senders.entry(from).or_insert_with(|| RemoteSender {
-                    fanout: Fanout::new(
+                let fanout = senders.entry(from).or_insert_with(|| {
+                    Fanout::new(
                         Some(from),
                         shared.delivery.clone(),
                         shared.tracker.clone(),
                         s.budgets.clone(),
-                    ),
-                    seq: 0,
+                    )
                 });
-                sender.seq = seq;
                 s.before_signal();
-                let delivered =
-                    delivery::fan_out(&mut sender.fanout, &s.roster(), &to, seq, &frame);
+                let delivered = delivery::fan_out(fanout, &s.roster(), &to, seq, &frame);
                 shared.metrics.remote_signal(delivered);
             }
-            Wire::RelaySignal { to, r#type, data } => {
-                if !cluster.knows(&node) {
-                    cluster.refuse(Refused::Foreign, &node, "relay signal");
-                    continue;
-                }
-                if signal::validate_signal(&r#type, &data, &to, &shared.limits).is_err() {
-                    cluster.refuse(Refused::Invalid, &node, "relay signal");
-                    continue;
-                }
+            inbox::Taken::RelaySignal { to, r#type, data } => {
                 if let Some(s) = shared.registry.get(&session) {
                     let _ = shared.deliver_relay_signal(&s, &to, &r#type, &data);
                 }
             }
-            Wire::Presence(change) => {
-                if change.session != session {
-                    cluster.refuse(Refused::Invalid, &node, "presence for another session");
-                    continue;
-                }
+            inbox::Taken::Presence(change) => {
                 let id = change.id;
                 let left = matches!(change.presence, Presence::Left(_));
                 let told = cluster.with_view(&shared, &node, |view, bounds, taken| {
@@ -912,11 +896,12 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                     tell_local(&shared, &s, &msg);
                 }
             }
-            _ => cluster.refuse(Refused::Invalid, &node, "a message on the wrong subject"),
         }
-        if senders.len() > 64 {
+        if senders.len() > 64 || inbox.senders() > 64 {
             let alive = cluster.remote_members(&session);
-            senders.retain(|id, _| alive.iter().any(|m| m.id == *id));
+            let alive = |id: ConnectionId| alive.iter().any(|m| m.id == id);
+            senders.retain(|id, _| alive(*id));
+            inbox.retain(alive);
         }
     }
 }
