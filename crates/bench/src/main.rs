@@ -146,6 +146,21 @@ struct Report {
     /// The same workloads on one relay and on three nodes joined through nats-server.
     cluster: Vec<ClusterRow>,
     failures: Vec<String>,
+    /// What the bare quinn forwarder dropped: it has no back-pressure and drops what its
+    /// route queues (16 384 frames) cannot hold, by design, so its drops are reported, not
+    /// failures.
+    floor_drops: Vec<String>,
+}
+
+impl Report {
+    /// Records messages lost or out of order: a failure, except the forwarder's own drops.
+    fn lost(&mut self, kind: Kind, what: String) {
+        if kind == Kind::Quinn {
+            self.floor_drops.push(what);
+        } else {
+            self.failures.push(what);
+        }
+    }
 }
 
 /// One workload on one node and on a three-node cluster.
@@ -342,6 +357,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         congestion: cli.congestion,
         cluster: Vec::new(),
         failures: Vec::new(),
+        floor_drops: Vec::new(),
     };
     let lossy = cli.loss > 0.0 || cli.delay_ms > 0;
     let mut loads = workloads(&cli);
@@ -373,13 +389,14 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("{} {}", kind.name(), w.label()))?;
                     if t.lost > 0 || t.out_of_order > 0 {
-                        report.failures.push(format!(
+                        let what = format!(
                             "{} {}: {} lost, {} out of order",
                             kind.name(),
                             w.label(),
                             t.lost,
                             t.out_of_order
-                        ));
+                        );
+                        report.lost(kind, what);
                     }
                     runs.push(t);
                 }
@@ -424,7 +441,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
             for rate in rates {
                 let l = run::latency(&server.target, head, rate, warmup, measure).await?;
                 if l.lost > 0 {
-                    report.failures.push(format!("{} latency at {rate}/s: {} lost", kind.name(), l.lost));
+                    report.lost(kind, format!("{} latency at {rate}/s: {} lost", kind.name(), l.lost));
                 }
                 eprintln!(
                     "{:<9} latency {} at {rate}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
@@ -729,8 +746,21 @@ fn markdown(r: &Report) -> String {
             );
         }
     }
-    if r.failures.is_empty() {
+    if !r.floor_drops.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe bare quinn forwarder has no back-pressure and drops what its route queues \
+             cannot hold: {:?}",
+            r.floor_drops
+        );
+    }
+    if r.failures.is_empty() && r.floor_drops.is_empty() {
         let _ = writeln!(out, "\nEvery run: no message lost, none out of order.");
+    } else if r.failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nEvery other run: no message lost, none out of order."
+        );
     } else {
         let _ = writeln!(out, "\nFAILURES: {:?}", r.failures);
     }
