@@ -40,7 +40,9 @@
 //! - **Several nodes, one session** when `cluster` names a NATS server: each node serves its
 //!   own clients and exchanges signals, presence and heartbeats with the others over NATS,
 //!   every message sealed with a key the nodes share and checked like a client's input (the
-//!   `cluster` module's notes give the subjects and what is promised).
+//!   `cluster` module's notes give the subjects and what is promised). The rest of the relay
+//!   asks one `Others` about members elsewhere, and a lone relay's answer is "nobody": no
+//!   connection task or REST handler asks whether there is a cluster.
 //! - **Found on the LAN** when `announce` is on: an mDNS / DNS-SD record
 //!   (`_signalbox._udp.local.`) carries its name, fingerprint, mode and published sessions,
 //!   and is withdrawn on shutdown.

@@ -82,8 +82,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
-    /// The cluster this node belongs to (`--cluster`).
-    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The other nodes of this node's cluster (`--cluster`); none for a lone relay.
+    pub(crate) others: crate::cluster::Others,
     /// Pending and joined connection budgets, for every kind of link.
     pub(crate) admission: Arc<Admission>,
     /// The short-lived certificate browsers' WebTransport accepts by its hash.
@@ -95,10 +95,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The counters in Prometheus text format.
     pub(crate) fn metrics_text(&self) -> String {
-        if let Some(c) = &self.cluster {
-            self.metrics
-                .cluster(c.is_connected(), c.peers().len(), c.dropped(), c.refused());
-        }
+        self.others.count_into(&self.metrics);
         self.metrics.held(self.registry.held.bytes());
         self.metrics.render(
             self.registry.connection_count(),
@@ -111,10 +108,7 @@ impl Shared {
         self.registry
             .get(session)
             .is_some_and(|s| s.roster().members.contains_key(&id))
-            || self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.node_of(session, id).is_some())
+            || self.others.has(session, id)
     }
 
     /// Everyone in `session`, here and on other nodes.
@@ -130,20 +124,14 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(c) = &self.cluster {
-            out.extend(c.remote_members(session));
-        }
+        out.extend(self.others.members(session));
         out.sort_by_key(|c| c.joined_at);
         out
     }
 
     /// Every session with members, here or on other nodes, and how many.
     pub(crate) fn session_counts(&self) -> Vec<(SessionId, usize)> {
-        let mut counts: std::collections::HashMap<SessionId, usize> = self
-            .cluster
-            .as_ref()
-            .map(|c| c.remote_sessions())
-            .unwrap_or_default();
+        let mut counts = self.others.sessions();
         for s in self.registry.sessions() {
             *counts.entry(s.id.clone()).or_default() += s.roster().members.len();
         }
@@ -159,22 +147,12 @@ impl Shared {
             member.close(CloseCode::Kicked, reason);
             return true;
         }
-        if let Some(c) = &self.cluster
-            && let Some(node) = c.node_of(session, id)
-        {
-            c.kick(&node, session, id, reason);
-            return true;
-        }
-        false
+        self.others.kick(session, id, reason)
     }
 
     /// Whether `session` has members, here or on another node.
     pub(crate) fn session_exists(&self, session: &SessionId) -> bool {
-        self.registry.get(session).is_some()
-            || self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.remote_count(session) > 0)
+        self.registry.get(session).is_some() || self.others.count(session) > 0
     }
 
     /// Sends a signal from the relay itself (`from: null`) into `session`, with the same
@@ -195,9 +173,7 @@ impl Shared {
         if let Some(s) = self.registry.get(session) {
             self.deliver_relay_signal(&s, &to, ty, data)?;
         }
-        if let Some(cluster) = &self.cluster {
-            cluster.relay_signal(session, &to, ty, data);
-        }
+        self.others.relay_signal(session, &to, ty, data);
         Ok(())
     }
 
@@ -320,9 +296,7 @@ impl Relay {
                     members: config.max_connections as usize,
                     sessions: config.max_sessions as usize,
                 };
-                Some(Arc::new(
-                    crate::cluster::Cluster::connect(url, name, &secret, &auth, bounds).await?,
-                ))
+                Some(crate::cluster::Cluster::connect(url, name, &secret, &auth, bounds).await?)
             }
             None => None,
         };
@@ -349,7 +323,7 @@ impl Relay {
             metrics: Metrics::new(),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
-            cluster,
+            others: crate::cluster::Others::new(cluster),
             admission: Admission::new(
                 config.max_pending,
                 config.max_connections,
@@ -365,7 +339,7 @@ impl Relay {
             crate::transport::webtransport::ROTATE,
             cancel.clone(),
         ));
-        crate::cluster::Cluster::start(&shared);
+        crate::cluster::Others::start(&shared);
         tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
         let http_addr = match shared.config.http {
             Some(addr) => {
@@ -498,13 +472,7 @@ impl RelayHandle {
 
     /// The cluster as this node sees it (`None` without `--cluster`).
     pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
-        self.shared
-            .cluster
-            .as_ref()
-            .map(|c| crate::cluster::ClusterStatus {
-                connected: c.is_connected(),
-                nodes: c.peers(),
-            })
+        self.shared.others.status()
     }
 
     /// Whether the relay is announcing itself on the LAN.
@@ -603,9 +571,7 @@ impl RelayHandle {
             b"relay shutting down",
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        if let Some(cluster) = &self.shared.cluster {
-            cluster.close().await;
-        }
+        self.shared.others.close().await;
         tracing::info!("relay stopped");
     }
 }
@@ -613,9 +579,7 @@ impl RelayHandle {
 impl Drop for RelayHandle {
     fn drop(&mut self) {
         self.shared.cancel.cancel();
-        if let Some(cluster) = &self.shared.cluster {
-            cluster.stop.cancel();
-        }
+        self.shared.others.stop();
         self.endpoint.close(
             CloseCode::RelayShutdown.as_u32().into(),
             b"relay shutting down",

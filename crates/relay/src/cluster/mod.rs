@@ -40,6 +40,7 @@
 //! of the others.
 
 mod inbox;
+mod others;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ use crate::registry::lock;
 use crate::server::Shared;
 use crate::transport::delivery::{self, Fanout};
 use wire::{Envelope, Key, Refused, Replay, Wire};
+
+pub(crate) use others::{Health, Others};
 
 /// How often a node sends its heartbeat.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -273,7 +276,7 @@ impl Cluster {
     /// Starts the node's tasks: the publisher, heartbeats and the watch for dead nodes, and
     /// the subscriber for heartbeats and requests.
     pub(crate) fn start(shared: &Arc<Shared>) {
-        let Some(cluster) = shared.cluster.clone() else {
+        let Some(cluster) = shared.others.cluster().cloned() else {
             return;
         };
         if let Some(rx) = lock(&cluster.outbox_rx).take() {
@@ -469,7 +472,7 @@ impl Cluster {
 
     /// Subscribes to `session` (its first local member joined).
     pub(crate) fn watch(shared: &Arc<Shared>, session: &SessionId) {
-        let Some(cluster) = &shared.cluster else {
+        let Some(cluster) = shared.others.cluster() else {
             return;
         };
         let mut watched = lock(&cluster.watched);
@@ -592,7 +595,7 @@ fn tell_all(shared: &Shared, told: Vec<Told>) {
 
 /// Sends heartbeats and reports nodes whose heartbeats stopped.
 async fn heartbeats(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.clone() else {
+    let Some(cluster) = shared.others.cluster().cloned() else {
         return;
     };
     let mut tick = tokio::time::interval(HEARTBEAT);
@@ -639,7 +642,7 @@ fn valid_node_name(name: &str) -> bool {
 
 /// Heartbeats from every node and requests for this one.
 async fn inbox(shared: Arc<Shared>) {
-    let Some(cluster) = shared.cluster.clone() else {
+    let Some(cluster) = shared.others.cluster().cloned() else {
         return;
     };
     let subscribe = |subject: String| {
@@ -818,7 +821,7 @@ impl inbox::Nodes for Views<'_> {
 /// One session's traffic from the other nodes: their clients' signals, relay signals and
 /// presence, checked ([`inbox::SessionInbox`]), then delivered to this node's members.
 async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
-    let Some(cluster) = shared.cluster.clone() else {
+    let Some(cluster) = shared.others.cluster().cloned() else {
         return;
     };
     let subject = session_subject(&session);

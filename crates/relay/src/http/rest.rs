@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use signalbox_proto::token::{ANY_SESSION, Claims};
 use signalbox_proto::{ConnectionId, ConnectionInfo, Role, SessionId, SignalError, Target};
 
+use crate::cluster::Health;
 use crate::server::Shared;
 
 /// The largest request body: a signal at the relay's data limit, escaped as JSON, fits.
@@ -257,13 +258,13 @@ async fn kick(
 /// nodes: 2`, or `cluster: degraded …` while NATS is away (the node still serves its own
 /// members, so it is alive: 200 either way).
 async fn healthz(State(shared): State<Arc<Shared>>) -> String {
-    match &shared.cluster {
-        None => "ok\n".to_owned(),
-        Some(c) if c.is_connected() => {
-            format!("ok\ncluster: connected; other nodes: {}\n", c.peers().len())
+    match shared.others.health() {
+        Health::Alone => "ok\n".to_owned(),
+        Health::Connected(nodes) => format!("ok\ncluster: connected; other nodes: {nodes}\n"),
+        Health::Degraded => {
+            "ok\ncluster: degraded (NATS unreachable; serving this node's members only)\n"
+                .to_owned()
         }
-        Some(_) => "ok\ncluster: degraded (NATS unreachable; serving this node's members only)\n"
-            .to_owned(),
     }
 }
 

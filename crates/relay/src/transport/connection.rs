@@ -295,10 +295,7 @@ async fn serve(
         bucket_key,
         shared.registry.allowance(bucket_key, fresh),
     ));
-    let elsewhere = shared
-        .cluster
-        .as_ref()
-        .map_or(0, |c| c.remote_count(&hello.session));
+    let elsewhere = shared.others.count(&hello.session);
     let (session, mut peers) = match shared
         .registry
         .join(&hello.session, member.clone(), elsewhere)
@@ -306,11 +303,8 @@ async fn serve(
         Ok(x) => x,
         Err(refused) => return refuse(&conn, send, refused, &shared).await,
     };
-    if let Some(cluster) = &shared.cluster {
-        cluster.joined(&hello.session, &info);
-        crate::cluster::Cluster::watch(&shared, &hello.session);
-        peers.extend(cluster.remote_members(&hello.session));
-    }
+    shared.others.joined(&shared, &hello.session, &info);
+    peers.extend(shared.others.members(&hello.session));
     tracing::info!(session = %hello.session, name = %info.name, role = %info.role, via = conn.kind(), "joined");
     shared.metrics.joined();
     let welcome = Welcome {
@@ -374,9 +368,7 @@ async fn resume(
         .filter(|m| m.id() != member.id())
         .map(|m| m.info.clone())
         .collect();
-    if let Some(cluster) = &shared.cluster {
-        peers.extend(cluster.remote_members(&hello.session));
-    }
+    peers.extend(shared.others.members(&hello.session));
     let welcome = Welcome {
         me: member.info.clone(),
         peers,
@@ -507,10 +499,7 @@ async fn extra_streams(conn: &Link, send_stream: &Notify) -> End {
 fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason) {
     member.gone.cancel();
     shared.registry.leave(session, member.id(), reason);
-    if let Some(cluster) = &shared.cluster {
-        cluster.left(&session.id, member.id(), reason);
-        cluster.unwatch(shared, &session.id);
-    }
+    shared.others.left(shared, &session.id, member.id(), reason);
     shared.metrics.left(reason);
     tracing::info!(conn = %member.id(), %reason, "left");
 }
@@ -634,13 +623,8 @@ fn admit(
     allowance: &mut Allowance,
     shared: &Shared,
 ) -> Result<(), SignalError> {
-    let present = |id: &ConnectionId| {
-        roster.members.contains_key(id)
-            || shared
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.node_of(session, *id).is_some())
-    };
+    let present =
+        |id: &ConnectionId| roster.members.contains_key(id) || shared.others.has(session, *id);
     let rules = Rules {
         limits: &shared.limits,
         fanout_bytes_per_second: shared.config.fanout_bytes_per_second,
@@ -741,9 +725,9 @@ fn take(
                 .waiting()
             });
             let delivered = delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes);
-            if let Some(cluster) = &shared.cluster {
-                cluster.signal(&session.id, member.id(), out.seq, &out.to, &bytes);
-            }
+            shared
+                .others
+                .signal(&session.id, member.id(), out.seq, &out.to, &bytes);
             shared.metrics.signal(wire_len, delivered);
         }
     }
