@@ -21,6 +21,11 @@ use serde::Serialize;
 use signalbox_relay::Congestion;
 use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
 
+/// The relay's allocator, as the `signalbox` binary uses it (the servers here run in this
+/// binary too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backends;
 mod payload;
 mod quinn_fwd;
