@@ -339,7 +339,7 @@ impl Relay {
             crate::transport::webtransport::ROTATE,
             cancel.clone(),
         ));
-        crate::cluster::Others::start(&shared);
+        crate::cluster::Cluster::start(&shared);
         tracker.spawn(accept_loop(endpoint.clone(), shared.clone()));
         let http_addr = match shared.config.http {
             Some(addr) => {

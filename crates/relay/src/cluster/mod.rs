@@ -23,10 +23,10 @@
 //! **Remote input is input.** Every envelope is sealed with an HMAC under the cluster key
 //! ([`wire`]): a NATS user without it can refuse to carry messages, and read them, but not
 //! inject, forge, replay or move one to another subject. Then a message is checked as a local
-//! client's would be ([`inbox`], without I/O, with property tests over random interleavings): a remote signal's sender must be a member of the publishing node in
-//! that session, its seq must rise, its frame must decode and obey this node's limits; a
-//! node's roster may not claim ids that are members elsewhere, and is bounded like a
-//! session. Refused messages are counted (`signalbox_cluster_refused_messages`).
+//! client's would be ([`inbox`], without I/O, with property tests over random
+//! interleavings): a remote signal's sender must be a member of the publishing node in that
+//! session, its seq must rise, its frame must decode and obey this node's limits; a node's
+//! roster may not claim ids that are members elsewhere, and is bounded like a session. Refused messages are counted (`signalbox_cluster_refused_messages`).
 //!
 //! Order: a sender lives on one node, which publishes its signals in order over one NATS
 //! connection; NATS keeps one publisher's order, and the receiving node feeds them to one

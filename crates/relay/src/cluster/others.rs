@@ -42,11 +42,6 @@ impl Others {
         self.0.as_ref()
     }
 
-    /// Starts the cluster's tasks, if there is one.
-    pub(crate) fn start(shared: &Arc<Shared>) {
-        Cluster::start(shared);
-    }
-
     /// Members of `session` on other nodes.
     pub(crate) fn count(&self, session: &SessionId) -> usize {
         self.0.as_ref().map_or(0, |c| c.remote_count(session))
