@@ -15,7 +15,7 @@ use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, DeliveryHeader, Incoming, LeftReason, RefuseCode,
     RelayMessage, Welcome,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::client::{Inner, State, lock};
@@ -310,26 +310,35 @@ async fn serve_link(
     let conn = inner.link.load().conn.clone();
     let mut readers = JoinSet::new();
     let mut headers = FuturesOrdered::new();
-    // For each sender, the previous delivery stream's "done": a new stream from the same
-    // sender is read only after the previous one, so order holds.
-    let mut chains: HashMap<Option<ConnectionId>, oneshot::Receiver<()>> = HashMap::new();
+    let streams = Streams::default();
     let max_frame = lock(&inner.limits).max_frame_bytes();
-    let control_done = control_reader(inner, &mut control, events);
+    let control_done = control_reader(inner, &mut control, events, &streams);
     tokio::pin!(control_done);
     loop {
         tokio::select! {
+            // Streams first: when the control stream is read, every delivery stream that came
+            // in before what it reads has been counted (see `Streams::heard_all_from`).
+            biased;
             stream = conn.accept_uni() => match stream {
-                Ok(recv) => headers.push_back(read_header(recv, max_frame)),
+                Ok(recv) => {
+                    streams.opened.fetch_add(1, Ordering::Relaxed);
+                    headers.push_back(read_header(recv, max_frame));
+                }
                 Err(_) => break,
             },
             Some(header) = headers.next() => {
+                streams.known.send_modify(|n| *n += 1);
                 let Some((from, frames)) = header else { continue };
-                if chains.len() > 1024 {
-                    chains.retain(|_, rx| rx.is_empty() && !rx.is_terminated());
-                }
-                let prev = chains.remove(&from);
-                let (done_tx, done_rx) = oneshot::channel();
-                chains.insert(from, done_rx);
+                // A new stream from the same sender is read only after the previous one, so
+                // order holds.
+                let (done_tx, done_rx) = watch::channel(false);
+                let prev = {
+                    let mut chains = lock(&streams.chains);
+                    if chains.len() > 1024 {
+                        chains.retain(|_, done| !*done.borrow() && done.has_changed().is_ok());
+                    }
+                    chains.insert(from, done_rx)
+                };
                 readers.spawn(read_deliveries(inner.clone(), from, frames, prev, done_tx, events.clone()));
             },
             Some(_) = readers.join_next(), if !readers.is_empty() => {},
@@ -339,6 +348,43 @@ async fn serve_link(
     // Let the readers hand over what they already have.
     while readers.join_next().await.is_some() {}
     describe_close(conn.closed().await)
+}
+
+/// One link's delivery streams, as the control stream's reader needs to know them.
+///
+/// A peer's `Left` comes on the control stream, its last signals on its own delivery stream,
+/// and either may be read first. So a `Left` waits (and the control stream with it, which
+/// keeps presence in order) until the delivery streams that had opened before it are known
+/// and the leaver's own has been read to its end — the relay finishes a leaver's streams once
+/// they have written what they held — and at most [`LEFT_HOLD`]: nobody sees a peer leave and
+/// then hears from it.
+#[derive(Default)]
+struct Streams {
+    /// Delivery streams accepted.
+    opened: std::sync::atomic::AtomicU64,
+    /// Delivery streams whose header has been read (or failed).
+    known: watch::Sender<u64>,
+    /// For each sender, whether its latest delivery stream has been read to its end.
+    chains: std::sync::Mutex<HashMap<Option<ConnectionId>, watch::Receiver<bool>>>,
+}
+
+/// The longest a peer's `Left` waits for the end of its delivery stream.
+const LEFT_HOLD: Duration = Duration::from_secs(2);
+
+impl Streams {
+    /// Returns once `peer`'s signals sent before now have been read (see [`Streams`]).
+    async fn heard_all_from(&self, peer: ConnectionId) {
+        let at = self.opened.load(Ordering::Relaxed);
+        let mut known = self.known.subscribe();
+        let read = async {
+            let _ = known.wait_for(|n| *n >= at).await;
+            let chain = lock(&self.chains).get(&Some(peer)).cloned();
+            if let Some(mut done) = chain {
+                let _ = done.wait_for(|d| *d).await;
+            }
+        };
+        let _ = tokio::time::timeout(LEFT_HOLD, read).await;
+    }
 }
 
 /// Why a connection ended, as a presence reason and a sentence.
@@ -372,12 +418,13 @@ async fn read_deliveries(
     inner: Arc<Inner>,
     from: Option<ConnectionId>,
     mut frames: Frames,
-    prev: Option<oneshot::Receiver<()>>,
-    done: oneshot::Sender<()>,
+    prev: Option<watch::Receiver<bool>>,
+    done: watch::Sender<bool>,
     events: EventTx,
 ) {
-    if let Some(prev) = prev {
-        let _ = prev.await;
+    if let Some(mut prev) = prev {
+        // Ends when the previous reader is done, or is gone without saying so.
+        let _ = prev.wait_for(|d| *d).await;
     }
     // What was already received from this sender, on any link: anything not newer is a
     // duplicate (a replay after a resume).
@@ -427,10 +474,11 @@ async fn read_deliveries(
             break;
         }
     }
-    let _ = done.send(());
+    done.send_replace(true);
 }
 
-async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx) {
+/// Reads the control stream; a `Left` waits for the leaver's signals (see [`Streams`]).
+async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, streams: &Streams) {
     while let Some(Ok(frame)) = frames.next().await {
         let msg = match codec::decode::<RelayMessage>(&frame) {
             Ok(m) => m,
@@ -483,6 +531,9 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx) {
             RelayMessage::Welcome(_) | RelayMessage::Refused(_) => None,
         };
         if let Some(event) = event {
+            if let Event::Left { peer, .. } = &event {
+                streams.heard_all_from(peer.id).await;
+            }
             // Nobody may be listening (the `Events` were dropped): keep reading anyway, for
             // the relay's notices still settle this client's receipts.
             let _ = events.send(vec![event]).await;

@@ -406,9 +406,9 @@ impl Session {
         }
     }
 
-    /// Tells the members news from elsewhere (another node of a cluster), paced like their
-    /// own.
-    pub(crate) fn tell_remote_presence(&self, msg: &RelayMessage) {
+    /// Tells the members presence news that is not a join here: a leave (once the leaver's
+    /// routes are written) or news from another node of a cluster, paced like joins.
+    pub(crate) fn tell_news(&self, msg: &RelayMessage) {
         let members = lock(&self.members);
         self.tell_presence(&members, msg);
     }
@@ -577,19 +577,25 @@ impl SessionRegistry {
         Ok((sess.clone(), peers))
     }
 
-    /// Removes a member and tells the others why it left; forgets the session when empty.
-    pub(crate) fn leave(&self, session: &Session, id: ConnectionId, reason: LeftReason) {
+    /// Removes a member; forgets the session when empty. Returns its routes to others, which
+    /// end once they have written what they hold: the others are told why it left (see
+    /// [`Session::tell_news`]) after that, so nobody hears from a member it saw leave.
+    pub(crate) fn leave(
+        &self,
+        session: &Session,
+        id: ConnectionId,
+        reason: LeftReason,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut sessions = lock(&self.sessions);
         let mut members = lock(&session.members);
         let Some(gone) = members.remove(&id) else {
-            return;
+            return Vec::new();
         };
-        {
+        let routes = {
             let mut sender = lock(&gone.sender);
-            // Its routes to others end once they have written what they hold.
-            drop(sender.fanout.take());
             self.park(sender.bucket_key, sender.allowance.clone());
-        }
+            sender.fanout.take().map(Fanout::close).unwrap_or_default()
+        };
         if let Some(key) = gone.token_key {
             let mut tokens = lock(&self.tokens);
             if let Some(n) = tokens.connections.get_mut(&key) {
@@ -608,16 +614,10 @@ impl SessionRegistry {
             }
         }
         session.publish(&members);
-        session.tell_presence(
-            &members,
-            &RelayMessage::Left {
-                connection: id,
-                reason,
-            },
-        );
         if members.is_empty() {
             sessions.remove(&session.id);
         }
+        routes
     }
 
     /// A member of a session, if both exist.

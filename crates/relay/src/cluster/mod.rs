@@ -584,7 +584,7 @@ fn tell_local(shared: &Shared, session: &SessionId, msg: &RelayMessage) {
     let Some(s) = shared.registry.get(session) else {
         return;
     };
-    s.tell_remote_presence(msg);
+    s.tell_news(msg);
 }
 
 fn tell_all(shared: &Shared, told: Vec<Told>) {

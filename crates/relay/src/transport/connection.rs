@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -495,14 +495,37 @@ async fn extra_streams(conn: &Link, send_stream: &Notify) -> End {
     }
 }
 
-/// The member leaves the session for good.
-fn leave(shared: &Shared, session: &Session, member: &Member, reason: LeftReason) {
+/// The member leaves the session for good. The others are told once its routes to them have
+/// written what they hold (at most [`LEFT_AFTER_ROUTES`] later): a one-shot sender's last
+/// signals come before its `Left`, as the client reads them.
+fn leave(shared: &Shared, session: &Arc<Session>, member: &Member, reason: LeftReason) {
     member.gone.cancel();
-    shared.registry.leave(session, member.id(), reason);
+    let routes = shared.registry.leave(session, member.id(), reason);
+    let news = RelayMessage::Left {
+        connection: member.id(),
+        reason,
+    };
+    if routes.is_empty() {
+        session.tell_news(&news);
+    } else {
+        let (session, cancel) = (session.clone(), shared.cancel.clone());
+        shared.tracker.spawn(async move {
+            let written =
+                tokio::time::timeout(LEFT_AFTER_ROUTES, futures_util::future::join_all(routes));
+            tokio::select! {
+                _ = written => session.tell_news(&news),
+                // Shutting down: everyone is told `relayShutdown` instead.
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
     shared.others.left(shared, &session.id, member.id(), reason);
     shared.metrics.left(reason);
     tracing::info!(conn = %member.id(), %reason, "left");
 }
+
+/// The longest a leave's news waits for the leaver's routes to write what they hold.
+const LEFT_AFTER_ROUTES: Duration = Duration::from_secs(2);
 
 /// Writes control frames, merging what is queued, and reports the acceptance level after
 /// every frame queued before it (so a `Rejected` always precedes the `Accepted` covering it).

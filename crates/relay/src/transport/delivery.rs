@@ -219,6 +219,12 @@ impl Fanout {
         false
     }
 
+    /// Lets every route end once it has written what it holds (its queue closes); returns
+    /// their tasks.
+    pub(crate) fn close(self) -> Vec<JoinHandle<()>> {
+        self.routes.into_values().map(|r| r.task).collect()
+    }
+
     /// Forgets routes whose task has ended (receiver gone, or stream finished when idle).
     pub(crate) fn prune(&mut self) {
         self.routes.retain(|_, r| !r.task.is_finished());
