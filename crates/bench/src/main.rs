@@ -23,6 +23,7 @@ use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
 
 /// The relay's allocator, as the `signalbox` binary uses it (the servers here run in this
 /// binary too).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

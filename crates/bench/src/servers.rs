@@ -117,16 +117,20 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// `command` under `taskset -c core` when a core is given.
+/// `command` under `taskset -c core` when a core is given, and under the command in
+/// `SIGNALBOX_BENCH_WRAP` when set (a profiler, e.g. `heaptrack`; split at spaces).
 fn pinned(core: Option<usize>, program: &Path) -> Command {
-    match core {
-        Some(c) => {
-            let mut cmd = Command::new("taskset");
-            cmd.arg("-c").arg(c.to_string()).arg(program);
-            cmd
-        }
-        None => Command::new(program),
+    let mut line: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(c) = core {
+        line.extend(["taskset".into(), "-c".into(), c.to_string().into()]);
     }
+    if let Ok(wrap) = std::env::var("SIGNALBOX_BENCH_WRAP") {
+        line.extend(wrap.split_whitespace().map(Into::into));
+    }
+    line.push(program.into());
+    let mut cmd = Command::new(&line[0]);
+    cmd.args(&line[1..]);
+    cmd
 }
 
 /// Makes a self-signed certificate for 127.0.0.1 (nats-server TLS), returns (cert, key) paths.
