@@ -615,3 +615,33 @@ async fn a_dial_the_client_gave_up_on_is_not_a_leave() {
         "{answer:?}"
     );
 }
+
+/// A dial whose handshake packets are lost (the path blacked out as it starts) is dialed
+/// anew after `handshake_attempt`, instead of waiting on QUIC's retransmissions, which back
+/// off to seconds apart (about 1, 3 and 7 s after the first Initial here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_whose_handshake_is_lost_is_dialed_anew() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 11, Faults::default()).await;
+    link.blackhole(true);
+    let mut options = via(&relay, &link, "late");
+    options.handshake_attempt = Duration::from_millis(1500);
+    options.connect_timeout = Duration::from_secs(6);
+    // Long enough that only the attempts decide (an idle timeout also ends a handshake).
+    options.idle_timeout = Duration::from_secs(10);
+    let started = tokio::time::Instant::now();
+    let dial = tokio::spawn(Client::connect(options));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    link.blackhole(false);
+    // Dials at 0, 1.5, 3 and 4.5 s: the last one gets through. Retransmissions of the first
+    // alone would next reach the relay at about 7 s, past the 6 s connect timeout.
+    let (client, _events) = dial.await.unwrap().expect("joined once the path came back");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(
+        relay
+            .handle
+            .members(&TestRelay::session())
+            .iter()
+            .any(|m| m.id == client.me().id)
+    );
+}

@@ -174,10 +174,22 @@ pub(crate) async fn dial(
             // Pinned: the name is not checked, but must be a valid DNS name for TLS.
             "signalbox.local".to_owned()
         };
-    let connecting = endpoint
-        .connect_with(config, remote, &server_name)
-        .map_err(|e| unreachable(&e))?;
-    let conn = match connecting.await {
+    // A handshake whose packets were lost is dialed anew (see `handshake_attempt`); the
+    // caller's `connect_timeout` bounds the attempts.
+    let handshake = async {
+        loop {
+            let connecting = endpoint
+                .connect_with(config.clone(), remote, &server_name)
+                .map_err(|e| unreachable(&e))?;
+            match tokio::time::timeout(options.handshake_attempt, connecting).await {
+                Ok(done) => return Ok::<_, ConnectError>(done),
+                Err(_) => {
+                    tracing::debug!(%address, "QUIC handshake not done in time; dialing anew")
+                }
+            }
+        }
+    };
+    let conn = match handshake.await? {
         Ok(c) => Abandon(Some(c)),
         Err(e) => {
             let actual = pinned.lock().ok().and_then(|mut s| s.take());

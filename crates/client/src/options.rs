@@ -23,6 +23,12 @@ pub struct ConnectOptions {
     pub fingerprint: Option<Fingerprint>,
     /// How long to wait for the relay before giving up.
     pub connect_timeout: Duration,
+    /// A QUIC handshake not done in this long is dropped and dialed anew (while
+    /// `connect_timeout` lasts). Its packets were lost — a busy network or a join storm — and
+    /// QUIC's retransmissions back off to many seconds apart, while a relay gives up on a
+    /// handshake after 10 s itself. Only the handshake: once it is done, no member can be
+    /// left behind by a new dial.
+    pub handshake_attempt: Duration,
     /// Whether signals to everyone reach this client (true). Turn it off for a client that
     /// only sends; signals addressed to it, and presence, still arrive.
     pub receive_broadcasts: bool,
@@ -53,6 +59,7 @@ impl ConnectOptions {
             name: None,
             fingerprint: None,
             connect_timeout: Duration::from_secs(10),
+            handshake_attempt: Duration::from_secs(10),
             receive_broadcasts: true,
             reconnect: true,
             reconnect_timeout: Duration::from_secs(60),
