@@ -61,10 +61,11 @@ fn start_own(
     let mut child = cmd.spawn().context("starting the server")?;
     let stdout = child.stdout.take().context("server stdout")?;
     // A profiler in `SIGNALBOX_BENCH_WRAP` may print lines of its own first.
-    let mut lines = BufReader::new(stdout).lines().filter(|l| {
-        !l.as_ref()
-            .is_ok_and(|l| !l.starts_with("addr ") && !l.starts_with("fp "))
-    });
+    let ours = |l: &std::io::Result<String>| match l {
+        Ok(l) => l.starts_with("addr ") || l.starts_with("fp "),
+        Err(_) => true,
+    };
+    let mut lines = BufReader::new(stdout).lines().filter(ours);
     let addr: SocketAddr = lines
         .next()
         .context("server exited")??

@@ -181,7 +181,9 @@ pub(crate) async fn dial(
             let connecting = endpoint
                 .connect_with(config.clone(), remote, &server_name)
                 .map_err(|e| unreachable(&e))?;
-            match tokio::time::timeout(options.handshake_attempt, connecting).await {
+            // Not below 100 ms: a zero would dial in a tight loop.
+            let attempt = options.handshake_attempt.max(Duration::from_millis(100));
+            match tokio::time::timeout(attempt, connecting).await {
                 Ok(done) => return Ok::<_, ConnectError>(done),
                 Err(_) => {
                     tracing::debug!(%address, "QUIC handshake not done in time; dialing anew")

@@ -23,9 +23,9 @@ pub struct ConnectOptions {
     pub fingerprint: Option<Fingerprint>,
     /// How long to wait for the relay before giving up.
     pub connect_timeout: Duration,
-    /// A QUIC handshake not done in this long is dropped and dialed anew (while
-    /// `connect_timeout` lasts). Its packets were lost — a busy network or a join storm — and
-    /// QUIC's retransmissions back off to many seconds apart, while a relay gives up on a
+    /// A QUIC handshake not done in this long (at least 100 ms) is dropped and dialed anew
+    /// while `connect_timeout` lasts. Its packets were lost — a busy network, a join storm —
+    /// and QUIC's retransmissions back off to seconds apart, while a relay gives up on a
     /// handshake after 10 s itself. Only the handshake: once it is done, no member can be
     /// left behind by a new dial.
     pub handshake_attempt: Duration,
