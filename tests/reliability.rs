@@ -645,3 +645,27 @@ async fn a_dial_whose_handshake_is_lost_is_dialed_anew() {
             .any(|m| m.id == client.me().id)
     );
 }
+
+/// A signal written just as the network went away, and nothing sent after it: once the
+/// client is back, it writes the signal again by itself (the relay never got it), so it is
+/// accepted and delivered once — not left waiting for a next signal that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_sent_into_a_blackout_is_sent_again_after_the_resume() {
+    let relay = relay_with(Duration::from_secs(10), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 12, Faults::default()).await;
+    let (sender, mut s_ev) = Client::connect(via(&relay, &link, "sender")).await.unwrap();
+    let (_receiver, mut r_ev) = relay.join("receiver").await;
+    // Longer than both sides' idle timeout (1 s): the connection is lost, and resumed.
+    link.blackhole(true);
+    let receipt = sender.send(Signal::to_all("t", "once")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    link.blackhole(false);
+    wait_for(&mut s_ev, "the resume", |e| {
+        matches!(e, Event::Reconnected { resumed: true, .. })
+    })
+    .await;
+    let accepted = tokio::time::timeout(WAIT, receipt.accepted()).await;
+    assert!(matches!(accepted, Ok(Ok(1))), "{accepted:?}");
+    assert_eq!(next_signal(&mut r_ev).await.data, "once");
+    no_signal(&mut r_ev, Duration::from_millis(300)).await;
+}

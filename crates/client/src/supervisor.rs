@@ -214,7 +214,21 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(u64, Bytes)>) {
                 None => return,
             }
         }
-        let Some((first_seq, first)) = rx.recv().await else {
+        // A new link is taken at once, not when the next signal is sent: what was written
+        // on the lost one and not accepted must be written again now, or a client that
+        // sends nothing more would wait for its acceptance forever.
+        let next = tokio::select! {
+            biased;
+            changed = generation.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                stream = None;
+                continue;
+            }
+            next = rx.recv() => next,
+        };
+        let Some((first_seq, first)) = next else {
             return;
         };
         if generation.has_changed().unwrap_or(true) {
