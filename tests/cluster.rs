@@ -1,6 +1,8 @@
 //! Several relay nodes sharing sessions through a real `nats-server` on a free loopback
 //! port: cross-node broadcast and targeted delivery, per-sender order, presence across nodes,
-//! REST on any node, a node that dies, and NATS going away and coming back.
+//! REST on any node, a node that dies, and NATS going away and coming back; and random
+//! schedules of all of it with forged cluster messages among them, checked for order, loss
+//! and forgery at every member that stays.
 //!
 //! Needs `nats-server` (Debian package `nats-server`; `.ci/run` installs it).
 
@@ -1000,4 +1002,408 @@ async fn a_moderator_removes_a_member_on_another_node() {
         next_left(&mut m_ev, b1.me().id).await,
         LeftReason::ForceDisconnected
     );
+}
+
+/// Random schedules across two nodes: members on both join, leave, send to everyone, to one
+/// and to lists, lose their network for less than the grace period and resume, while someone
+/// on NATS publishes forged signals. Whatever the interleaving, every stayer gets each
+/// sender's signals in the order sent, none twice, none it was not sent, none forged, and
+/// every signal sent to it (or, had the relay run out of room, a `Missed` that counts it).
+///
+/// `SIGNALBOX_CHAOS_CASES` runs more schedules (4 by default); a failure shrinks to a short
+/// schedule and prints it.
+#[test]
+fn random_interleavings_across_nodes_lose_nothing() {
+    use proptest::test_runner::{Config, TestRunner};
+    let cases = std::env::var("SIGNALBOX_CHAOS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let nats = Nats::start();
+    let quick = |c: &mut signalbox_relay::RelayConfig| {
+        c.idle_timeout = Duration::from_secs(1);
+        c.keep_alive = Duration::from_millis(200);
+        c.resume_grace = Duration::from_secs(10);
+    };
+    let (a, b) = rt.block_on(async {
+        let (a, b) = (
+            node_with(&nats, "a", quick).await,
+            node_with(&nats, "b", quick).await,
+        );
+        formed(&[&a, &b]).await;
+        (a, b)
+    });
+    let mut runner = TestRunner::new(Config {
+        cases,
+        max_shrink_iters: 16,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&proptest::collection::vec(chaos_step(), 10..60), |steps| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rt.block_on(chaos_case([&a, &b], &nats, n, steps));
+        Ok(())
+    });
+    rt.block_on(async move { drop((a, b)) });
+    result.unwrap();
+}
+
+/// One step of a random schedule ([`random_interleavings_across_nodes_lose_nothing`]).
+/// Indices are taken modulo what exists when the step runs.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A live member (a stayer or a visitor) sends to everyone, to one stayer, or to a list
+    /// of stayers.
+    Send {
+        who: usize,
+        to: To,
+    },
+    /// A stayer behind a faulty link loses its network for `ms` (the relay's grace period is
+    /// longer: it resumes).
+    Blackout {
+        stayer: usize,
+        ms: u64,
+    },
+    /// A visitor joins on node `node` and at once sends `burst` signals to everyone.
+    Visit {
+        node: usize,
+        burst: u8,
+    },
+    /// A visitor leaves (after the relay accepted its signals).
+    Leave {
+        visitor: usize,
+    },
+    /// Someone on NATS publishes a signal claiming a stayer's id: without the key, with a
+    /// wrong key, or with the key from a node that does not have that member.
+    Forge {
+        stayer: usize,
+        how: u8,
+    },
+    Pause {
+        ms: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum To {
+    All,
+    One(usize),
+    List(Vec<usize>),
+}
+
+fn chaos_step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let to = prop_oneof![
+        2 => Just(To::All),
+        1 => (0usize..STAYERS).prop_map(To::One),
+        1 => proptest::collection::btree_set(0usize..STAYERS, 1..=3)
+            .prop_map(|s| To::List(s.into_iter().collect())),
+    ];
+    prop_oneof![
+        12 => (0usize..16, to).prop_map(|(who, to)| Step::Send { who, to }),
+        2 => (0usize..8, 200u64..1600).prop_map(|(stayer, ms)| Step::Blackout { stayer, ms }),
+        2 => (0usize..2, 0u8..4).prop_map(|(node, burst)| Step::Visit { node, burst }),
+        2 => (0usize..8).prop_map(|visitor| Step::Leave { visitor }),
+        1 => (0usize..8, 0u8..3).prop_map(|(stayer, how)| Step::Forge { stayer, how }),
+        2 => (0u64..40).prop_map(|ms| Step::Pause { ms }),
+    ]
+}
+
+/// Members that stay for a whole schedule: 0 and 1 on node A, 2 and 3 on node B; the even
+/// ones reach their node through a faulty link (the blackouts).
+const STAYERS: usize = 4;
+
+/// A member of a schedule, with what it heard and the receipts of what it sent.
+struct Chaos {
+    name: String,
+    client: Client,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+    receipts: Vec<signalbox_client::Receipt>,
+    sent: usize,
+}
+
+impl Chaos {
+    async fn join(options: ConnectOptions, name: String) -> Self {
+        let (client, mut events) = Client::connect(options).await.unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                keep.lock().unwrap().push(e);
+            }
+        });
+        Self {
+            name,
+            client,
+            log,
+            receipts: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Sends a signal to `to` and records it in `sent`.
+    async fn send(&mut self, to: &To, ids: &[ConnectionId], sent: &mut Vec<Sent>) {
+        self.sent += 1;
+        let data = format!("{}:{}", self.name, self.sent);
+        let (signal, to) = match to {
+            To::All => (
+                Signal::to_all("chaos", data.clone()),
+                (0..STAYERS).collect(),
+            ),
+            To::One(i) => (Signal::to_one(ids[*i], "chaos", data.clone()), vec![*i]),
+            To::List(l) => (
+                Signal::to_list(l.iter().map(|&i| ids[i]).collect(), "chaos", data.clone()),
+                l.clone(),
+            ),
+        };
+        let receipt = self.client.send(signal).await.unwrap();
+        sent.push(Sent {
+            from: self.client.me().id,
+            seq: receipt.seq(),
+            data,
+            to,
+        });
+        self.receipts.push(receipt);
+    }
+
+    /// Waits until the relay accepted everything sent.
+    async fn accepted(&mut self) {
+        for r in self.receipts.drain(..) {
+            let seq = r.seq();
+            let got = tokio::time::timeout(Duration::from_secs(15), r.accepted()).await;
+            assert!(
+                matches!(got, Ok(Ok(_))),
+                "{}'s signal {seq} was not accepted: {got:?}",
+                self.name
+            );
+        }
+    }
+}
+
+/// A signal of a schedule: its sender and seq, and which stayers it was for.
+struct Sent {
+    from: ConnectionId,
+    seq: u64,
+    data: String,
+    to: Vec<usize>,
+}
+
+/// Runs one schedule in a fresh session across the two nodes, then checks what every stayer
+/// heard.
+async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<Step>) {
+    use signalbox_relay::cluster_forge::{Forged, frame, payload};
+    use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
+    use std::sync::Arc;
+    let session = format!("chaos-{case}");
+    let sid = signalbox_proto::SessionId::new(&session).unwrap();
+    let options = |node: &TestRelay, port: u16, name: &str| {
+        let mut o = ConnectOptions::new("127.0.0.1", port, sid.clone())
+            .with_fingerprint(node.handle.fingerprint())
+            .with_token(node.token_for(&session, Role::Publisher, name));
+        o.idle_timeout = Duration::from_secs(1);
+        o.keep_alive = Duration::from_millis(200);
+        o.connect_timeout = Duration::from_secs(1);
+        o
+    };
+    let mut links = Vec::new();
+    let mut stayers = Vec::new();
+    for i in 0..STAYERS {
+        let node = nodes[i / 2];
+        let name = format!("stayer{i}");
+        let port = if i % 2 == 0 {
+            let seed = case * 10 + i as u64;
+            let link = FaultyLink::start(node.handle.quic_addr(), seed, Faults::default()).await;
+            let port = link.addr().port();
+            links.push(Arc::new(link));
+            port
+        } else {
+            node.handle.quic_addr().port()
+        };
+        stayers.push(Chaos::join(options(node, port, &name), name).await);
+    }
+    wait_for("the stayers to see each other", || {
+        nodes
+            .iter()
+            .all(|n| n.handle.members(&sid).len() == STAYERS)
+            && stayers
+                .iter()
+                .all(|s| s.client.peers().len() == STAYERS - 1)
+    })
+    .await;
+    let ids: Vec<ConnectionId> = stayers.iter().map(|s| s.client.me().id).collect();
+    let spy = async_nats::connect(nats.url()).await.unwrap();
+    let subject = format!("signalbox.s.{session}");
+
+    let mut visitors: Vec<Chaos> = Vec::new();
+    let mut sent: Vec<Sent> = Vec::new();
+    let mut blackouts = Vec::new();
+    let mut dark: Vec<Option<tokio::task::JoinHandle<()>>> = vec![None, None];
+    let (mut forged, mut visits) = (0u64, 0);
+    for step in steps {
+        match step {
+            Step::Send { who, to } => {
+                let who = who % (STAYERS + visitors.len());
+                let m = match who.checked_sub(STAYERS) {
+                    None => &mut stayers[who],
+                    Some(v) => &mut visitors[v],
+                };
+                m.send(&to, &ids, &mut sent).await;
+            }
+            Step::Blackout { stayer, ms } => {
+                let l = stayer % links.len();
+                if dark[l].as_ref().is_some_and(|t| !t.is_finished()) {
+                    continue;
+                }
+                let link = links[l].clone();
+                link.blackhole(true);
+                let t = tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    link.blackhole(false);
+                });
+                if let Some(old) = dark[l].replace(t) {
+                    blackouts.push(old);
+                }
+            }
+            Step::Visit { node, burst } => {
+                visits += 1;
+                let name = format!("visitor{visits}");
+                let node = nodes[node % 2];
+                let port = node.handle.quic_addr().port();
+                let mut m = Chaos::join(options(node, port, &name), name).await;
+                for _ in 0..burst {
+                    m.send(&To::All, &ids, &mut sent).await;
+                }
+                visitors.push(m);
+            }
+            Step::Leave { visitor } => {
+                if visitors.is_empty() {
+                    continue;
+                }
+                let mut m = visitors.remove(visitor % visitors.len());
+                m.accepted().await;
+                m.client.leave().await;
+            }
+            Step::Forge { stayer, how } => {
+                forged += 1;
+                let seq = 1_000_000 + forged;
+                let signal = Forged::Signal {
+                    from: ids[stayer % STAYERS],
+                    seq,
+                    to: Target::All,
+                    frame: frame(seq, true, "chaos", &format!("forged:{forged}")),
+                };
+                let wrong: &[u8] = b"not-the-cluster-secret-but-long-enough-0123";
+                let (key, node) = match how {
+                    0 => (None, "mallory"),
+                    1 => (Some(wrong), "mallory"),
+                    _ => (Some(SECRET), "rogue"),
+                };
+                let bytes = payload(key, &subject, node, forged, signal);
+                spy.publish(subject.clone(), bytes).await.unwrap();
+            }
+            Step::Pause { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+    }
+    for t in blackouts.into_iter().chain(dark.into_iter().flatten()) {
+        t.await.unwrap();
+    }
+    for m in stayers.iter_mut().chain(visitors.iter_mut()) {
+        m.accepted().await;
+    }
+    spy.flush().await.unwrap();
+
+    // Everything sent to a stayer arrives (or is counted as missed); then a quiet moment for
+    // anything that should not come.
+    let signals_of = |m: &Chaos| -> (
+        Vec<signalbox_client::ReceivedSignal>,
+        Vec<(ConnectionId, u64, u64)>,
+    ) {
+        let log = m.log.lock().unwrap();
+        let mut got = Vec::new();
+        let mut missed = Vec::new();
+        for e in log.iter() {
+            match e {
+                Event::Signal(s) => got.push(s.clone()),
+                Event::Missed {
+                    from: Some(f),
+                    first,
+                    last,
+                    ..
+                } => missed.push((*f, *first, *last)),
+                _ => {}
+            }
+        }
+        (got, missed)
+    };
+    let owed = |i: usize,
+                got: &[signalbox_client::ReceivedSignal],
+                missed: &[(ConnectionId, u64, u64)]| {
+        sent.iter()
+            .filter(|s| s.to.contains(&i))
+            .filter(|s| {
+                !got.iter().any(|g| g.from == Some(s.from) && g.seq == s.seq)
+                    && !missed
+                        .iter()
+                        .any(|&(f, lo, hi)| f == s.from && (lo..=hi).contains(&s.seq))
+            })
+            .map(|s| s.data.clone())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let missing: Vec<(usize, Vec<String>)> = (0..STAYERS)
+            .map(|i| {
+                let (got, missed) = signals_of(&stayers[i]);
+                (i, owed(i, &got, &missed))
+            })
+            .filter(|(_, o)| !o.is_empty())
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "case {case}: signals never arrived, by stayer: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_id: HashMap<(ConnectionId, u64), &Sent> =
+        sent.iter().map(|s| ((s.from, s.seq), s)).collect();
+    for (i, m) in stayers.iter().enumerate() {
+        let (got, _) = signals_of(m);
+        let mut last: HashMap<Option<ConnectionId>, u64> = HashMap::new();
+        for g in &got {
+            assert!(
+                !g.data.starts_with("forged"),
+                "case {case}: stayer{i} got a forged signal: {g:?}"
+            );
+            let from = g.from.expect("a member's signal");
+            let s = by_id
+                .get(&(from, g.seq))
+                .unwrap_or_else(|| panic!("case {case}: stayer{i} got {g:?}, never sent"));
+            assert_eq!(g.data, s.data, "case {case}: stayer{i}: the seq's own data");
+            assert!(
+                s.to.contains(&i),
+                "case {case}: stayer{i} got {:?}, sent to {:?}",
+                s.data,
+                s.to
+            );
+            let prev = last.insert(g.from, g.seq).unwrap_or(0);
+            assert!(
+                g.seq > prev,
+                "case {case}: stayer{i} got {} after seq {prev} of the same sender (a repeat or out of order)",
+                s.data
+            );
+        }
+    }
+    for m in stayers.iter().chain(visitors.iter()) {
+        m.client.close();
+    }
 }
