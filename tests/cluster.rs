@@ -1058,11 +1058,13 @@ fn random_interleavings_across_nodes_lose_nothing() {
 /// Indices are taken modulo what exists when the step runs.
 #[derive(Debug, Clone)]
 enum Step {
-    /// A live member (a stayer or a visitor) sends to everyone, to one stayer, or to a list
-    /// of stayers.
+    /// A live member (a stayer or a visitor) sends `n` signals of `size` bytes to everyone,
+    /// to one stayer, or to a list of stayers, as fast as it can.
     Send {
         who: usize,
         to: To,
+        n: u16,
+        size: u16,
     },
     /// A stayer behind a faulty link loses its network for `ms` (the relay's grace period is
     /// longer: it resumes).
@@ -1106,7 +1108,8 @@ fn chaos_step() -> impl proptest::strategy::Strategy<Value = Step> {
             .prop_map(|s| To::List(s.into_iter().collect())),
     ];
     prop_oneof![
-        12 => (0usize..16, to).prop_map(|(who, to)| Step::Send { who, to }),
+        12 => (0usize..16, to, prop_oneof![4 => Just(1u16), 1 => 2u16..300], prop_oneof![3 => 0u16..64, 1 => 64u16..8000])
+            .prop_map(|(who, to, n, size)| Step::Send { who, to, n, size }),
         2 => (0usize..8, 200u64..1600).prop_map(|(stayer, ms)| Step::Blackout { stayer, ms }),
         2 => (0usize..2, 0u8..4).prop_map(|(node, burst)| Step::Visit { node, burst }),
         2 => (0usize..8).prop_map(|visitor| Step::Leave { visitor }),
@@ -1148,9 +1151,10 @@ impl Chaos {
     }
 
     /// Sends a signal to `to` and records it in `sent`.
-    async fn send(&mut self, to: &To, ids: &[ConnectionId], sent: &mut Vec<Sent>) {
+    async fn send(&mut self, to: &To, size: usize, ids: &[ConnectionId], sent: &mut Vec<Sent>) {
         self.sent += 1;
-        let data = format!("{}:{}", self.name, self.sent);
+        let mut data = format!("{}:{}:", self.name, self.sent);
+        data.extend(std::iter::repeat_n('x', size.saturating_sub(data.len())));
         let (signal, to) = match to {
             To::All => (
                 Signal::to_all("chaos", data.clone()),
@@ -1247,13 +1251,15 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
     let (mut forged, mut visits) = (0u64, 0);
     for step in steps {
         match step {
-            Step::Send { who, to } => {
+            Step::Send { who, to, n, size } => {
                 let who = who % (STAYERS + visitors.len());
                 let m = match who.checked_sub(STAYERS) {
                     None => &mut stayers[who],
                     Some(v) => &mut visitors[v],
                 };
-                m.send(&to, &ids, &mut sent).await;
+                for _ in 0..n {
+                    m.send(&to, size.into(), &ids, &mut sent).await;
+                }
             }
             Step::Blackout { stayer, ms } => {
                 let l = stayer % links.len();
@@ -1277,7 +1283,7 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
                 let port = node.handle.quic_addr().port();
                 let mut m = Chaos::join(options(node, port, &name), name).await;
                 for _ in 0..burst {
-                    m.send(&To::All, &ids, &mut sent).await;
+                    m.send(&To::All, 0, &ids, &mut sent).await;
                 }
                 visitors.push(m);
             }
