@@ -1029,15 +1029,12 @@ fn random_interleavings_across_nodes_lose_nothing() {
         c.idle_timeout = Duration::from_secs(1);
         c.keep_alive = Duration::from_millis(200);
         c.resume_grace = Duration::from_secs(10);
+        // Room for every burst a schedule makes (what a spent budget does — closing the
+        // receivers furthest behind — is the hostile tests' subject): here the accounting
+        // is what is checked, within the budget all along and back to nothing at the end.
+        c.held_bytes = HELD;
+        c.session_held_bytes = HELD;
     };
-    let (a, b) = rt.block_on(async {
-        let (a, b) = (
-            node_with(&nats, "a", quick).await,
-            node_with(&nats, "b", quick).await,
-        );
-        formed(&[&a, &b]).await;
-        (a, b)
-    });
     let mut runner = TestRunner::new(Config {
         cases,
         max_shrink_iters: 16,
@@ -1047,10 +1044,17 @@ fn random_interleavings_across_nodes_lose_nothing() {
     let case = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&proptest::collection::vec(chaos_step(), 10..60), |steps| {
         let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rt.block_on(chaos_case([&a, &b], &nats, n, steps));
+        // Fresh nodes for every schedule: what one leaves behind cannot fail the next.
+        rt.block_on(async {
+            let (a, b) = (
+                node_with(&nats, &format!("a{n}"), quick).await,
+                node_with(&nats, &format!("b{n}"), quick).await,
+            );
+            formed(&[&a, &b]).await;
+            chaos_case([&a, &b], &nats, n, steps).await;
+        });
         Ok(())
     });
-    rt.block_on(async move { drop((a, b)) });
     result.unwrap();
 }
 
@@ -1166,7 +1170,14 @@ impl Chaos {
                 l.clone(),
             ),
         };
-        let receipt = self.client.send(signal).await.unwrap();
+        let receipt = match self.client.send(signal).await {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{} cannot send: {e:?}; it heard {:?}",
+                self.name,
+                self.news()
+            ),
+        };
         sent.push(Sent {
             from: self.client.me().id,
             seq: receipt.seq(),
@@ -1176,15 +1187,25 @@ impl Chaos {
         self.receipts.push(receipt);
     }
 
+    /// What it heard besides signals (for a failure's message).
+    fn news(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|e| !matches!(e, Event::Signal(_)))
+            .map(|e| format!("{e:?}"))
+            .collect()
+    }
+
     /// Waits until the relay accepted everything sent.
     async fn accepted(&mut self) {
-        for r in self.receipts.drain(..) {
+        for r in std::mem::take(&mut self.receipts) {
             let seq = r.seq();
             let got = tokio::time::timeout(Duration::from_secs(15), r.accepted()).await;
             assert!(
                 matches!(got, Ok(Ok(_))),
-                "{}'s signal {seq} was not accepted: {got:?}",
-                self.name
+                "{}'s signal {seq} was not accepted: {got:?}; it heard {:?}",
+                self.name,
+                self.news()
             );
         }
     }
@@ -1244,83 +1265,101 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
     let spy = async_nats::connect(nats.url()).await.unwrap();
     let subject = format!("signalbox.s.{session}");
 
+    // What the nodes hold for delivery, sampled all along.
+    let most = std::sync::Mutex::new((0usize, 0usize));
+    let sampler = async {
+        loop {
+            for n in nodes {
+                let (queued, replay) = n.handle.held_bytes();
+                let mut m = most.lock().unwrap();
+                *m = (m.0.max(queued), m.1.max(replay));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
     let mut visitors: Vec<Chaos> = Vec::new();
     let mut sent: Vec<Sent> = Vec::new();
     let mut blackouts = Vec::new();
     let mut dark: Vec<Option<tokio::task::JoinHandle<()>>> = vec![None, None];
     let (mut forged, mut visits) = (0u64, 0);
-    for step in steps {
-        match step {
-            Step::Send { who, to, n, size } => {
-                let who = who % (STAYERS + visitors.len());
-                let m = match who.checked_sub(STAYERS) {
-                    None => &mut stayers[who],
-                    Some(v) => &mut visitors[v],
-                };
-                for _ in 0..n {
-                    m.send(&to, size.into(), &ids, &mut sent).await;
+    let schedule = async {
+        for step in steps {
+            match step {
+                Step::Send { who, to, n, size } => {
+                    let who = who % (STAYERS + visitors.len());
+                    let m = match who.checked_sub(STAYERS) {
+                        None => &mut stayers[who],
+                        Some(v) => &mut visitors[v],
+                    };
+                    for _ in 0..n {
+                        m.send(&to, size.into(), &ids, &mut sent).await;
+                    }
                 }
-            }
-            Step::Blackout { stayer, ms } => {
-                let l = stayer % links.len();
-                if dark[l].as_ref().is_some_and(|t| !t.is_finished()) {
-                    continue;
+                Step::Blackout { stayer, ms } => {
+                    let l = stayer % links.len();
+                    if dark[l].as_ref().is_some_and(|t| !t.is_finished()) {
+                        continue;
+                    }
+                    let link = links[l].clone();
+                    link.blackhole(true);
+                    let t = tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        link.blackhole(false);
+                    });
+                    if let Some(old) = dark[l].replace(t) {
+                        blackouts.push(old);
+                    }
                 }
-                let link = links[l].clone();
-                link.blackhole(true);
-                let t = tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    link.blackhole(false);
-                });
-                if let Some(old) = dark[l].replace(t) {
-                    blackouts.push(old);
+                Step::Visit { node, burst } => {
+                    visits += 1;
+                    let name = format!("visitor{visits}");
+                    let node = nodes[node % 2];
+                    let port = node.handle.quic_addr().port();
+                    let mut m = Chaos::join(options(node, port, &name), name).await;
+                    for _ in 0..burst {
+                        m.send(&To::All, 0, &ids, &mut sent).await;
+                    }
+                    visitors.push(m);
                 }
-            }
-            Step::Visit { node, burst } => {
-                visits += 1;
-                let name = format!("visitor{visits}");
-                let node = nodes[node % 2];
-                let port = node.handle.quic_addr().port();
-                let mut m = Chaos::join(options(node, port, &name), name).await;
-                for _ in 0..burst {
-                    m.send(&To::All, 0, &ids, &mut sent).await;
+                Step::Leave { visitor } => {
+                    if visitors.is_empty() {
+                        continue;
+                    }
+                    let mut m = visitors.remove(visitor % visitors.len());
+                    m.accepted().await;
+                    m.client.leave().await;
                 }
-                visitors.push(m);
-            }
-            Step::Leave { visitor } => {
-                if visitors.is_empty() {
-                    continue;
+                Step::Forge { stayer, how } => {
+                    forged += 1;
+                    let seq = 1_000_000 + forged;
+                    let signal = Forged::Signal {
+                        from: ids[stayer % STAYERS],
+                        seq,
+                        to: Target::All,
+                        frame: frame(seq, true, "chaos", &format!("forged:{forged}")),
+                    };
+                    let wrong: &[u8] = b"not-the-cluster-secret-but-long-enough-0123";
+                    let (key, node) = match how {
+                        0 => (None, "mallory"),
+                        1 => (Some(wrong), "mallory"),
+                        _ => (Some(SECRET), "rogue"),
+                    };
+                    let bytes = payload(key, &subject, node, forged, signal);
+                    spy.publish(subject.clone(), bytes).await.unwrap();
                 }
-                let mut m = visitors.remove(visitor % visitors.len());
-                m.accepted().await;
-                m.client.leave().await;
+                Step::Pause { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
             }
-            Step::Forge { stayer, how } => {
-                forged += 1;
-                let seq = 1_000_000 + forged;
-                let signal = Forged::Signal {
-                    from: ids[stayer % STAYERS],
-                    seq,
-                    to: Target::All,
-                    frame: frame(seq, true, "chaos", &format!("forged:{forged}")),
-                };
-                let wrong: &[u8] = b"not-the-cluster-secret-but-long-enough-0123";
-                let (key, node) = match how {
-                    0 => (None, "mallory"),
-                    1 => (Some(wrong), "mallory"),
-                    _ => (Some(SECRET), "rogue"),
-                };
-                let bytes = payload(key, &subject, node, forged, signal);
-                spy.publish(subject.clone(), bytes).await.unwrap();
-            }
-            Step::Pause { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         }
-    }
-    for t in blackouts.into_iter().chain(dark.into_iter().flatten()) {
-        t.await.unwrap();
-    }
-    for m in stayers.iter_mut().chain(visitors.iter_mut()) {
-        m.accepted().await;
+        for t in blackouts.into_iter().chain(dark.into_iter().flatten()) {
+            t.await.unwrap();
+        }
+        for m in stayers.iter_mut().chain(visitors.iter_mut()) {
+            m.accepted().await;
+        }
+    };
+    tokio::select! {
+        _ = schedule => {}
+        _ = sampler => {}
     }
     spy.flush().await.unwrap();
 
@@ -1409,7 +1448,27 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
             );
         }
     }
+    // Within the budgets: replay within its half; queues within theirs, but for what the
+    // rules let through past it (a waiting sender's one signal; another node's signals,
+    // which cannot wait, to receivers ahead of the others).
+    let (queued, replay) = *most.lock().unwrap();
+    assert!(
+        replay <= HELD / 2,
+        "case {case}: {replay} bytes kept for replay"
+    );
+    assert!(
+        queued <= HELD / 2 + HELD / 4,
+        "case {case}: {queued} bytes queued"
+    );
+    // And nothing is held once everyone is gone.
     for m in stayers.iter().chain(visitors.iter()) {
         m.client.close();
     }
+    wait_for("the nodes to hold nothing", || {
+        nodes.iter().all(|n| n.handle.held_bytes() == (0, 0))
+    })
+    .await;
 }
+
+/// The nodes' memory budget in the random schedules, for all sessions and for one.
+const HELD: usize = 64 << 20;
