@@ -1076,6 +1076,12 @@ enum Step {
         stayer: usize,
         ms: u64,
     },
+    /// A stayer's faulty link starts dropping, duplicating and reordering datagrams (or
+    /// stops).
+    Weather {
+        stayer: usize,
+        bad: bool,
+    },
     /// A visitor joins on node `node` and at once sends `burst` signals to everyone.
     Visit {
         node: usize,
@@ -1116,6 +1122,7 @@ fn chaos_step() -> impl proptest::strategy::Strategy<Value = Step> {
             .prop_map(|(who, to, n, size)| Step::Send { who, to, n, size }),
         2 => (0usize..8, 200u64..1600).prop_map(|(stayer, ms)| Step::Blackout { stayer, ms }),
         2 => (0usize..2, 0u8..4).prop_map(|(node, burst)| Step::Visit { node, burst }),
+        1 => (0usize..8, any::<bool>()).prop_map(|(stayer, bad)| Step::Weather { stayer, bad }),
         2 => (0usize..8).prop_map(|visitor| Step::Leave { visitor }),
         1 => (0usize..8, 0u8..3).prop_map(|(stayer, how)| Step::Forge { stayer, how }),
         2 => (0u64..40).prop_map(|ms| Step::Pause { ms }),
@@ -1309,6 +1316,19 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
                     if let Some(old) = dark[l].replace(t) {
                         blackouts.push(old);
                     }
+                }
+                Step::Weather { stayer, bad } => {
+                    let faults = if bad {
+                        Faults {
+                            drop: 0.05,
+                            duplicate: 0.03,
+                            reorder: 0.05,
+                            delay: Duration::ZERO,
+                        }
+                    } else {
+                        Faults::default()
+                    };
+                    links[stayer % links.len()].set_faults(faults);
                 }
                 Step::Visit { node, burst } => {
                     visits += 1;
