@@ -1004,6 +1004,36 @@ async fn a_moderator_removes_a_member_on_another_node() {
     );
 }
 
+/// A member of another node that sends a few signals and leaves at once: a listener here
+/// hears every one of them before it hears the leave (this node tells the leave once the
+/// leaver's routes have written what they hold, as it does for its own members).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_sender_on_another_node_is_heard_before_its_left() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    formed(&[&a, &b]).await;
+    let (_listener, mut l_ev) = a.join("listener").await;
+    for round in 0..20u64 {
+        let (s, _s_ev) = b.join("one-shot").await;
+        let id = s.me().id;
+        sees_join(&mut l_ev, id).await;
+        send_many(&s, "shot", 3, |i| format!("{round}.{i}")).await;
+        s.leave().await;
+        let mut heard = Vec::new();
+        expect(&mut l_ev, "the one-shot sender leaving", |e| match e {
+            Event::Signal(sig) if sig.from == Some(id) => {
+                heard.push(sig.data);
+                None
+            }
+            Event::Left { peer, .. } if peer.id == id => Some(()),
+            _ => None,
+        })
+        .await;
+        let want: Vec<String> = (1..=3).map(|i| format!("{round}.{i}")).collect();
+        assert_eq!(heard, want, "round {round}: every signal before the Left");
+    }
+}
+
 /// Random schedules across two nodes: members on both join, leave, send to everyone, to one
 /// and to lists, lose their network for less than the grace period and resume, while someone
 /// on NATS publishes forged signals. Whatever the interleaving, every stayer gets each
@@ -1288,6 +1318,8 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
     let mut sent: Vec<Sent> = Vec::new();
     let mut blackouts = Vec::new();
     let mut dark: Vec<Option<tokio::task::JoinHandle<()>>> = vec![None, None];
+    // Which stayers lost their network at some point.
+    let mut blacked = [false; STAYERS];
     let (mut forged, mut visits) = (0u64, 0);
     let schedule = async {
         for step in steps {
@@ -1309,6 +1341,7 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
                     }
                     let link = links[l].clone();
                     link.blackhole(true);
+                    blacked[l * 2] = true;
                     let t = tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         link.blackhole(false);
@@ -1466,6 +1499,28 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
                 "case {case}: stayer{i} got {} after seq {prev} of the same sender (a repeat or out of order)",
                 s.data
             );
+        }
+        // A visitor's signals come before it is seen to leave, on its node and on the other
+        // — for a stayer that was there all along. (One that was away when a visitor left
+        // may see the leave first: its client learns it from the resume's `Welcome`, before
+        // the routes replay what it missed.)
+        if blacked[i] {
+            continue;
+        }
+        let log = m.log.lock().unwrap();
+        let mut left = std::collections::HashSet::new();
+        for e in log.iter() {
+            match e {
+                Event::Left { peer, .. } => {
+                    left.insert(peer.id);
+                }
+                Event::Signal(g) => assert!(
+                    !g.from.is_some_and(|f| left.contains(&f)),
+                    "case {case}: stayer{i} got {:?} after its sender left",
+                    g.data
+                ),
+                _ => {}
+            }
         }
     }
     // Within the budgets: replay within its half; queues within theirs, but for what the

@@ -58,6 +58,7 @@ use tokio::sync::mpsc;
 use crate::engine::roster::{Bounds, Gap, Local, NodeRoster, Page, Presence, Told};
 use crate::registry::lock;
 use crate::server::Shared;
+use crate::transport::connection::tell_after_routes;
 use crate::transport::delivery::{self, Fanout};
 use wire::{Envelope, Key, Refused, Replay, Wire};
 
@@ -67,6 +68,9 @@ pub(crate) use others::{Health, Others};
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 /// A node whose heartbeats stop this long has died.
 pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after it begins to watch a session a node sends that session's broadcasts to the
+/// cluster even if it knows no member elsewhere (two heartbeats and a margin).
+const SETTLE: Duration = Duration::from_millis(1200);
 /// Cluster messages waiting for NATS; past this (NATS away) they are dropped and counted.
 const OUTBOX: usize = 65_536;
 /// Other nodes a node keeps track of, at most.
@@ -153,7 +157,7 @@ pub(crate) struct Cluster {
     /// What a remote node's roster may hold.
     bounds: Bounds,
     /// Sessions subscribed to, with their subscription task.
-    watched: Mutex<HashMap<SessionId, tokio::task::AbortHandle>>,
+    watched: Mutex<HashMap<SessionId, (tokio::task::AbortHandle, Instant)>>,
     dropped: AtomicU64,
     refused: AtomicU64,
 }
@@ -395,13 +399,24 @@ impl Cluster {
 
     /// Whether a signal to `to` in `session` reaches anyone on another node.
     fn reaches_remote(&self, session: &SessionId, to: &Target) -> bool {
-        let nodes = lock(&self.nodes);
-        let mut members = nodes.values().filter_map(|n| n.roster.session(session));
-        match to {
-            Target::All => members.any(|m| !m.is_empty()),
-            Target::One(id) => members.any(|m| m.contains_key(id)),
-            Target::List(ids) => members.any(|m| ids.iter().any(|id| m.contains_key(id))),
-        }
+        let known = {
+            let nodes = lock(&self.nodes);
+            let mut members = nodes.values().filter_map(|n| n.roster.session(session));
+            match to {
+                Target::All => members.any(|m| !m.is_empty()),
+                Target::One(id) => members.any(|m| m.contains_key(id)),
+                Target::List(ids) => members.any(|m| ids.iter().any(|id| m.contains_key(id))),
+            }
+        };
+        // A session this node began to watch a moment ago: what the other nodes' members did
+        // before that reached it only through their heartbeats, so a member who joined
+        // elsewhere just before may not be known yet. Its broadcasts go to the cluster until
+        // every node's heartbeat since the watch has come.
+        known
+            || (matches!(to, Target::All)
+                && lock(&self.watched)
+                    .get(session)
+                    .is_none_or(|(_, since)| since.elapsed() < SETTLE))
     }
 
     /// A local client's signal, already delivered locally: on to the other nodes.
@@ -482,7 +497,7 @@ impl Cluster {
         let task = shared
             .tracker
             .spawn(session_inbox(shared.clone(), session.clone()));
-        watched.insert(session.clone(), task.abort_handle());
+        watched.insert(session.clone(), (task.abort_handle(), Instant::now()));
     }
 
     /// Unsubscribes from `session` if it has no local member (its last one left). Checked
@@ -490,7 +505,7 @@ impl Cluster {
     pub(crate) fn unwatch(&self, shared: &Shared, session: &SessionId) {
         let mut watched = lock(&self.watched);
         if shared.registry.get(session).is_none()
-            && let Some(task) = watched.remove(session)
+            && let Some((task, _)) = watched.remove(session)
         {
             task.abort();
         }
@@ -891,12 +906,17 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                     view.last_seen = Instant::now();
                     view.roster.apply(change, bounds, taken)
                 });
-                if left {
-                    // Its routes end once they have written what they hold.
-                    senders.remove(&id);
-                }
-                if let Some(Some((s, msg))) = told {
-                    tell_local(&shared, &s, &msg);
+                // A leaver's routes end once they have written what they hold, and the
+                // members here are told it left after that, as for a member of this node:
+                // its signals come before its `Left`.
+                let routes = match left.then(|| senders.remove(&id)).flatten() {
+                    Some(fanout) => fanout.close(),
+                    None => Vec::new(),
+                };
+                if let Some(Some((session, msg))) = told
+                    && let Some(s) = shared.registry.get(&session)
+                {
+                    tell_after_routes(&shared, &s, msg, routes);
                 }
             }
         }

@@ -584,23 +584,36 @@ fn leave(shared: &Shared, session: &Arc<Session>, member: &Member, reason: LeftR
         connection: member.id(),
         reason,
     };
-    if routes.is_empty() {
-        session.tell_news(&news);
-    } else {
-        let (session, cancel) = (session.clone(), shared.cancel.clone());
-        shared.tracker.spawn(async move {
-            let written =
-                tokio::time::timeout(LEFT_AFTER_ROUTES, futures_util::future::join_all(routes));
-            tokio::select! {
-                _ = written => session.tell_news(&news),
-                // Shutting down: everyone is told `relayShutdown` instead.
-                _ = cancel.cancelled() => {}
-            }
-        });
-    }
+    tell_after_routes(shared, session, news, routes);
     shared.others.left(shared, &session.id, member.id(), reason);
     shared.metrics.left(reason);
     tracing::info!(conn = %member.id(), %reason, "left");
+}
+
+/// Tells `session`'s members a leave once the leaver's `routes` (here, from a member of this
+/// node or of another) have written what they hold and finished their streams, so its
+/// signals come before its `Left`: at once without routes, at most [`LEFT_AFTER_ROUTES`]
+/// later, and not at all once the relay is shutting down.
+pub(crate) fn tell_after_routes(
+    shared: &Shared,
+    session: &Arc<Session>,
+    news: RelayMessage,
+    routes: Vec<tokio::task::JoinHandle<()>>,
+) {
+    if routes.is_empty() {
+        session.tell_news(&news);
+        return;
+    }
+    let (session, cancel) = (session.clone(), shared.cancel.clone());
+    shared.tracker.spawn(async move {
+        let written =
+            tokio::time::timeout(LEFT_AFTER_ROUTES, futures_util::future::join_all(routes));
+        tokio::select! {
+            _ = written => session.tell_news(&news),
+            // Shutting down: everyone is told `relayShutdown` instead.
+            _ = cancel.cancelled() => {}
+        }
+    });
 }
 
 /// The longest a leave's news waits for the leaver's routes to write what they hold.
