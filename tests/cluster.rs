@@ -1072,7 +1072,11 @@ fn random_interleavings_across_nodes_lose_nothing() {
         ..Config::default()
     });
     let case = std::sync::atomic::AtomicU64::new(0);
-    let result = runner.run(&proptest::collection::vec(chaos_step(), 10..60), |steps| {
+    let schedule = (
+        proptest::collection::vec(chaos_step(), 10..60),
+        proptest::bool::weighted(0.25),
+    );
+    let result = runner.run(&schedule, |(steps, lonely)| {
         let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Fresh nodes for every schedule: what one leaves behind cannot fail the next.
         rt.block_on(async {
@@ -1081,7 +1085,7 @@ fn random_interleavings_across_nodes_lose_nothing() {
                 node_with(&nats, &format!("b{n}"), quick).await,
             );
             formed(&[&a, &b]).await;
-            chaos_case([&a, &b], &nats, n, steps).await;
+            chaos_case([&a, &b], &nats, n, steps, lonely).await;
         });
         Ok(())
     });
@@ -1159,8 +1163,9 @@ fn chaos_step() -> impl proptest::strategy::Strategy<Value = Step> {
     ]
 }
 
-/// Members that stay for a whole schedule: 0 and 1 on node A, 2 and 3 on node B; the even
-/// ones reach their node through a faulty link (the blackouts).
+/// Members that stay for a whole schedule: 0 and 1 on node A, 2 and 3 on node B (or all on
+/// node A, when node B is to have only visitors); the even ones reach their node through a
+/// faulty link (the blackouts).
 const STAYERS: usize = 4;
 
 /// A member of a schedule, with what it heard and the receipts of what it sent.
@@ -1257,8 +1262,15 @@ struct Sent {
 }
 
 /// Runs one schedule in a fresh session across the two nodes, then checks what every stayer
-/// heard.
-async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<Step>) {
+/// heard. `lonely`: the stayers are all on node A, so node B watches the session only while a
+/// visitor is there, and everything its visitors send crosses to node A.
+async fn chaos_case(
+    nodes: [&TestRelay; 2],
+    nats: &Nats,
+    case: u64,
+    steps: Vec<Step>,
+    lonely: bool,
+) {
     use signalbox_relay::cluster_forge::{Forged, frame, payload};
     use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
     use std::sync::Arc;
@@ -1276,7 +1288,7 @@ async fn chaos_case(nodes: [&TestRelay; 2], nats: &Nats, case: u64, steps: Vec<S
     let mut links = Vec::new();
     let mut stayers = Vec::new();
     for i in 0..STAYERS {
-        let node = nodes[i / 2];
+        let node = nodes[if lonely { 0 } else { i / 2 }];
         let name = format!("stayer{i}");
         let port = if i % 2 == 0 {
             let seed = case * 10 + i as u64;
