@@ -1013,25 +1013,7 @@ async fn a_one_shot_sender_on_another_node_is_heard_before_its_left() {
     let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
     formed(&[&a, &b]).await;
     let (_listener, mut l_ev) = a.join("listener").await;
-    for round in 0..20u64 {
-        let (s, _s_ev) = b.join("one-shot").await;
-        let id = s.me().id;
-        sees_join(&mut l_ev, id).await;
-        send_many(&s, "shot", 3, |i| format!("{round}.{i}")).await;
-        s.leave().await;
-        let mut heard = Vec::new();
-        expect(&mut l_ev, "the one-shot sender leaving", |e| match e {
-            Event::Signal(sig) if sig.from == Some(id) => {
-                heard.push(sig.data);
-                None
-            }
-            Event::Left { peer, .. } if peer.id == id => Some(()),
-            _ => None,
-        })
-        .await;
-        let want: Vec<String> = (1..=3).map(|i| format!("{round}.{i}")).collect();
-        assert_eq!(heard, want, "round {round}: every signal before the Left");
-    }
+    one_shot_senders_are_heard_before_they_leave(&b, &mut l_ev).await;
 }
 
 /// Random schedules across two nodes: members on both join, leave, send to everyone, to one

@@ -108,6 +108,34 @@ pub async fn next_signal(events: &mut Events) -> ReceivedSignal {
     .await
 }
 
+/// Twenty rounds of a one-shot sender (joined on `sender_relay`) that sends three signals and
+/// leaves at once, as `signalbox send` does: the listener whose events are `listener` must
+/// hear all three, in order, before it hears the sender leave.
+pub async fn one_shot_senders_are_heard_before_they_leave(
+    sender_relay: &TestRelay,
+    listener: &mut Events,
+) {
+    for round in 0..20u64 {
+        let (s, _s_ev) = sender_relay.join("one-shot").await;
+        let id = s.me().id;
+        sees_join(listener, id).await;
+        send_many(&s, "shot", 3, |i| format!("{round}.{i}")).await;
+        s.leave().await;
+        let mut heard = Vec::new();
+        expect(listener, "the one-shot sender leaving", |e| match e {
+            Event::Signal(sig) if sig.from == Some(id) => {
+                heard.push(sig.data);
+                None
+            }
+            Event::Left { peer, .. } if peer.id == id => Some(()),
+            _ => None,
+        })
+        .await;
+        let want: Vec<String> = (1..=3).map(|i| format!("{round}.{i}")).collect();
+        assert_eq!(heard, want, "round {round}: every signal before the Left");
+    }
+}
+
 /// `n` signals, skipping presence.
 pub async fn signals(events: &mut Events, n: usize) -> Vec<ReceivedSignal> {
     let mut out = Vec::with_capacity(n);

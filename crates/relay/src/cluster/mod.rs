@@ -408,10 +408,11 @@ impl Cluster {
                 Target::List(ids) => members.any(|m| ids.iter().any(|id| m.contains_key(id))),
             }
         };
-        // A session this node began to watch a moment ago: what the other nodes' members did
-        // before that reached it only through their heartbeats, so a member who joined
-        // elsewhere just before may not be known yet. Its broadcasts go to the cluster until
-        // every node's heartbeat since the watch has come.
+        // A session this node began to watch a moment ago (or does not watch: the relay's own
+        // signal to a session with no member here): what the other nodes' members did before
+        // that reached it only through their heartbeats, so a member who joined elsewhere
+        // just before may not be known yet. Its broadcasts go to the cluster until every
+        // node's heartbeat since the watch has come.
         known
             || (matches!(to, Target::All)
                 && lock(&self.watched)
