@@ -74,7 +74,7 @@ async fn targeted_signals_reach_only_their_targets_and_broadcast_reaches_the_sen
         .unwrap();
     let got = next_signal(&mut b_ev).await;
     assert_eq!(
-        (got.r#type.as_str(), got.data.as_str(), got.to_all),
+        (&*got.r#type, &*got.data, got.to_all),
         ("dm", "for b", false)
     );
     assert_eq!(got.from, Some(a.me().id));
@@ -100,7 +100,7 @@ async fn targeted_signals_reach_only_their_targets_and_broadcast_reaches_the_sen
     for ev in [&mut a_ev, &mut b_ev, &mut c_ev, &mut d_ev] {
         let s = next_signal(ev).await;
         assert_eq!(
-            (s.data.as_str(), s.to_all, s.from),
+            (&*s.data, s.to_all, s.from),
             ("everyone", true, Some(a.me().id))
         );
     }
@@ -232,7 +232,7 @@ async fn relay_enforces_each_rule_and_keeps_the_sender_connected() {
     );
     // Rejected signals reach nobody; the valid one does.
     let s = next_signal(&mut b_ev).await;
-    assert_eq!((s.r#type.as_str(), s.seq), ("ok", 6));
+    assert_eq!((&*s.r#type, s.seq), ("ok", 6));
 
     let sub = relay_verdicts(
         &relay,

@@ -956,10 +956,7 @@ mod browser {
         };
         ws.send(tagged(1, &frame(&out))).await.unwrap();
         let s = next_signal(&mut events).await;
-        assert_eq!(
-            (s.from, s.data.as_str()),
-            (Some(welcome.me.id), "from a browser")
-        );
+        assert_eq!((s.from, &*s.data), (Some(welcome.me.id), "from a browser"));
 
         native
             .send(Signal::to_one(welcome.me.id, "chat", "back"))

@@ -81,7 +81,7 @@ async fn rest_signals_reach_clients_from_the_relay_in_order() {
     for ev in [&mut a_ev, &mut b_ev] {
         let s = next_signal(ev).await;
         assert_eq!(
-            (s.from, s.r#type.as_str(), s.data.as_str(), s.to_all),
+            (s.from, &*s.r#type, &*s.data, s.to_all),
             (None, "notice", "hello all", true)
         );
     }
@@ -100,7 +100,7 @@ async fn rest_signals_reach_clients_from_the_relay_in_order() {
         .into_iter()
         .map(|s| {
             assert_eq!((s.from, s.to_all), (None, false));
-            s.data
+            s.data.to_string()
         })
         .collect();
     assert_eq!(

@@ -74,7 +74,7 @@ fn signal_line(s: &ReceivedSignal, names: &Names, as_json: bool) -> String {
     let what = if s.is_ping() {
         "ping".to_owned()
     } else if s.r#type.is_empty() {
-        s.data.clone()
+        s.data.to_string()
     } else {
         format!("[{}] {}", s.r#type, s.data)
     };
@@ -150,7 +150,7 @@ async fn listen(
         };
         let line = match &event {
             Event::Signal(s) => {
-                if !args.types.is_empty() && !args.types.contains(&s.r#type) {
+                if !args.types.is_empty() && !args.types.iter().any(|t| s.r#type == *t) {
                     continue;
                 }
                 seen += 1;

@@ -1,5 +1,6 @@
 //! What the client tells its user: signals, presence, rejections, and the connection's end.
 
+use bytestring::ByteString;
 use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, SignalError, Target};
 use std::collections::VecDeque;
 
@@ -51,6 +52,10 @@ impl Signal {
 }
 
 /// A signal as received.
+///
+/// Its type and data are text shared with the buffer the client read them into (no copy
+/// per signal): cheap to clone and to drop. An application that keeps many signals for long
+/// should keep copies (`data.to_string()`), so as not to keep whole receive buffers alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedSignal {
     /// The sender, stamped by the relay; `None` when the relay itself sent it (REST).
@@ -60,9 +65,9 @@ pub struct ReceivedSignal {
     /// Whether it went to everyone.
     pub to_all: bool,
     /// The type.
-    pub r#type: String,
+    pub r#type: ByteString,
     /// The data.
-    pub data: String,
+    pub data: ByteString,
 }
 
 impl ReceivedSignal {

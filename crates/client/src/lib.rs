@@ -51,6 +51,7 @@ mod options;
 mod supervisor;
 mod tls;
 
+pub use bytestring::ByteString;
 pub use client::{Client, Receipt};
 pub use error::{ConnectError, NOT_CONNECTED, RequestError, SendError};
 pub use events::{Event, Events, ReceivedSignal, Signal};

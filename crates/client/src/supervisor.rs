@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use signalbox_proto::codec;
 use signalbox_proto::{
-    CloseCode, ConnectionId, ConnectionInfo, DeliveryHeader, Incoming, LeftReason, RefuseCode,
+    CloseCode, ConnectionId, ConnectionInfo, DeliveryHeader, IncomingBytes, LeftReason, RefuseCode,
     RelayMessage, Welcome,
 };
 use tokio::sync::{mpsc, watch};
@@ -449,19 +450,13 @@ async fn read_deliveries(
         let mut batch = Vec::new();
         let mut frame = first;
         loop {
-            match codec::decode::<Incoming<'_>>(&frame) {
-                Ok(msg) if msg.seq > last_seq => {
-                    last_seq = msg.seq;
-                    batch.push(Event::Signal(ReceivedSignal {
-                        from,
-                        seq: msg.seq,
-                        to_all: msg.to_all,
-                        r#type: msg.r#type.into_owned(),
-                        data: msg.data.into_owned(),
-                    }));
+            match received(from, frame.freeze(), last_seq) {
+                Ok(Some(signal)) => {
+                    last_seq = signal.seq;
+                    batch.push(Event::Signal(signal));
                 }
-                Ok(_) => {} // a duplicate
-                Err(_) => {
+                Ok(None) => {} // a duplicate
+                Err(()) => {
                     malformed = true;
                     break;
                 }
@@ -489,6 +484,27 @@ async fn read_deliveries(
         }
     }
     done.send_replace(true);
+}
+
+/// The signal in a delivery frame, its text kept as slices of the frame; `None` when its seq
+/// is not newer than `last_seq` (a duplicate).
+fn received(
+    from: Option<ConnectionId>,
+    frame: Bytes,
+    last_seq: u64,
+) -> Result<Option<ReceivedSignal>, ()> {
+    let msg = codec::decode::<IncomingBytes<'_>>(&frame).map_err(drop)?;
+    if msg.seq <= last_seq {
+        return Ok(None);
+    }
+    let text = |bytes: &[u8]| ByteString::try_from(frame.slice_ref(bytes)).map_err(drop);
+    Ok(Some(ReceivedSignal {
+        from,
+        seq: msg.seq,
+        to_all: msg.to_all,
+        r#type: text(msg.r#type)?,
+        data: text(msg.data)?,
+    }))
 }
 
 /// Reads the control stream; a `Left` waits for the leaver's signals (see [`Streams`]).
@@ -552,5 +568,43 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
             // the relay's notices still settle this client's receipts.
             let _ = events.send(vec![event]).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalbox_proto::Incoming;
+
+    fn frame(seq: u64, ty: &str, data: &str) -> Bytes {
+        let msg = Incoming {
+            seq,
+            to_all: true,
+            r#type: ty.into(),
+            data: data.into(),
+        };
+        // The payload, without the length prefix (as the reader gets it).
+        codec::frame(&msg, usize::MAX).unwrap().freeze().slice(4..)
+    }
+
+    #[test]
+    fn a_signals_text_is_the_received_buffer_not_a_copy() {
+        let f = frame(7, "chat", "hello");
+        let s = received(None, f.clone(), 6).unwrap().unwrap();
+        assert_eq!((s.seq, &*s.r#type, &*s.data), (7, "chat", "hello"));
+        let inside = |p: *const u8| f.as_ptr_range().contains(&p);
+        assert!(inside(s.data.as_ptr()) && inside(s.r#type.as_ptr()));
+        // Not newer than what was read: a duplicate.
+        assert_eq!(received(None, f, 7), Ok(None));
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_malformed() {
+        let good = frame(1, "t", "ab");
+        let mut bad = good.to_vec();
+        let at = bad.len() - 1;
+        bad[at] = 0xff;
+        assert_eq!(received(None, Bytes::from(bad), 0), Err(()));
+        assert_eq!(received(None, good.slice(..good.len() - 1), 0), Err(()));
     }
 }

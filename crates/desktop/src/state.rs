@@ -869,7 +869,7 @@ impl AppState {
                 from: sender.clone(),
                 mine: false,
                 to: (!s.to_all).then(|| "you".to_owned()),
-                text: s.data.clone(),
+                text: s.data.to_string(),
                 delivery: None,
                 read_by: BTreeSet::new(),
                 seq: Some(s.seq),
@@ -886,8 +886,9 @@ impl AppState {
             } else {
                 "me".into()
             },
-            r#type: s.r#type,
-            data: s.data,
+            // The log keeps its rows for long: copies, not the receive buffers.
+            r#type: s.r#type.to_string(),
+            data: s.data.to_string(),
             delivery: None,
             seq: Some(s.seq),
         });
@@ -957,7 +958,7 @@ mod tests {
             seq,
             to_all: true,
             r#type: CHAT_TYPE.into(),
-            data,
+            data: data.into(),
         })
     }
 

@@ -201,7 +201,7 @@ fn join_by_invite_then_broadcast_from_the_composer_and_receive_into_log_and_chat
     click(&mut h, "Send");
     let s = env.next_signal(&mut bob_ev);
     assert_eq!(
-        (s.r#type.as_str(), s.data.as_str(), s.to_all),
+        (&*s.r#type, &*s.data, s.to_all),
         ("note", "hello everyone", true)
     );
     assert_eq!(s.from, Some(h.state().state.me.as_ref().unwrap().id));
@@ -253,7 +253,7 @@ fn a_targeted_send_reaches_only_its_target() {
     type_into(&mut h, "Data", "only for bob");
     click(&mut h, "Send");
     let s = env.next_signal(&mut bob_ev);
-    assert_eq!((s.data.as_str(), s.to_all), ("only for bob", false));
+    assert_eq!((&*s.data, s.to_all), ("only for bob", false));
     env.no_signal(&mut carol_ev);
     assert_eq!(h.state().state.log.shown(0).unwrap().target, "bob");
 }
@@ -289,7 +289,7 @@ fn control_pad_buttons_and_keys_send_their_signals() {
     join(&mut h, &env.invite(Role::Publisher, None), "alice");
     click(&mut h, "⬆ Forward");
     let s = env.next_signal(&mut bob_ev);
-    assert_eq!((s.r#type.as_str(), s.data.as_str()), ("robot", "forward"));
+    assert_eq!((&*s.r#type, &*s.data), ("robot", "forward"));
     // With no text field focused, the bound key presses the button.
     h.key_press(egui::Key::ArrowLeft);
     h.step();
@@ -560,7 +560,7 @@ fn several_targets_and_ctrl_enter() {
     h.step();
     for ev in [&mut bob_ev, &mut carol_ev] {
         let s = env.next_signal(ev);
-        assert_eq!((s.data.as_str(), s.to_all), ("bob and carol only", false));
+        assert_eq!((&*s.data, s.to_all), ("bob and carol only", false));
     }
     env.no_signal(&mut dave_ev);
     let target = &h.state().state.log.shown(0).unwrap().target;

@@ -42,7 +42,7 @@ pub use ids::{ConnectionId, SessionId};
 pub use invite::Invite;
 pub use messages::{
     ACK_ELICITING_THRESHOLD, ALPN, CLIENT_STREAM_WINDOW, ClientMessage, CloseCode, ConnectionInfo,
-    DeliveryHeader, Hello, Incoming, LeftReason, MAX_ACK_DELAY, Outgoing, PROTOCOL_VERSION,
-    RefuseCode, Refused, RelayMessage, ResumeTicket, Role, Seen, Welcome,
+    DeliveryHeader, Hello, Incoming, IncomingBytes, LeftReason, MAX_ACK_DELAY, Outgoing,
+    PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, Seen, Welcome,
 };
 pub use signal::{Limits, SignalError, Target};

@@ -335,6 +335,23 @@ pub struct Incoming<'a> {
     pub data: Cow<'a, str>,
 }
 
+/// An [`Incoming`] as it lies in a frame, its type and data not yet checked as UTF-8 (on the
+/// wire a string is its length and its bytes, as a byte string is): for readers that keep
+/// the text as slices of the received buffer and check each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct IncomingBytes<'a> {
+    /// The sender's `seq`.
+    pub seq: u64,
+    /// Whether it was sent to everyone.
+    pub to_all: bool,
+    /// The type's bytes.
+    #[serde(borrow)]
+    pub r#type: &'a [u8],
+    /// The data's bytes.
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
 /// The application close codes of a connection, with the reason text the relay sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]

@@ -213,7 +213,12 @@ proptest! {
         let mut buf = BytesMut::new();
         encode_frame(&msg, &mut buf, MAX).unwrap();
         let back: Incoming<'_> = decode(&buf[4..]).unwrap();
-        prop_assert_eq!(back, msg);
+        prop_assert_eq!(&back, &msg);
+        // The same frame read as bytes: the same fields, the text's bytes unchanged.
+        let raw: IncomingBytes<'_> = decode(&buf[4..]).unwrap();
+        prop_assert_eq!((raw.seq, raw.to_all), (msg.seq, msg.to_all));
+        prop_assert_eq!(raw.r#type, msg.r#type.as_bytes());
+        prop_assert_eq!(raw.data, msg.data.as_bytes());
     }
 
     #[test]
@@ -235,6 +240,7 @@ proptest! {
         let _ = decode::<RelayMessage>(&bytes);
         let _ = decode::<Outgoing<'_>>(&bytes);
         let _ = decode::<Incoming<'_>>(&bytes);
+        let _ = decode::<IncomingBytes<'_>>(&bytes);
     }
 
     #[test]
