@@ -8,32 +8,43 @@ pub(crate) const STAMP: usize = 40;
 
 /// A payload of `size` bytes (at least [`STAMP`]) stamped with sender, seq and time.
 pub(crate) fn make(sender: u32, seq: u64, t_ns: u64, size: usize, buf: &mut BytesMut) -> Bytes {
-    use std::fmt::Write;
     buf.reserve(size.max(STAMP));
-    let start = buf.len();
-    let _ = write!(Hex(buf), "{sender:08x}{seq:016x}{t_ns:016x}");
-    while buf.len() - start < size {
-        buf.put_u8(b'.');
+    hex(buf, u64::from(sender), 8);
+    hex(buf, seq, 16);
+    hex(buf, t_ns, 16);
+    if size > STAMP {
+        buf.put_bytes(b'.', size - STAMP);
     }
     buf.split().freeze()
 }
 
-struct Hex<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for Hex<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
+/// `value`'s lowest `digits` hex digits, most significant first. (By hand: the harness makes
+/// and reads a stamp for every message, and `fmt` would cost more than some servers do.)
+fn hex(buf: &mut BytesMut, value: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        buf.put_u8(b"0123456789abcdef"[(value >> (4 * i)) as usize & 0xf]);
     }
+}
+
+/// The number in `digits` (lowercase hex), or `None`.
+fn unhex(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(v))
+    })
 }
 
 /// Reads a payload's stamp: (sender, seq, intended send time in ns since the run's base).
 pub(crate) fn read(p: &[u8]) -> Option<(u32, u64, u64)> {
-    let s = std::str::from_utf8(p.get(..STAMP)?).ok()?;
+    let p = p.get(..STAMP)?;
     Some((
-        u32::from_str_radix(&s[..8], 16).ok()?,
-        u64::from_str_radix(&s[8..24], 16).ok()?,
-        u64::from_str_radix(&s[24..40], 16).ok()?,
+        u32::try_from(unhex(&p[..8])?).ok()?,
+        unhex(&p[8..24])?,
+        unhex(&p[24..40])?,
     ))
 }
 
@@ -49,5 +60,12 @@ mod tests {
         assert_eq!(read(&p), Some((7, 123_456, 999)));
         assert!(std::str::from_utf8(&p).is_ok());
         assert_eq!(make(1, 1, 1, 8, &mut buf).len(), STAMP);
+        let max = make(u32::MAX, u64::MAX, u64::MAX, 40, &mut buf);
+        assert_eq!(read(&max), Some((u32::MAX, u64::MAX, u64::MAX)));
+        assert_eq!(&max[..8], b"ffffffff");
+        let mut bad = make(1, 1, 1, 40, &mut buf).to_vec();
+        bad[3] = b'g';
+        assert_eq!(read(&bad), None);
+        assert_eq!(read(b"short"), None);
     }
 }
