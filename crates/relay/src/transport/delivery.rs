@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use signalbox_proto::{CloseCode, ConnectionId, DeliveryHeader, Target, codec};
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +38,7 @@ use crate::engine::replay::{Frame, Ring, cost};
 use crate::engine::stalls::{Observed, SCAN, StallWatch};
 use crate::registry::{Member, Roster, Session};
 use crate::transport::link::{LinkError, LinkSend};
+use crate::transport::queue::{self, TrySendError};
 
 /// The most bytes handed to one write.
 const MAX_BATCH: usize = 64 * 1024;
@@ -57,7 +57,7 @@ pub(crate) struct DeliverySettings {
 }
 
 struct Route {
-    tx: mpsc::Sender<Frame>,
+    tx: queue::Sender<Frame>,
     task: JoinHandle<()>,
 }
 
@@ -156,7 +156,7 @@ impl Fanout {
             let route = match self.routes.entry(to.id()) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
-                    let (tx, rx) = mpsc::channel(self.settings.queue_signals);
+                    let (tx, rx) = queue::queue(self.settings.queue_signals);
                     let task = self.tracker.spawn(run_route(
                         to.clone(),
                         self.from,
@@ -455,7 +455,7 @@ fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
 /// (charged at once).
 fn batch(
     first: Frame,
-    rx: &mut mpsc::Receiver<Frame>,
+    rx: &mut queue::Receiver<Frame>,
     buf: &mut BytesMut,
     ring: &mut Ring<Budgets>,
     to: &Member,
@@ -470,7 +470,7 @@ fn batch(
         chunker.push(&frame.1);
         ring.push(frame);
         if bytes < MAX_BATCH {
-            next = rx.try_recv().ok();
+            next = rx.try_recv();
         }
     }
     chunker.finish();
@@ -541,14 +541,14 @@ async fn run_route(
     to: Arc<Member>,
     from: Option<ConnectionId>,
     header: Bytes,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: queue::Receiver<Frame>,
     prev: Option<JoinHandle<()>>,
     settings: Arc<DeliverySettings>,
     budgets: Budgets,
 ) {
     route(&to, from, header, &mut rx, prev, &settings, &budgets).await;
     rx.close();
-    while let Ok(frame) = rx.try_recv() {
+    while let Some(frame) = rx.try_recv() {
         unqueue(&to, &budgets, cost(&frame));
     }
 }
@@ -558,7 +558,7 @@ async fn route(
     to: &Arc<Member>,
     from: Option<ConnectionId>,
     header: Bytes,
-    rx: &mut mpsc::Receiver<Frame>,
+    rx: &mut queue::Receiver<Frame>,
     prev: Option<JoinHandle<()>>,
     settings: &DeliverySettings,
     budgets: &Budgets,
@@ -624,7 +624,7 @@ async fn route(
                 // A whole idle period without signals: refuse new ones (the sender then
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
-                while let Ok(frame) = rx.try_recv() {
+                while let Some(frame) = rx.try_recv() {
                     unqueue(to, budgets, cost(&frame));
                     let chunk = frame.1.clone();
                     route.ring.push(frame);

@@ -7,12 +7,14 @@
 //! - [`link`]: one connection's streams, whatever carries them;
 //! - [`connection`]: a connection's task — the join handshake, then its control stream and
 //!   its signals, each signal checked and sequenced by the engine;
-//! - [`delivery`]: the routes that carry one sender's signals to each receiver's stream.
+//! - [`delivery`]: the routes that carry one sender's signals to each receiver's stream,
+//!   each fed by a [`queue`].
 
 pub(crate) mod connection;
 pub(crate) mod delivery;
 pub(crate) mod identity;
 pub(crate) mod link;
+pub(crate) mod queue;
 pub(crate) mod webtransport;
 pub(crate) mod ws;
 
