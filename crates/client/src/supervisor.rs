@@ -494,16 +494,15 @@ fn received(
     last_seq: u64,
 ) -> Result<Option<ReceivedSignal>, ()> {
     let msg = codec::decode::<IncomingBytes<'_>>(&frame).map_err(drop)?;
-    if msg.seq <= last_seq {
-        return Ok(None);
-    }
     let text = |bytes: &[u8]| ByteString::try_from(frame.slice_ref(bytes)).map_err(drop);
-    Ok(Some(ReceivedSignal {
+    // Checked before the seq, so a malformed duplicate is malformed too.
+    let (r#type, data) = (text(msg.r#type)?, text(msg.data)?);
+    Ok((msg.seq > last_seq).then_some(ReceivedSignal {
         from,
         seq: msg.seq,
         to_all: msg.to_all,
-        r#type: text(msg.r#type)?,
-        data: text(msg.data)?,
+        r#type,
+        data,
     }))
 }
 
@@ -604,7 +603,9 @@ mod tests {
         let mut bad = good.to_vec();
         let at = bad.len() - 1;
         bad[at] = 0xff;
-        assert_eq!(received(None, Bytes::from(bad), 0), Err(()));
+        assert_eq!(received(None, Bytes::from(bad.clone()), 0), Err(()));
         assert_eq!(received(None, good.slice(..good.len() - 1), 0), Err(()));
+        // Malformed even when its seq says it is a duplicate.
+        assert_eq!(received(None, Bytes::from(bad), 5), Err(()));
     }
 }
