@@ -18,7 +18,14 @@ pub(crate) struct KickArgs {
 }
 
 pub(crate) async fn run(args: KickArgs) -> anyhow::Result<ExitCode> {
-    let (client, mut events) = super::connect(&args.invite, Some("moderator".into())).await?;
+    let mut stop = super::Stop::catch();
+    let (client, mut events) = match stop
+        .during(super::connect(&args.invite, Some("moderator".into())))
+        .await
+    {
+        Ok(joined) => joined?,
+        Err(code) => return Ok(code),
+    };
     let work = async {
         if client.peer(args.id).is_none() {
             anyhow::bail!(
@@ -50,5 +57,5 @@ pub(crate) async fn run(args: KickArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     };
-    super::joined(&client, work).await
+    super::joined(&client, stop, work).await
 }

@@ -109,8 +109,15 @@ fn connected_line(client: &Client, as_json: bool) -> String {
 }
 
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
-    let (client, events) = super::connect(&args.invite, args.name.clone()).await?;
-    super::joined(&client, listen(&args, &client, events)).await
+    let mut stop = super::Stop::catch();
+    let (client, events) = match stop
+        .during(super::connect(&args.invite, args.name.clone()))
+        .await
+    {
+        Ok(joined) => joined?,
+        Err(code) => return Ok(code),
+    };
+    super::joined(&client, stop, listen(&args, &client, events)).await
 }
 
 /// Prints until `--count` is reached, the connection ends, or nobody reads our output.

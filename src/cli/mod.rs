@@ -181,37 +181,69 @@ fn data_dir(flag: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathB
 /// by a signal, the exit code is 128 + its number.
 async fn joined(
     client: &signalbox_client::Client,
+    mut stop: Stop,
     work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
 ) -> anyhow::Result<ExitCode> {
-    let outcome = tokio::select! {
-        r = work => r,
-        signal = stop_signal() => Ok(ExitCode::from(128 + signal)),
-    };
+    let outcome = stop.during(work).await.unwrap_or_else(Ok);
     client.leave().await;
     client.wait_idle().await;
     outcome
 }
 
-/// Waits for Ctrl-C (SIGINT), SIGTERM (systemd's stop) or SIGHUP (the terminal closed);
-/// returns the signal's number.
-pub(crate) async fn stop_signal() -> u8 {
+/// Ctrl-C (SIGINT), SIGTERM (systemd's stop) and SIGHUP (the terminal closed), caught from
+/// the moment it is made. A command makes it before it connects: a signal that comes while it
+/// is still joining, or just after, neither kills it before it can leave cleanly (its peers
+/// would then see it leave only after the relay's timeouts) nor goes unheard.
+pub(crate) struct Stop {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
+    signals: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Stop {
+    /// Starts catching the signals.
+    pub(crate) fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(int), Ok(term), Ok(hup)) => Some([int, term, hup]),
+                _ => None,
+            };
+            Self { signals }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for one of the signals (or one that came since [`Stop::catch`]); returns its
+    /// number.
+    pub(crate) async fn signalled(&mut self) -> u8 {
+        #[cfg(unix)]
+        if let Some([int, term, hup]) = &mut self.signals {
             return tokio::select! {
                 _ = int.recv() => 2,
                 _ = term.recv() => 15,
                 _ = hup.recv() => 1,
             };
         }
+        let _ = tokio::signal::ctrl_c().await;
+        2
     }
-    let _ = tokio::signal::ctrl_c().await;
-    2
+
+    /// Runs `work` unless a signal comes first; then the exit code for it (128 + its number).
+    pub(crate) async fn during<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, ExitCode> {
+        tokio::select! {
+            r = work => Ok(r),
+            signal = self.signalled() => Err(ExitCode::from(128 + signal)),
+        }
+    }
 }
 
 /// Resolves when standard output is a pipe or socket whose reader has gone (`listen | head`

@@ -44,6 +44,9 @@ fn settings(args: &RelayArgs, matches: &ArgMatches) -> anyhow::Result<RelayConfi
 
 pub(crate) async fn run(args: RelayArgs, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let config = settings(&args, matches)?;
+    // Caught from here: a stop that comes while the relay starts shuts it down cleanly once
+    // it has started, rather than killing it half-way.
+    let mut stop = super::Stop::catch();
     let relay = Relay::spawn(config).await?;
     let token = relay.tokens().mint(&TokenRequest {
         session: args.session.to_string(),
@@ -64,7 +67,7 @@ pub(crate) async fn run(args: RelayArgs, matches: &ArgMatches) -> anyhow::Result
         relay.invite(args.session.clone(), Some(token))
     );
 
-    super::stop_signal().await;
+    stop.signalled().await;
     eprintln!("shutting down…");
     relay.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -64,7 +64,14 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     options.name = args.name.clone();
     // A sender has no use for the session's broadcasts (nor its own coming back).
     options.receive_broadcasts = false;
-    let (client, mut events) = signalbox_client::Client::connect(options).await?;
+    let mut stop = super::Stop::catch();
+    let (client, mut events) = match stop
+        .during(signalbox_client::Client::connect(options))
+        .await
+    {
+        Ok(joined) => joined?,
+        Err(code) => return Ok(code),
+    };
     // Drain events (presence, signals addressed to us); stop on disconnect.
     let (gone_tx, mut gone_rx) = tokio::sync::watch::channel(None::<String>);
     tokio::spawn(async move {
@@ -133,5 +140,5 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     };
-    super::joined(&client, work).await
+    super::joined(&client, stop, work).await
 }
