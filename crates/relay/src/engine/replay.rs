@@ -6,6 +6,16 @@
 //! after it. A frame pushed out of a ring (by its own bound, or because the session's or the
 //! relay's replay budget is spent) is remembered by its seq, so a resume that needs it is told
 //! exactly what it lost (`Missed`) instead of seeing a silent gap.
+//!
+//! A broadcast goes to every route of its sender, and each route keeping its own entry for it
+//! cost as many entries as receivers (100 routes on a 10→10 session). So a sender's
+//! broadcasts are kept once, in its [`Broadcasts`], and a route ([`RouteReplay`]) keeps only
+//! which of them it took — a range of seqs — besides its own ring for the rest (targeted
+//! frames, and broadcasts the shared ring no longer had when the route took them). The shared
+//! ring keeps a frame until every route that takes from it has written `REPLAY_BYTES` of
+//! broadcasts after it, so a slow route holds what it will need (within the budgets). A route
+//! whose connection is lost copies what it took out of the shared ring into its own and lets
+//! go, so a receiver that is away holds no more than its own bound, as before.
 
 use std::collections::VecDeque;
 
@@ -109,7 +119,17 @@ impl<K: Keep> Ring<K> {
     /// reserve on the budgets (dropping its oldest frames when they are spent), and gives
     /// back a reservation it no longer needs.
     pub(crate) fn settle(&mut self) {
-        while self.bytes > REPLAY_BYTES && self.evict() {}
+        self.settle_with(|_, kept| kept > REPLAY_BYTES);
+    }
+
+    /// [`Ring::settle`], with the ring's own bound decided by `spare(oldest, bytes kept)`:
+    /// whether the oldest frame may go.
+    fn settle_with(&mut self, mut spare: impl FnMut(&Frame, usize) -> bool) {
+        while let Some(oldest) = self.frames.front() {
+            if !spare(oldest, self.bytes) || !self.evict() {
+                break;
+            }
+        }
         while self.held > self.reserved {
             let want = (self.held - self.reserved).next_multiple_of(RESERVE);
             if self.budgets.reserve(want) {
@@ -131,6 +151,50 @@ impl<K: Keep> Ring<K> {
         self.bytes = 0;
         self.held = 0;
         self.budgets.unkeep(std::mem::take(&mut self.reserved));
+    }
+
+    /// Frames kept.
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Takes in frames and lost seqs from elsewhere (a shared ring): everything stays in seq
+    /// order, a seq it now keeps is not counted lost, and its bounds apply at once.
+    pub(crate) fn absorb(&mut self, frames: Vec<Frame>, lost: Vec<u64>) {
+        if frames.is_empty() && lost.is_empty() {
+            return;
+        }
+        let mine = std::mem::take(&mut self.frames);
+        let mut merged = VecDeque::with_capacity(mine.len() + frames.len());
+        let (mut a, mut b) = (mine.into_iter().peekable(), frames.into_iter().peekable());
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0 <= y.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_a { a.next() } else { b.next() };
+            if let Some(frame) = next {
+                if !take_a {
+                    if merged.back().is_some_and(|f: &Frame| f.0 == frame.0) {
+                        continue; // kept already
+                    }
+                    self.bytes += frame.1.len();
+                    self.held += cost(&frame);
+                }
+                merged.push_back(frame);
+            }
+        }
+        self.frames = merged;
+        let kept = |seq: &u64| self.frames.binary_search_by_key(seq, |f| f.0).is_ok();
+        let mut evicted: Vec<u64> = self.evicted.drain(..).collect();
+        evicted.extend(lost.into_iter().filter(|s| !kept(s)));
+        evicted.sort_unstable();
+        evicted.dedup();
+        let from = evicted.len().saturating_sub(EVICTED_KEPT);
+        self.evicted = evicted.drain(from..).collect();
+        self.settle();
     }
 
     /// The kept frames newer than `seen`, as one chunk, and the newer ones that were pushed
@@ -159,6 +223,215 @@ impl<K: Keep> Ring<K> {
 impl<K: Keep> Drop for Ring<K> {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+/// One sender's broadcasts, kept once for all its routes (see the module's introduction).
+pub(crate) struct Broadcasts<K: Keep> {
+    ring: Ring<K>,
+    /// Where each kept frame ends in the sender's broadcast bytes (as `ring`, oldest first).
+    ends: VecDeque<u64>,
+    /// Frames pushed out of `ring` so far: a frame's absolute position is this plus its index.
+    gone: u64,
+    /// Bytes of broadcasts pushed in all.
+    pushed: u64,
+    /// The routes that take from it, by key: where the last frame each took ends.
+    cursors: Vec<Option<u64>>,
+    free: Vec<usize>,
+}
+
+/// A route's place in a sender's [`Broadcasts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Taken {
+    key: usize,
+    /// It took every kept frame with a seq in `(after, upto]`.
+    after: u64,
+    upto: u64,
+    /// Where its last frame was (absolute position), to find the next one at once.
+    at: u64,
+}
+
+impl<K: Keep> Broadcasts<K> {
+    pub(crate) fn new(budgets: K) -> Self {
+        Self {
+            ring: Ring::new(budgets),
+            ends: VecDeque::new(),
+            gone: 0,
+            pushed: 0,
+            cursors: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// Keeps a broadcast its sender is about to hand to its routes, and lets go of what no
+    /// route needs any more: frames `REPLAY_BYTES` behind the newest and behind every route
+    /// that takes from it — or whatever the budgets cannot cover, oldest first.
+    pub(crate) fn push(&mut self, frame: Frame) {
+        self.pushed += frame.1.len() as u64;
+        self.ends.push_back(self.pushed);
+        self.ring.push(frame);
+        let floor = self
+            .cursors
+            .iter()
+            .flatten()
+            .fold(self.pushed, |m, &c| m.min(c));
+        let pushed = self.pushed;
+        self.ring.settle_with(|oldest, kept| {
+            let end = pushed - kept as u64 + oldest.1.len() as u64;
+            end + REPLAY_BYTES as u64 <= floor
+        });
+        self.trim();
+    }
+
+    /// Forgets the ends of frames the ring pushed out.
+    fn trim(&mut self) {
+        while self.ends.len() > self.ring.len() {
+            self.ends.pop_front();
+            self.gone += 1;
+        }
+    }
+
+    /// The index of the kept frame `seq`, trying `hint` (an absolute position) first.
+    fn find(&self, seq: u64, hint: Option<u64>) -> Option<usize> {
+        if let Some(i) = hint
+            .and_then(|at| at.checked_sub(self.gone))
+            .and_then(|i| usize::try_from(i).ok())
+            && self.ring.frames.get(i).is_some_and(|f| f.0 == seq)
+        {
+            return Some(i);
+        }
+        self.ring.frames.binary_search_by_key(&seq, |f| f.0).ok()
+    }
+
+    fn register(&mut self, end: u64) -> usize {
+        match self.free.pop() {
+            Some(key) => {
+                self.cursors[key] = Some(end);
+                key
+            }
+            None => {
+                self.cursors.push(Some(end));
+                self.cursors.len() - 1
+            }
+        }
+    }
+
+    fn unregister(&mut self, key: usize) {
+        self.cursors[key] = None;
+        self.free.push(key);
+        if self.free.len() == self.cursors.len() {
+            // No route takes from it: what it keeps is nobody's to replay.
+            self.ring.clear();
+            self.trim();
+        }
+    }
+
+    /// The kept frames with a seq in `(after, upto]`, and the seqs in it pushed out.
+    fn range(&self, after: u64, upto: u64) -> (Vec<Frame>, Vec<u64>) {
+        let within = |s: u64| s > after && s <= upto;
+        let frames = self
+            .ring
+            .frames
+            .iter()
+            .filter(|f| within(f.0))
+            .cloned()
+            .collect();
+        let lost = self
+            .ring
+            .evicted
+            .iter()
+            .copied()
+            .filter(|&s| within(s))
+            .collect();
+        (frames, lost)
+    }
+}
+
+/// What one route keeps for a resume: its own [`Ring`], and the range of its sender's
+/// [`Broadcasts`] it took. The `Broadcasts` are passed in to every call (the driver holds them
+/// behind a lock shared with the sender and its other routes).
+pub(crate) struct RouteReplay<K: Keep> {
+    own: Ring<K>,
+    taken: Option<Taken>,
+}
+
+impl<K: Keep> RouteReplay<K> {
+    pub(crate) fn new(budgets: K) -> Self {
+        Self {
+            own: Ring::new(budgets),
+            taken: None,
+        }
+    }
+
+    /// The budgets it reserves on.
+    pub(crate) fn budgets(&self) -> &K {
+        self.own.budgets()
+    }
+
+    /// Keeps a frame the route took to write (covered by [`RouteReplay::settle`]).
+    pub(crate) fn keep(&mut self, frame: Frame, log: &mut Broadcasts<K>) {
+        let hint = self.taken.map(|t| t.at + 1);
+        let Some(i) = log.find(frame.0, hint) else {
+            // A targeted frame, or a broadcast the shared ring no longer has.
+            self.own.push(frame);
+            return;
+        };
+        let at = log.gone + i as u64;
+        if let Some(t) = &mut self.taken
+            && at == t.at + 1
+        {
+            // The next kept frame after the last one it took: the range grows.
+            t.upto = frame.0;
+            t.at = at;
+            log.cursors[t.key] = Some(log.ends[i]);
+            return;
+        }
+        // The first, or one after a gap (kept frames it did not take between): what it took
+        // before goes to its own ring, and a new range begins — if the shared ring, which
+        // lets go of everything when no route takes from it, still has this one.
+        self.detach(log);
+        match log.find(frame.0, None) {
+            Some(i) => {
+                let key = log.register(log.ends[i]);
+                self.taken = Some(Taken {
+                    key,
+                    after: frame.0.saturating_sub(1),
+                    upto: frame.0,
+                    at: log.gone + i as u64,
+                });
+            }
+            None => self.own.push(frame),
+        }
+    }
+
+    /// After a batch of frames kept: its own ring within its bounds.
+    pub(crate) fn settle(&mut self) {
+        self.own.settle();
+    }
+
+    /// The route's connection is lost (or the route ends): what it took from the shared ring
+    /// is copied into its own, and it takes from the shared ring no more until it writes again.
+    pub(crate) fn detach(&mut self, log: &mut Broadcasts<K>) {
+        if let Some(t) = self.taken.take() {
+            let (frames, lost) = log.range(t.after, t.upto);
+            log.unregister(t.key);
+            self.own.absorb(frames, lost);
+        }
+    }
+
+    /// Everything it wrote is acknowledged: it keeps nothing.
+    pub(crate) fn clear(&mut self, log: &mut Broadcasts<K>) {
+        if let Some(t) = self.taken.take() {
+            log.unregister(t.key);
+        }
+        self.own.clear();
+    }
+
+    /// The frames newer than `seen` and what of them was lost, as [`Ring::after`]; call
+    /// [`RouteReplay::detach`] first.
+    pub(crate) fn after(&self, seen: u64) -> (Bytes, Option<Lost>) {
+        debug_assert!(self.taken.is_none(), "detach before replaying");
+        self.own.after(seen)
     }
 }
 
@@ -292,6 +565,125 @@ mod tests {
                 }
             }
             drop(ring);
+            prop_assert_eq!(budget.used.get(), 0);
+        }
+    }
+
+    /// What a model route does in [`routes_sharing_broadcasts`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The sender broadcasts a frame of this many bytes.
+        Broadcast(usize),
+        /// The sender sends a frame of this many bytes to route `r` alone.
+        To(usize, usize),
+        /// Route `r` takes up to `n` frames from its queue and keeps them.
+        Take(usize, usize),
+        /// Route `r` drops the next frame in its queue unwritten (a gap).
+        Skip(usize),
+        /// Route `r`'s connection is lost: it detaches, and a client resumes from any seq.
+        Lose(usize, usize),
+        /// Route `r`'s stream is acknowledged whole: it keeps nothing.
+        Clear(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (1usize..60_000).prop_map(Step::Broadcast),
+            2 => (0usize..3, 1usize..20_000).prop_map(|(r, n)| Step::To(r, n)),
+            6 => (0usize..3, 1usize..40).prop_map(|(r, n)| Step::Take(r, n)),
+            1 => (0usize..3).prop_map(Step::Skip),
+            1 => (0usize..3, 0usize..10_000).prop_map(|(r, at)| Step::Lose(r, at)),
+            1 => (0usize..3).prop_map(Step::Clear),
+        ]
+    }
+
+    proptest! {
+        /// Three routes of one sender take broadcasts (kept once, shared) and frames of their
+        /// own, at their own pace, with gaps, losses and acknowledgements between. Whenever a
+        /// route's connection is lost, a client that has any seq it wrote gets exactly the
+        /// frames it wrote after that seq — replayed in order or counted lost, none it did not
+        /// write, none twice — and with budget to spare, nothing within `REPLAY_BYTES` of the
+        /// newest it wrote is lost. The budget is never exceeded and is all given back.
+        #[test]
+        fn routes_sharing_broadcasts_replay_what_each_wrote(
+            steps in proptest::collection::vec(step(), 1..300),
+            limit in prop_oneof![Just(usize::MAX / 4), 0usize..400_000],
+        ) {
+            let budget = Limit::new(limit);
+            let mut log = Broadcasts::new(&budget);
+            let mut routes: Vec<RouteReplay<&Limit>> =
+                (0..3).map(|_| RouteReplay::new(&budget)).collect();
+            let mut queues: Vec<VecDeque<Frame>> = vec![VecDeque::new(); 3];
+            // What each route wrote since it last kept nothing: (seq, bytes).
+            let mut written: Vec<Vec<(u64, usize)>> = vec![Vec::new(); 3];
+            let mut seq = 0;
+            for step in steps {
+                match step {
+                    Step::Broadcast(len) => {
+                        seq += 1;
+                        let f = frame(seq, len);
+                        log.push(f.clone());
+                        for q in &mut queues {
+                            q.push_back(f.clone());
+                        }
+                    }
+                    Step::To(r, len) => {
+                        seq += 1;
+                        queues[r].push_back(frame(seq, len));
+                    }
+                    Step::Take(r, n) => {
+                        for _ in 0..n {
+                            let Some(f) = queues[r].pop_front() else { break };
+                            written[r].push((f.0, f.1.len()));
+                            routes[r].keep(f, &mut log);
+                        }
+                        routes[r].settle();
+                    }
+                    Step::Skip(r) => {
+                        queues[r].pop_front();
+                    }
+                    Step::Lose(r, at) => {
+                        routes[r].detach(&mut log);
+                        let w = &written[r];
+                        let seen = if w.is_empty() { 0 } else { w[at % w.len()].0 };
+                        let (replay, lost) = routes[r].after(seen);
+                        let replayed = seqs(&replay);
+                        let after: Vec<u64> =
+                            w.iter().map(|x| x.0).filter(|&s| s > seen).collect();
+                        // In order, none twice, only what it wrote after `seen`.
+                        prop_assert!(replayed.windows(2).all(|p| p[0] < p[1]));
+                        prop_assert!(replayed.iter().all(|s| after.contains(s)));
+                        let missing: Vec<u64> =
+                            after.iter().copied().filter(|s| !replayed.contains(s)).collect();
+                        match lost {
+                            None => prop_assert!(missing.is_empty(), "silently lost {missing:?}"),
+                            Some((first, last, count)) => {
+                                prop_assert_eq!(count as usize, missing.len());
+                                prop_assert_eq!(Some(&first), missing.first());
+                                prop_assert_eq!(Some(&last), missing.last());
+                            }
+                        }
+                        if limit == usize::MAX / 4 {
+                            // The newest REPLAY_BYTES it wrote are all there.
+                            let mut bytes = 0;
+                            for &(s, len) in w.iter().rev() {
+                                bytes += len;
+                                if bytes > REPLAY_BYTES || s <= seen {
+                                    break;
+                                }
+                                prop_assert!(replayed.contains(&s), "{s} within the bound was lost");
+                            }
+                        }
+                    }
+                    Step::Clear(r) => {
+                        routes[r].clear(&mut log);
+                        written[r].clear();
+                    }
+                }
+                prop_assert!(budget.used.get() <= limit);
+            }
+            drop(routes);
+            drop(log);
             prop_assert_eq!(budget.used.get(), 0);
         }
     }

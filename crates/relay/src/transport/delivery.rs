@@ -17,7 +17,9 @@
 //!   receiver is disconnected as a slow consumer. The sender never waits for a receiver —
 //!   only, when its session's memory budget is spent, for the budget ([`wait_for_room`]).
 //! - Each route keeps the frames it wrote most recently (at least as many bytes as a client's
-//!   stream window, so every frame the client has not read yet is among them). When the
+//!   stream window, so every frame the client has not read yet is among them); a sender's
+//!   broadcasts are kept once for all its routes, each route knowing which it took
+//!   ([`crate::engine::replay`]). When the
 //!   receiver's connection is lost, the route keeps its queue and waits; when the client
 //!   resumes, it replays the kept frames newer than what the client says it has, then goes on.
 //!   While the receiver is away, what does not fit its queue is counted and reported to it
@@ -34,9 +36,9 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budgets, ENTRY_OVERHEAD};
-use crate::engine::replay::{Frame, Ring, cost};
+use crate::engine::replay::{Broadcasts, Frame, RouteReplay, cost};
 use crate::engine::stalls::{Observed, SCAN, StallWatch};
-use crate::registry::{Member, Roster, Session};
+use crate::registry::{Member, Roster, Session, lock};
 use crate::transport::link::{LinkError, LinkSend};
 use crate::transport::queue::{self, TrySendError};
 
@@ -56,6 +58,10 @@ pub(crate) struct DeliverySettings {
     pub(crate) stream_idle: Duration,
 }
 
+/// A sender's broadcasts, shared by the sender (which adds them) and its routes (which take
+/// from them, and copy what they took when their receiver is away).
+type SharedBroadcasts = Arc<std::sync::Mutex<Broadcasts<Budgets>>>;
+
 struct Route {
     tx: queue::Sender<Frame>,
     task: JoinHandle<()>,
@@ -71,6 +77,8 @@ pub(crate) struct Fanout {
     settings: Arc<DeliverySettings>,
     tracker: TaskTracker,
     budgets: Budgets,
+    /// Its broadcasts, kept once for all its routes' replay.
+    broadcasts: SharedBroadcasts,
     /// Whether its sender waits while the budgets are spent ([`wait_for_room`]) rather than
     /// have a receiver refused.
     waits: bool,
@@ -102,6 +110,7 @@ impl Fanout {
             routes: rustc_hash::FxHashMap::default(),
             settings,
             tracker,
+            broadcasts: Arc::new(std::sync::Mutex::new(Broadcasts::new(budgets.clone()))),
             budgets,
             waits: false,
         }
@@ -165,6 +174,7 @@ impl Fanout {
                         prev.take(),
                         self.settings.clone(),
                         self.budgets.clone(),
+                        self.broadcasts.clone(),
                     ));
                     e.insert(Route { tx, task })
                 }
@@ -392,6 +402,9 @@ pub(crate) fn fan_out(
             return n;
         }
     };
+    if matches!(to, Target::All) && !receivers.is_empty() {
+        lock(&fanout.broadcasts).push((seq, frame.clone()));
+    }
     let charge = charge_for(fanout, roster, receivers.len(), frame);
     let mut refund = 0;
     for m in receivers {
@@ -451,32 +464,32 @@ fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
 }
 
 /// Takes `first` and whatever else is queued (up to [`MAX_BATCH`] bytes) into `chunks` (see
-/// [`Chunker`]). The frames leave the queue's charge (at once) and go to the replay ring
-/// (charged at once).
+/// [`Chunker`]). The frames leave the queue's charge (at once) and are kept for replay (see
+/// [`RouteStream::keep`]).
 fn batch(
     first: Frame,
     rx: &mut queue::Receiver<Frame>,
     buf: &mut BytesMut,
-    ring: &mut Ring<Budgets>,
-    to: &Member,
+    route: &mut RouteStream<'_>,
     chunks: &mut Vec<Bytes>,
 ) {
     let mut chunker = Chunker::new(buf, chunks);
     let (mut taken, mut bytes) = (0, 0);
     let mut next = Some(first);
+    route.taking.clear();
     while let Some(frame) = next.take() {
         taken += cost(&frame);
         bytes += frame.1.len();
         chunker.push(&frame.1);
-        ring.push(frame);
+        route.taking.push(frame);
         if bytes < MAX_BATCH {
             next = rx.try_recv();
         }
     }
     chunker.finish();
-    to.receiver.drained();
-    unqueue(to, ring.budgets(), taken);
-    ring.settle();
+    route.to.receiver.drained();
+    unqueue(route.to, route.replay.budgets(), taken);
+    route.keep();
 }
 
 /// Turns frames into the chunks of one write: a run of small frames merged into one buffer
@@ -537,6 +550,7 @@ enum Written {
 
 /// A route's task: owns the delivery stream from one sender to one receiver. However it
 /// ends, what is still queued leaves the bounds it was charged to.
+#[allow(clippy::too_many_arguments)]
 async fn run_route(
     to: Arc<Member>,
     from: Option<ConnectionId>,
@@ -545,8 +559,12 @@ async fn run_route(
     prev: Option<JoinHandle<()>>,
     settings: Arc<DeliverySettings>,
     budgets: Budgets,
+    broadcasts: SharedBroadcasts,
 ) {
-    route(&to, from, header, &mut rx, prev, &settings, &budgets).await;
+    route(
+        &to, from, header, &mut rx, prev, &settings, &budgets, broadcasts,
+    )
+    .await;
     rx.close();
     while let Some(frame) = rx.try_recv() {
         unqueue(&to, &budgets, cost(&frame));
@@ -562,6 +580,7 @@ async fn route(
     prev: Option<JoinHandle<()>>,
     settings: &DeliverySettings,
     budgets: &Budgets,
+    broadcasts: SharedBroadcasts,
 ) {
     if let Some(prev) = prev {
         // The previous stream of this pair is finished and acknowledged (or abandoned)
@@ -574,7 +593,9 @@ async fn route(
         header,
         stream: None,
         generation: to.generation(),
-        ring: Ring::new(budgets.clone()),
+        replay: RouteReplay::new(budgets.clone()),
+        broadcasts,
+        taking: Vec::new(),
         settings,
     };
     let mut buf = BytesMut::new();
@@ -627,8 +648,9 @@ async fn route(
                 while let Some(frame) = rx.try_recv() {
                     unqueue(to, budgets, cost(&frame));
                     let chunk = frame.1.clone();
-                    route.ring.push(frame);
-                    route.ring.settle();
+                    route.taking.clear();
+                    route.taking.push(frame);
+                    route.keep();
                     if !route.write_or_resume(&mut [chunk]).await {
                         return;
                     }
@@ -637,7 +659,7 @@ async fn route(
             }
         };
         active = true;
-        batch(first, rx, &mut buf, &mut route.ring, to, &mut chunks);
+        batch(first, rx, &mut buf, &mut route, &mut chunks);
         if !route.write_or_resume(&mut chunks).await {
             return;
         }
@@ -653,11 +675,32 @@ struct RouteStream<'a> {
     stream: Option<LinkSend>,
     /// The receiver's attachment the stream belongs to.
     generation: u64,
-    ring: Ring<Budgets>,
+    /// What it wrote, kept for a resume.
+    replay: RouteReplay<Budgets>,
+    broadcasts: SharedBroadcasts,
+    /// The frames of the batch being written, on their way into `replay`.
+    taking: Vec<Frame>,
     settings: &'a DeliverySettings,
 }
 
+impl Drop for RouteStream<'_> {
+    fn drop(&mut self) {
+        self.replay.clear(&mut lock(&self.broadcasts));
+    }
+}
+
 impl RouteStream<'_> {
+    /// Keeps the frames in `taking` for replay: under one lock of the sender's broadcasts,
+    /// which hold the broadcasts among them.
+    fn keep(&mut self) {
+        let mut shared = lock(&self.broadcasts);
+        for frame in self.taking.drain(..) {
+            self.replay.keep(frame, &mut shared);
+        }
+        drop(shared);
+        self.replay.settle();
+    }
+
     /// Writes `chunks` (already in the ring); if the receiver's connection is lost, waits
     /// for it to resume and replays what it has not seen. False when the route should end.
     async fn write_or_resume(&mut self, chunks: &mut [Bytes]) -> bool {
@@ -670,6 +713,9 @@ impl RouteStream<'_> {
 
     /// Waits for the receiver to come back, then replays the ring on a new stream.
     async fn resume(&mut self) -> bool {
+        // What it took from the sender's shared broadcasts is now its own to keep: while the
+        // receiver is away it holds no more than its own ring's bound.
+        self.replay.detach(&mut lock(&self.broadcasts));
         loop {
             self.stream = None;
             let mut attach = self.to.watch_attach();
@@ -684,7 +730,7 @@ impl RouteStream<'_> {
                     changed = attach.changed() => if changed.is_err() { return false },
                 }
             }
-            let (replay, lost) = self.ring.after(self.to.receiver.seen_from(self.from));
+            let (replay, lost) = self.replay.after(self.to.receiver.seen_from(self.from));
             if let Some((first, last, count)) = lost {
                 self.to.add_missed(self.from, first, last, count);
             }
@@ -766,7 +812,7 @@ impl RouteStream<'_> {
             stream.finish();
             match tokio::time::timeout(self.settings.write_timeout, stream.stopped()).await {
                 Ok(Ok(_)) => {
-                    self.ring.clear();
+                    self.replay.clear(&mut lock(&self.broadcasts));
                     return;
                 }
                 Ok(Err(_)) => {
