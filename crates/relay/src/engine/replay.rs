@@ -270,6 +270,13 @@ impl<K: Keep> Broadcasts<K> {
         self.pushed += frame.1.len() as u64;
         self.ends.push_back(self.pushed);
         self.ring.push(frame);
+        self.settle();
+    }
+
+    /// Lets go of the frames no route needs any more (see [`Broadcasts::push`]): after a
+    /// push, and whenever a route moves on or stops taking from it — a slow route catching up
+    /// frees what it held even if the sender broadcasts nothing more.
+    pub(crate) fn settle(&mut self) {
         let floor = self
             .cursors
             .iter()
@@ -323,7 +330,15 @@ impl<K: Keep> Broadcasts<K> {
             // No route takes from it: what it keeps is nobody's to replay.
             self.ring.clear();
             self.trim();
+        } else {
+            self.settle();
         }
+    }
+
+    /// Bytes of the frames kept.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.ring.bytes()
     }
 
     /// The kept frames with a seq in `(after, upto]`, and the seqs in it pushed out.
@@ -567,6 +582,41 @@ mod tests {
             drop(ring);
             prop_assert_eq!(budget.used.get(), 0);
         }
+    }
+
+    #[test]
+    fn a_slow_route_holds_the_shared_broadcasts_only_until_it_catches_up() {
+        let budget = Limit::new(usize::MAX / 4);
+        let mut log = Broadcasts::new(&budget);
+        let (mut fast, mut slow) = (RouteReplay::new(&budget), RouteReplay::new(&budget));
+        let frames: Vec<Frame> = (1..=300).map(|seq| frame(seq, 8192)).collect();
+        // Both take the first; then the sender bursts 2.4 MB, which only the fast one takes.
+        log.push(frames[0].clone());
+        fast.keep(frames[0].clone(), &mut log);
+        slow.keep(frames[0].clone(), &mut log);
+        for f in &frames[1..] {
+            log.push(f.clone());
+            fast.keep(f.clone(), &mut log);
+            log.settle();
+        }
+        // The slow one has written nothing since: everything after its frame is kept for it.
+        assert_eq!(log.bytes(), 300 * 8192);
+        // It catches up, and the sender sends no more broadcasts: the shared ring is back
+        // within its bound without waiting for another push.
+        for f in &frames[1..] {
+            slow.keep(f.clone(), &mut log);
+        }
+        log.settle();
+        assert!(log.bytes() <= REPLAY_BYTES, "{}", log.bytes());
+        // What each route wrote last is still there for it.
+        slow.detach(&mut log);
+        let (replay, lost) = slow.after(290);
+        assert_eq!(seqs(&replay), (291..=300).collect::<Vec<_>>());
+        assert_eq!(lost, None);
+        fast.clear(&mut log);
+        slow.clear(&mut log);
+        drop(log);
+        assert_eq!(budget.used.get(), 0);
     }
 
     /// What a model route does in [`routes_sharing_broadcasts`].

@@ -697,6 +697,8 @@ impl RouteStream<'_> {
         for frame in self.taking.drain(..) {
             self.replay.keep(frame, &mut shared);
         }
+        // This route moved on: what only it still held can go.
+        shared.settle();
         drop(shared);
         self.replay.settle();
     }
