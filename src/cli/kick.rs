@@ -19,13 +19,9 @@ pub(crate) struct KickArgs {
 
 pub(crate) async fn run(args: KickArgs) -> anyhow::Result<ExitCode> {
     let mut stop = super::Stop::catch();
-    let (client, mut events) = match stop
-        .during(super::connect(&args.invite, Some("moderator".into())))
-        .await
-    {
-        Ok(joined) => joined?,
-        Err(code) => return Ok(code),
-    };
+    let (client, mut events) = stop
+        .before(super::connect(&args.invite, Some("moderator".into())))
+        .await?;
     let work = async {
         if client.peer(args.id).is_none() {
             anyhow::bail!(

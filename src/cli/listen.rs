@@ -110,13 +110,9 @@ fn connected_line(client: &Client, as_json: bool) -> String {
 
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let mut stop = super::Stop::catch();
-    let (client, events) = match stop
-        .during(super::connect(&args.invite, args.name.clone()))
-        .await
-    {
-        Ok(joined) => joined?,
-        Err(code) => return Ok(code),
-    };
+    let (client, events) = stop
+        .before(super::connect(&args.invite, args.name.clone()))
+        .await?;
     super::joined(&client, stop, listen(&args, &client, events)).await
 }
 

@@ -138,7 +138,7 @@ pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
         return Ok(ExitCode::SUCCESS);
     };
-    match command {
+    let outcome = match command {
         Command::Relay(args) => {
             let sub = matches.subcommand_matches("relay").unwrap_or(matches);
             runtime()?.block_on(relay::run(*args, sub))
@@ -164,7 +164,12 @@ pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             clap_mangen::generate_to(definition(), &dir)?;
             Ok(ExitCode::SUCCESS)
         }
-    }
+    };
+    // Stopped by a signal before it could start: the conventional exit code, no message.
+    outcome.or_else(|e| match e.downcast::<Stopped>() {
+        Ok(Stopped(signal)) => Ok(ExitCode::from(128 + signal)),
+        Err(e) => Err(e),
+    })
 }
 
 /// The data directory: `--data-dir`, else the default (`SIGNALBOX_HOME` aware).
@@ -234,6 +239,18 @@ impl Stop {
         2
     }
 
+    /// Runs a command's start (connecting and joining) unless a signal comes first; then the
+    /// error [`Stopped`], which [`run`] turns into the exit code 128 + the signal's number.
+    pub(crate) async fn before<T>(
+        &mut self,
+        start: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::select! {
+            r = start => r,
+            signal = self.signalled() => Err(Stopped(signal).into()),
+        }
+    }
+
     /// Runs `work` unless a signal comes first; then the exit code for it (128 + its number).
     pub(crate) async fn during<T>(
         &mut self,
@@ -245,6 +262,18 @@ impl Stop {
         }
     }
 }
+
+/// A command was stopped by the signal with this number before it joined.
+#[derive(Debug)]
+pub(crate) struct Stopped(u8);
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// Resolves when standard output is a pipe or socket whose reader has gone (`listen | head`
 /// after `head` exited), without waiting for the next write to fail. Never resolves for a
