@@ -4,7 +4,9 @@ use bytestring::ByteString;
 use signalbox_proto::{ConnectionId, ConnectionInfo, LeftReason, SignalError, Target};
 use std::collections::VecDeque;
 
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 /// A signal to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,49 +144,308 @@ pub enum Event {
     },
 }
 
-/// Events travel in batches: a delivery stream hands over everything it has already read
-/// in one channel operation, which matters at hundreds of thousands of signals a second.
-pub(crate) type EventTx = mpsc::Sender<Vec<Event>>;
+/// The client's tasks put events here for its [`Events`]: one queue, bounded, that each
+/// delivery stream's reader fills under one lock per batch and the application empties under
+/// one lock per batch. The application's task is woken only when the queue goes from empty to
+/// not empty, which matters at hundreds of thousands of signals a second.
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// The application waits here for events.
+    readable: Notify,
+    /// Readers wait here for room.
+    room: Notify,
+    /// Events that may wait for the application before the readers stop reading (a batch
+    /// may go past it).
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    events: VecDeque<Event>,
+    /// Live [`EventTx`] handles: none left means no more events.
+    senders: usize,
+    /// The [`Events`] were dropped: what comes is discarded.
+    unread: bool,
+    /// A reader waits for room.
+    waiting: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The queue of events of one client and its reading end, which keeps `owner` (the client's
+/// handle; `None` in tests).
+pub(crate) fn channel(
+    capacity: usize,
+    owner: Option<Arc<crate::client::Owner>>,
+) -> (EventTx, Events) {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            senders: 1,
+            ..QueueState::default()
+        }),
+        readable: Notify::new(),
+        room: Notify::new(),
+        capacity,
+    });
+    let events = Events {
+        queue: queue.clone(),
+        ready: VecDeque::new(),
+        _owner: owner,
+    };
+    (EventTx { queue }, events)
+}
+
+/// Where the client's tasks hand events to the application.
+#[derive(Debug)]
+pub(crate) struct EventTx {
+    queue: Arc<Queue>,
+}
+
+impl EventTx {
+    /// Hands `events` over, in order, after waiting while the queue is full. Without a
+    /// listener (the [`Events`] were dropped) they are discarded at once.
+    pub(crate) async fn send(&self, events: impl IntoIterator<Item = Event>) {
+        let queue = &*self.queue;
+        loop {
+            let room = queue.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut state = queue.lock();
+                if state.unread {
+                    return;
+                }
+                if state.events.len() < queue.capacity {
+                    let was_empty = state.events.is_empty();
+                    state.events.extend(events);
+                    let now_empty = state.events.is_empty();
+                    drop(state);
+                    if was_empty && !now_empty {
+                        queue.readable.notify_one();
+                    }
+                    return;
+                }
+                state.waiting = true;
+            }
+            room.await;
+        }
+    }
+}
+
+impl Clone for EventTx {
+    fn clone(&self) -> Self {
+        self.queue.lock().senders += 1;
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl Drop for EventTx {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.queue.lock();
+            state.senders -= 1;
+            state.senders == 0
+        };
+        if last {
+            self.queue.readable.notify_one();
+        }
+    }
+}
 
 /// The stream of events of one client. When it is not read, the relay eventually drops the
 /// client as a slow consumer: read it.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::Receiver<Vec<Event>>,
+    queue: Arc<Queue>,
+    /// Taken from the queue, not yet returned.
     ready: VecDeque<Event>,
     /// Keeps the client in its session while the events are read (see [`crate::Client`]).
-    _owner: std::sync::Arc<crate::client::Owner>,
+    _owner: Option<Arc<crate::client::Owner>>,
 }
 
 impl Events {
-    pub(crate) fn new(
-        rx: mpsc::Receiver<Vec<Event>>,
-        owner: std::sync::Arc<crate::client::Owner>,
-    ) -> Self {
-        Self {
-            rx,
-            ready: VecDeque::new(),
-            _owner: owner,
-        }
-    }
-
     /// The next event; `None` after `Disconnected`.
     pub async fn next(&mut self) -> Option<Event> {
         loop {
-            if let Some(e) = self.ready.pop_front() {
-                return Some(e);
+            match self.take() {
+                Taken::Event(e) => return Some(e),
+                Taken::Ended => return None,
+                // An event queued after `take` looked leaves a permit: this returns at once.
+                Taken::Nothing => self.queue.readable.notified().await,
             }
-            self.ready.extend(self.rx.recv().await?);
         }
     }
 
     /// The next event if one is ready.
     pub fn try_next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.ready.pop_front() {
-                return Some(e);
+        match self.take() {
+            Taken::Event(e) => Some(e),
+            Taken::Ended | Taken::Nothing => None,
+        }
+    }
+
+    /// The next event: from those already taken, else everything queued, taken at once.
+    fn take(&mut self) -> Taken {
+        if let Some(e) = self.ready.pop_front() {
+            return Taken::Event(e);
+        }
+        let waiting = {
+            let mut state = self.queue.lock();
+            if state.events.is_empty() {
+                return if state.senders == 0 {
+                    Taken::Ended
+                } else {
+                    Taken::Nothing
+                };
             }
-            self.ready.extend(self.rx.try_recv().ok()?);
+            // The emptied buffer goes back to the queue, so neither side allocates anew.
+            std::mem::swap(&mut state.events, &mut self.ready);
+            std::mem::take(&mut state.waiting)
+        };
+        if waiting {
+            self.queue.room.notify_waiters();
+        }
+        self.ready.pop_front().map_or(Taken::Nothing, Taken::Event)
+    }
+}
+
+/// What [`Events::take`] found.
+enum Taken {
+    Event(Event),
+    Nothing,
+    Ended,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut state = self.queue.lock();
+            state.unread = true;
+            std::mem::take(&mut state.events)
+        };
+        drop(dropped);
+        self.queue.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn missed(n: u64) -> Event {
+        Event::Missed {
+            from: None,
+            first: n,
+            last: n,
+            count: 1,
+        }
+    }
+
+    fn number(e: Event) -> u64 {
+        match e {
+            Event::Missed { first, .. } => first,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_come_in_order_and_end_when_every_sender_is_gone() {
+        let (tx, mut events) = channel(8, None);
+        let tx2 = tx.clone();
+        tx.send([missed(1), missed(2)]).await;
+        assert_eq!(events.try_next().map(number), Some(1));
+        tx2.send([missed(3)]).await;
+        drop(tx);
+        assert_eq!(events.next().await.map(number), Some(2));
+        assert_eq!(events.next().await.map(number), Some(3));
+        assert!(events.try_next().is_none());
+        let end = tokio::spawn(async move { events.next().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!end.is_finished(), "a sender is still there");
+        drop(tx2);
+        assert!(end.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_the_sender_until_the_application_takes() {
+        let (tx, mut events) = channel(4, None);
+        tx.send((0..4).map(missed)).await;
+        let sent = tokio::spawn(async move {
+            tx.send([missed(4)]).await;
+            tx
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!sent.is_finished(), "the queue is full");
+        assert_eq!(events.next().await.map(number), Some(0));
+        let tx = tokio::time::timeout(Duration::from_secs(5), sent)
+            .await
+            .expect("the sender is released")
+            .unwrap();
+        for n in 1..5 {
+            assert_eq!(events.next().await.map(number), Some(n));
+        }
+        drop(tx);
+        assert!(events.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_listener_events_are_discarded_and_nothing_waits() {
+        let (tx, events) = channel(2, None);
+        tx.send((0..2).map(missed)).await;
+        let blocked = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send([missed(2)]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(events);
+        tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("the waiting sender is released")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), tx.send((0..100).map(missed)))
+            .await
+            .expect("nothing waits for a listener that is gone");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_on_other_threads_wake_the_application() {
+        let (tx, mut events) = channel(16, None);
+        let mut senders = Vec::new();
+        for s in 0..4u64 {
+            let tx = tx.clone();
+            senders.push(tokio::spawn(async move {
+                for n in 0..1000 {
+                    tx.send([missed(s * 1000 + n)]).await;
+                    if n % 7 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut last = [None::<u64>; 4];
+        let mut got = 0;
+        while let Some(e) = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("woken")
+        {
+            let n = number(e);
+            let s = (n / 1000) as usize;
+            assert!(last[s].is_none_or(|l| l < n), "each sender's order holds");
+            last[s] = Some(n);
+            got += 1;
+        }
+        assert_eq!(got, 4000);
+        for s in senders {
+            s.await.unwrap();
         }
     }
 }

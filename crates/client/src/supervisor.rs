@@ -23,9 +23,8 @@ use crate::client::{Inner, State, lock};
 use crate::events::{Event, EventTx, Events, ReceivedSignal};
 use crate::link::{self, Dialed, Frames};
 
-/// Batches of events that may wait for the application before the client stops reading
-/// (each batch holds at most [`EVENT_BATCH`] events).
-const EVENT_QUEUE: usize = 64;
+/// Events that may wait for the application before the client stops reading.
+const EVENT_QUEUE: usize = 4096;
 /// The most signals handed over in one batch.
 const EVENT_BATCH: usize = 64;
 /// The most bytes merged into one write of the send stream.
@@ -42,7 +41,7 @@ pub(crate) fn start(
     send_rx: mpsc::Receiver<(u64, Bytes)>,
     owner: Arc<crate::client::Owner>,
 ) -> Events {
-    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (events_tx, events) = crate::events::channel(EVENT_QUEUE, Some(owner));
     let stopped = inner.stopped.clone();
     tokio::spawn(
         stopped
@@ -50,7 +49,7 @@ pub(crate) fn start(
             .run_until_cancelled_owned(writer(inner.clone(), send_rx)),
     );
     tokio::spawn(supervise(inner, frames, events_tx));
-    Events::new(events_rx, owner)
+    events
 }
 
 /// Serves links until the client closes, is removed, or cannot reconnect in time.
@@ -71,8 +70,8 @@ async fn supervise(inner: Arc<Inner>, mut frames: Frames, events: EventTx) {
             // Nothing waits for the link to come back: what was not accepted fails now.
             lock(&inner.send_state).abandon();
         }
-        let _ = events
-            .send(vec![Event::Reconnecting {
+        events
+            .send([Event::Reconnecting {
                 reason,
                 message: message.clone(),
             }])
@@ -87,7 +86,7 @@ async fn supervise(inner: Arc<Inner>, mut frames: Frames, events: EventTx) {
                     resumed,
                     me: ConnectionInfo::clone(&inner.me.load()),
                 });
-                let _ = events.send(out).await;
+                events.send(out).await;
             }
             Err(message) => {
                 return finish(&inner, &events, LeftReason::NetworkDisconnected, message).await;
@@ -100,9 +99,7 @@ async fn supervise(inner: Arc<Inner>, mut frames: Frames, events: EventTx) {
 async fn finish(inner: &Inner, events: &EventTx, reason: LeftReason, message: String) {
     inner.set_state(State::Closed);
     lock(&inner.send_state).abandon();
-    let _ = events
-        .send(vec![Event::Disconnected { reason, message }])
-        .await;
+    events.send([Event::Disconnected { reason, message }]).await;
 }
 
 /// Dials again until it works or `reconnect_timeout` passes: resuming the same connection
@@ -445,9 +442,9 @@ async fn read_deliveries(
     // duplicate (a replay after a resume).
     let mut last_seq = lock(&inner.seen).get(&from).copied().unwrap_or(0);
     let mut malformed = false;
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
     while let Some(Ok(first)) = frames.next().await {
         // This frame and every other one already read, as one batch.
-        let mut batch = Vec::new();
         let mut frame = first;
         loop {
             match received(from, frame.freeze(), last_seq) {
@@ -476,7 +473,7 @@ async fn read_deliveries(
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             // Without a listener the signals are dropped, but the stream is still read, so
             // the relay never sees this client as slow.
-            let _ = events.send(batch).await;
+            events.send(batch.drain(..)).await;
         }
         if malformed {
             tracing::warn!("malformed signal from the relay; ignoring the rest of its stream");
@@ -565,7 +562,7 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
             }
             // Nobody may be listening (the `Events` were dropped): keep reading anyway, for
             // the relay's notices still settle this client's receipts.
-            let _ = events.send(vec![event]).await;
+            events.send([event]).await;
         }
     }
 }
