@@ -155,8 +155,8 @@ struct Queue {
     readable: Notify,
     /// Readers wait here for room.
     room: Notify,
-    /// Events that may wait for the application before the readers stop reading (a batch
-    /// may go past it).
+    /// Events that may wait in the queue before the readers stop reading (a batch may go
+    /// past it; the application's [`Events`] hold at most one queue's worth besides).
     capacity: usize,
 }
 

@@ -23,8 +23,10 @@ use crate::client::{Inner, State, lock};
 use crate::events::{Event, EventTx, Events, ReceivedSignal};
 use crate::link::{self, Dialed, Frames};
 
-/// Events that may wait for the application before the client stops reading.
-const EVENT_QUEUE: usize = 4096;
+/// Events that may wait in the queue before the client stops reading. The application may
+/// hold as many again, taken from the queue and not yet returned, so at most about 4 096
+/// wait in all, as with the 64 batches of 64 before.
+const EVENT_QUEUE: usize = 2048;
 /// The most signals handed over in one batch.
 const EVENT_BATCH: usize = 64;
 /// The most bytes merged into one write of the send stream.
