@@ -208,6 +208,41 @@ fn listen_and_send_leave_when_stopped() {
     assert!(piped.wait().unwrap().success());
 }
 
+/// Stopped while it is still joining (nothing answers its handshake), `listen` exits at
+/// once with 128 + the signal's number and says nothing.
+#[test]
+fn a_stop_while_joining_exits_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    let (_relay, invite, _) = relay(home.path());
+    // The same invite, pointed at a socket that takes datagrams and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let host = "127.0.0.1:";
+    let at = invite.find(host).expect("invite has the relay's address") + host.len();
+    let digits = invite[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let silent_invite = format!(
+        "{}{}{}",
+        &invite[..at],
+        silent.local_addr().unwrap().port(),
+        &invite[at + digits..]
+    );
+    let mut cmd = bin(home.path());
+    cmd.args(["listen", "--invite", &silent_invite])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(started.elapsed().as_secs() < 3, "exits at once");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+}
+
 #[test]
 fn send_reports_errors_with_their_codes() {
     let home = tempfile::tempdir().unwrap();

@@ -173,7 +173,7 @@ struct QueueState {
 
 impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::client::lock(&self.state)
     }
 }
 
@@ -212,9 +212,10 @@ impl EventTx {
     pub(crate) async fn send(&self, events: impl IntoIterator<Item = Event>) {
         let queue = &*self.queue;
         loop {
+            // Made here, registered only if the queue is full (`Notified` costs nothing until
+            // then).
             let room = queue.room.notified();
             tokio::pin!(room);
-            room.as_mut().enable();
             {
                 let mut state = queue.lock();
                 if state.unread {
@@ -223,14 +224,17 @@ impl EventTx {
                 if state.events.len() < queue.capacity {
                     let was_empty = state.events.is_empty();
                     state.events.extend(events);
-                    let now_empty = state.events.is_empty();
+                    let woken = was_empty && !state.events.is_empty();
                     drop(state);
-                    if was_empty && !now_empty {
+                    if woken {
                         queue.readable.notify_one();
                     }
                     return;
                 }
+                // Full: registered under the lock, before the application's next take can
+                // clear `waiting` and wake every wait registered so far.
                 state.waiting = true;
+                room.as_mut().enable();
             }
             room.await;
         }
