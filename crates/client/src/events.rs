@@ -167,8 +167,12 @@ struct QueueState {
     senders: usize,
     /// The [`Events`] were dropped: what comes is discarded.
     unread: bool,
-    /// A reader waits for room.
-    waiting: bool,
+    /// Senders waiting for room, by ticket, oldest first: room goes to them in that order,
+    /// and a sender that comes later waits behind them even when there is room, so what the
+    /// client's tasks hand over keeps the order in which they started waiting.
+    waiters: VecDeque<u64>,
+    /// The next ticket to hand out.
+    next_ticket: u64,
 }
 
 impl Queue {
@@ -207,36 +211,93 @@ pub(crate) struct EventTx {
 }
 
 impl EventTx {
-    /// Hands `events` over, in order, after waiting while the queue is full. Without a
-    /// listener (the [`Events`] were dropped) they are discarded at once.
+    /// Hands `events` over, in order, after waiting while the queue is full (or while senders
+    /// that came earlier still wait). Without a listener (the [`Events`] were dropped) they are
+    /// discarded at once.
     pub(crate) async fn send(&self, events: impl IntoIterator<Item = Event>) {
         let queue = &*self.queue;
+        // Dropped with its ticket still held (the send was cancelled), it leaves the line.
+        let mut ticket = Ticket {
+            queue,
+            number: None,
+        };
         loop {
-            // Made here, registered only if the queue is full (`Notified` costs nothing until
-            // then).
+            // Made here, registered only if this sender must wait (`Notified` costs nothing
+            // until then).
             let room = queue.room.notified();
             tokio::pin!(room);
             {
                 let mut state = queue.lock();
                 if state.unread {
+                    ticket.leave(&mut state);
                     return;
                 }
-                if state.events.len() < queue.capacity {
+                let turn = match ticket.number {
+                    None => state.waiters.is_empty(),
+                    Some(number) => state.waiters.front() == Some(&number),
+                };
+                if turn && state.events.len() < queue.capacity {
+                    if ticket.number.take().is_some() {
+                        state.waiters.pop_front();
+                    }
                     let was_empty = state.events.is_empty();
                     state.events.extend(events);
                     let woken = was_empty && !state.events.is_empty();
+                    // The next in line may fit too.
+                    let next = !state.waiters.is_empty() && state.events.len() < queue.capacity;
                     drop(state);
                     if woken {
                         queue.readable.notify_one();
                     }
+                    if next {
+                        queue.room.notify_waiters();
+                    }
                     return;
                 }
-                // Full: registered under the lock, before the application's next take can
-                // clear `waiting` and wake every wait registered so far.
-                state.waiting = true;
+                if ticket.number.is_none() {
+                    let number = state.next_ticket;
+                    state.next_ticket += 1;
+                    state.waiters.push_back(number);
+                    ticket.number = Some(number);
+                }
+                // Registered under the lock, before the application's next take can wake every
+                // wait registered so far.
                 room.as_mut().enable();
             }
             room.await;
+        }
+    }
+}
+
+/// A sender's place in the line for room.
+struct Ticket<'a> {
+    queue: &'a Queue,
+    number: Option<u64>,
+}
+
+impl Ticket<'_> {
+    /// Leaves the line, letting the next in line try if this one was first.
+    fn leave(&mut self, state: &mut QueueState) -> bool {
+        let Some(number) = self.number.take() else {
+            return false;
+        };
+        let first = state.waiters.front() == Some(&number);
+        state.waiters.retain(|&n| n != number);
+        first
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.number.is_none() {
+            return;
+        }
+        let first = {
+            let mut state = self.queue.lock();
+            self.leave(&mut state)
+        };
+        if first {
+            self.queue.room.notify_waiters();
         }
     }
 }
@@ -311,7 +372,7 @@ impl Events {
             }
             // The emptied buffer goes back to the queue, so neither side allocates anew.
             std::mem::swap(&mut state.events, &mut self.ready);
-            std::mem::take(&mut state.waiting)
+            !state.waiters.is_empty()
         };
         if waiting {
             self.queue.room.notify_waiters();
@@ -398,6 +459,43 @@ mod tests {
         }
         drop(tx);
         assert!(events.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn room_goes_to_waiting_senders_in_the_order_they_came() {
+        let (tx, mut events) = channel(4, None);
+        tx.send((0..4).map(missed)).await;
+        let mut blocked = Vec::new();
+        for n in [10, 11] {
+            let tx = tx.clone();
+            blocked.push(tokio::spawn(async move { tx.send([missed(n)]).await }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A cancelled wait leaves the line without holding up the others.
+        let cancelled = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send([missed(99)]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancelled.abort();
+        assert!(
+            blocked.iter().all(|b| !b.is_finished()),
+            "the queue is full"
+        );
+        // The application takes everything; a sender that comes now, with room free, still
+        // goes after the two that waited.
+        assert_eq!(events.next().await.map(number), Some(0));
+        tokio::time::timeout(Duration::from_secs(5), tx.send([missed(12)]))
+            .await
+            .expect("room for all three");
+        for b in blocked {
+            b.await.unwrap();
+        }
+        let mut order = Vec::new();
+        while let Some(e) = events.try_next() {
+            order.push(number(e));
+        }
+        assert_eq!(order, [1, 2, 3, 10, 11, 12]);
     }
 
     #[tokio::test]
