@@ -907,3 +907,55 @@ async fn a_one_shot_senders_signals_come_before_its_left() {
     let (_a, mut a_ev) = relay.join("listener").await;
     one_shot_senders_are_heard_before_they_leave(&relay, &mut a_ev).await;
 }
+
+/// On loopback both sides probe past Ethernet's 1 452-byte datagrams (crates/proto/src/path.rs):
+/// the client toward the relay, and the relay toward the client, so an 8 KiB signal travels in
+/// two datagrams instead of six.
+#[tokio::test]
+async fn on_loopback_datagrams_grow_past_ethernets() {
+    use signalbox_proto::path::ETHERNET_UDP_PAYLOAD;
+    let relay = TestRelay::start().await;
+    let (raw, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "raw"))).await;
+    // Well past it: not the 1 472 bytes of Ethernet over IPv4 either.
+    let large = 2 * u64::from(ETHERNET_UDP_PAYLOAD);
+    wait_for("the client's path MTU to grow past Ethernet's", || {
+        u64::from(raw.conn.stats().path.current_mtu) > large
+    })
+    .await;
+    // The relay's side: its datagrams carrying 8 KiB signals back to this client (a broadcast
+    // reaches its sender) average more than Ethernet allows in one.
+    let mut send = raw.open_send().await;
+    let mut delivery = None;
+    let mut seq = 0;
+    let mut sizes = Vec::new();
+    for _ in 0..20 {
+        let before = raw.conn.stats().udp_rx;
+        for _ in 0..10 {
+            seq += 1;
+            send.write_all(&frame(&out(seq, Target::All, "t", "x".repeat(8000))))
+                .await
+                .unwrap();
+        }
+        let stream = match &mut delivery {
+            Some(s) => s,
+            None => delivery.insert(raw.conn.accept_uni().await.unwrap()),
+        };
+        let mut read = 0;
+        while read < 10 * 8000 {
+            let chunk = tokio::time::timeout(WAIT, stream.read_chunk(usize::MAX, true))
+                .await
+                .expect("the signals come back")
+                .unwrap()
+                .expect("the stream stays open");
+            read += chunk.bytes.len();
+        }
+        let after = raw.conn.stats().udp_rx;
+        let size = (after.bytes - before.bytes) / (after.datagrams - before.datagrams).max(1);
+        if size > large {
+            return;
+        }
+        sizes.push(size);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the relay's datagrams stayed small: {sizes:?} bytes on average");
+}

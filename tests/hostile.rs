@@ -177,7 +177,11 @@ async fn short_secrets_are_refused_at_start() {
 /// A quinn endpoint that speaks to the relay as its clients do, for the raw tests.
 fn raw_endpoint(relay: &TestRelay) -> (quinn::Endpoint, quinn::ClientConfig) {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let config = signalbox_client::client_config(Some(relay.handle.fingerprint())).unwrap();
+    let config = signalbox_client::client_config(
+        Some(relay.handle.fingerprint()),
+        relay.handle.quic_addr().ip(),
+    )
+    .unwrap();
     (endpoint, config)
 }
 
@@ -451,7 +455,9 @@ async fn a_token_is_for_one_relay_and_never_shown_to_another() {
     // A client that sends it anyway is refused by the twin.
     let (_, refused) = {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let config = signalbox_client::client_config(Some(twin.fingerprint())).unwrap();
+        let config =
+            signalbox_client::client_config(Some(twin.fingerprint()), twin.quic_addr().ip())
+                .unwrap();
         let conn = endpoint
             .connect_with(config, twin.quic_addr(), "localhost")
             .unwrap()

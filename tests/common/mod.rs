@@ -197,8 +197,13 @@ impl Raw {
 
     /// Connects and sends this `Hello`, whatever it says.
     pub async fn join_with(relay: &TestRelay, hello: Hello) -> (Self, RelayMessage) {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let config = signalbox_client::client_config(Some(relay.handle.fingerprint())).unwrap();
+        // The client library's endpoint and settings, as a real client has them.
+        let endpoint = signalbox_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let config = signalbox_client::client_config(
+            Some(relay.handle.fingerprint()),
+            relay.handle.quic_addr().ip(),
+        )
+        .unwrap();
         let conn = endpoint
             .connect_with(config, relay.handle.quic_addr(), "localhost")
             .unwrap()

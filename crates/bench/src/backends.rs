@@ -277,7 +277,7 @@ async fn connect_quinn(
     latency: bool,
 ) -> anyhow::Result<Connected> {
     let endpoint = client_endpoint()?;
-    let config = signalbox_client::client_config(target.fingerprint)?;
+    let config = signalbox_client::client_config(target.fingerprint, target.addr.ip())?;
     let connect = || async {
         let conn = endpoint
             .connect_with(config.clone(), target.addr, "localhost")?

@@ -232,14 +232,14 @@ fn serve(
             let socket = signalbox_relay::udp_socket(config.listen)?;
             let runtime = quinn::default_runtime().context("no async runtime")?;
             let endpoint = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                Some(server),
+                signalbox_relay::endpoint_config(None),
+                Some(server.endpoint_default()),
                 socket,
                 runtime,
             )?;
             println!("addr {}", endpoint.local_addr()?);
             println!("fp {}", identity.fingerprint);
-            quinn_fwd::serve(endpoint).await;
+            quinn_fwd::serve(endpoint, server).await;
         } else {
             let relay = signalbox_relay::Relay::spawn(config).await?;
             println!("addr {}", relay.quic_addr());

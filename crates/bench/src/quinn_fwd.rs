@@ -23,13 +23,18 @@ struct Registry {
     subs: HashMap<u32, quinn::Connection>,
 }
 
-/// Runs the forwarder on `endpoint` until the process ends.
-pub(crate) async fn serve(endpoint: quinn::Endpoint) {
+/// Runs the forwarder on `endpoint` until the process ends, accepting each connection with
+/// the relay's settings for its path.
+pub(crate) async fn serve(endpoint: quinn::Endpoint, config: signalbox_relay::ServerConfigs) {
     let registry = Arc::new(Mutex::new(Registry::default()));
     while let Some(incoming) = endpoint.accept().await {
         let registry = registry.clone();
+        let config = config.for_peer(incoming.remote_address().ip());
         tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
+            let Ok(connecting) = incoming.accept_with(config) else {
+                return;
+            };
+            let Ok(conn) = connecting.await else { return };
             let Ok(recv) = conn.accept_uni().await else {
                 return;
             };

@@ -1,7 +1,7 @@
 //! Dialling the relay: the QUIC connection, the control stream, `Hello`, and the relay's
 //! first answer. Used for the first join and for every reconnect.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +49,12 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConnectError> {
     })
 }
 
-/// The QUIC transport settings of a client connection.
-fn transport(idle_timeout: Duration, keep_alive: Duration) -> quinn::TransportConfig {
+/// The QUIC transport settings of a client connection to `relay`.
+fn transport(
+    idle_timeout: Duration,
+    keep_alive: Duration,
+    relay: IpAddr,
+) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(0u32.into());
     // One stream per active sender, and a session holds 3000 at most.
@@ -64,29 +68,40 @@ fn transport(idle_timeout: Duration, keep_alive: Duration) -> quinn::TransportCo
     ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
         .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
     t.ack_frequency_config(Some(ack));
+    // Datagrams as large as the interface toward the relay carries (see
+    // `signalbox_proto::path`): on loopback or a jumbo-frame LAN, several times fewer.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(signalbox_proto::path::mtu_upper_bound(
+        relay,
+        &signalbox_proto::path::link_mtus(),
+    ));
+    t.mtu_discovery_config(Some(mtu));
     t
 }
 
 /// The quinn client configuration Signalbox clients use: TLS 1.3 with ALPN `signalbox/1`,
-/// pinned to `fingerprint` when given, and the client's transport settings. For tools that
-/// speak the protocol directly (benchmarks, tests, other clients).
+/// pinned to `fingerprint` when given, and the client's transport settings toward the relay
+/// at `relay`. For tools that speak the protocol directly (benchmarks, tests, other clients).
 pub fn client_config(
     fingerprint: Option<signalbox_proto::Fingerprint>,
+    relay: IpAddr,
 ) -> Result<quinn::ClientConfig, crate::TlsSetupError> {
     let defaults = ConnectOptions::new("", 0, "x".parse().expect("valid"));
-    config(fingerprint, tls::Seen::default(), &defaults)
+    config(fingerprint, tls::Seen::default(), &defaults, relay)
 }
 
 fn config(
     fingerprint: Option<signalbox_proto::Fingerprint>,
     seen: tls::Seen,
     options: &ConnectOptions,
+    relay: IpAddr,
 ) -> Result<quinn::ClientConfig, crate::TlsSetupError> {
     let crypto = tls::client_crypto(fingerprint, seen)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport(
         options.idle_timeout,
         options.keep_alive,
+        relay,
     )));
     Ok(config)
 }
@@ -110,7 +125,8 @@ pub(crate) async fn endpoint_for(
 /// most `net.core.rmem_max` / `wmem_max`.
 const UDP_BUFFER: usize = 4 << 20;
 
-/// A client QUIC endpoint bound to `bind`, with large UDP buffers (what
+/// A client QUIC endpoint bound to `bind`, with large UDP buffers, accepting datagrams up to
+/// [`MAX_UDP_PAYLOAD`](signalbox_proto::path::MAX_UDP_PAYLOAD) (what
 /// [`Client::connect`](crate::Client::connect) uses; pass it to
 /// [`Client::connect_with`](crate::Client::connect_with) to share one socket among many
 /// clients).
@@ -122,7 +138,11 @@ pub fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let _ = sock.set_send_buffer_size(UDP_BUFFER);
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+    let mut endpoint = quinn::EndpointConfig::default();
+    endpoint
+        .max_udp_payload_size(signalbox_proto::path::MAX_UDP_PAYLOAD)
+        .map_err(std::io::Error::other)?;
+    quinn::Endpoint::new(endpoint, None, socket, runtime)
 }
 
 /// A connection being dialed. If the dial ends without handing it on — timed out by the
@@ -166,7 +186,7 @@ pub(crate) async fn dial(
     };
     let remote = resolve(&options.host, options.port).await?;
     let pinned = tls::Seen::default();
-    let config = config(options.fingerprint, pinned.clone(), options)?;
+    let config = config(options.fingerprint, pinned.clone(), options, remote.ip())?;
     let server_name =
         if options.host.parse::<std::net::IpAddr>().is_ok() || options.fingerprint.is_none() {
             options.host.clone()

@@ -34,6 +34,7 @@ pub mod fingerprint;
 pub mod ids;
 pub mod invite;
 pub mod messages;
+pub mod path;
 pub mod signal;
 pub mod token;
 

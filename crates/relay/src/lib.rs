@@ -90,4 +90,4 @@ pub use server::{Relay, RelayError, RelayHandle};
 pub use tokens::{TokenKeys, TokenRequest};
 pub use transport::identity::{Identity, IdentityError};
 pub use transport::webtransport::WebCertError;
-pub use transport::{TransportError, server_config, udp_socket};
+pub use transport::{ServerConfigs, TransportError, endpoint_config, server_config, udp_socket};

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) admission: Arc<Admission>,
     /// The short-lived certificate browsers' WebTransport accepts by its hash.
     pub(crate) web_cert: Arc<ArcSwap<crate::transport::webtransport::WebCert>>,
+    /// The QUIC settings a connection is accepted with, by the kind of path it came on.
+    pub(crate) server_config: crate::transport::ServerConfigs,
     /// The UDP port of the QUIC endpoint (native clients and WebTransport).
     pub(crate) quic_port: u16,
 }
@@ -270,8 +272,8 @@ impl Relay {
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind(std::io::Error::other("no async runtime")))?;
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::new(Arc::new(reset)),
-            Some(server_config),
+            crate::transport::endpoint_config(Some(Arc::new(reset))),
+            Some(server_config.endpoint_default()),
             socket,
             runtime,
         )
@@ -331,6 +333,7 @@ impl Relay {
                 config.max_connections_per_source,
             ),
             web_cert: web_cert.clone(),
+            server_config,
             quic_port: quic_addr.port(),
             config,
         });

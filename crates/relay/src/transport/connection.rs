@@ -82,7 +82,17 @@ pub(crate) fn handle(
 
 /// The QUIC handshake and, for a browser, WebTransport's; `None` if either fails in time.
 async fn handshake(incoming: quinn::Incoming, shared: Arc<Shared>) -> Option<Link> {
-    let conn = match tokio::time::timeout(shared.config.handshake_timeout, incoming).await {
+    let config = shared
+        .server_config
+        .for_peer(incoming.remote_address().ip());
+    let connecting = match incoming.accept_with(config) {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return None;
+        }
+    };
+    let conn = match tokio::time::timeout(shared.config.handshake_timeout, connecting).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "QUIC handshake failed");

@@ -42,13 +42,13 @@ pub enum TransportError {
     Idle(#[from] quinn::VarIntBoundsExceeded),
 }
 
-/// The relay's quinn server configuration (TLS 1.3 with ALPN `signalbox/1`, the relay's
+/// The relay's quinn server configurations (TLS 1.3 with ALPN `signalbox/1`, the relay's
 /// transport limits). Public for tools that stand a bare QUIC server beside the relay with
 /// the same settings (the benchmark's floor).
 pub fn server_config(
     identity: &Identity,
     config: &RelayConfig,
-) -> Result<quinn::ServerConfig, TransportError> {
+) -> Result<ServerConfigs, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -63,7 +63,7 @@ pub(crate) fn relay_server_config(
     identity: &Identity,
     config: &RelayConfig,
     web: Arc<ArcSwap<WebCert>>,
-) -> Result<quinn::ServerConfig, TransportError> {
+) -> Result<ServerConfigs, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = provider
         .key_provider
@@ -88,30 +88,87 @@ fn quic(
     config: &RelayConfig,
     bidi: u32,
     uni: u32,
-) -> Result<quinn::ServerConfig, TransportError> {
+) -> Result<ServerConfigs, TransportError> {
     tls.alpn_protocols = alpn;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // One configuration cloned, so both share its keys (address-validation tokens).
+    let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let links = signalbox_proto::path::link_mtus();
+    let for_path = |loopback: bool| -> Result<Arc<quinn::ServerConfig>, TransportError> {
+        let mut t = quinn::TransportConfig::default();
+        // A client opens exactly one control stream and one send stream.
+        t.max_concurrent_bidi_streams(bidi.into());
+        t.max_concurrent_uni_streams(uni.into());
+        t.max_idle_timeout(Some(config.idle_timeout.try_into()?));
+        t.keep_alive_interval(Some(config.keep_alive));
+        // What the relay may have in flight toward one client, across all its delivery streams.
+        t.send_window(4 << 20);
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
+            .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
+        t.ack_frequency_config(Some(ack));
+        t.congestion_controller_factory(match config.congestion {
+            Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+            Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+            Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+        });
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(signalbox_proto::path::interface_upper_bound(
+            loopback, &links,
+        ));
+        t.mtu_discovery_config(Some(mtu));
+        let mut server = server.clone();
+        server.transport_config(Arc::new(t));
+        Ok(Arc::new(server))
+    };
+    Ok(ServerConfigs {
+        loopback: for_path(true)?,
+        network: for_path(false)?,
+    })
+}
 
-    let mut t = quinn::TransportConfig::default();
-    // A client opens exactly one control stream and one send stream.
-    t.max_concurrent_bidi_streams(bidi.into());
-    t.max_concurrent_uni_streams(uni.into());
-    t.max_idle_timeout(Some(config.idle_timeout.try_into()?));
-    t.keep_alive_interval(Some(config.keep_alive));
-    // What the relay may have in flight toward one client, across all its delivery streams.
-    t.send_window(4 << 20);
-    let mut ack = quinn::AckFrequencyConfig::default();
-    ack.ack_eliciting_threshold(signalbox_proto::ACK_ELICITING_THRESHOLD.into())
-        .max_ack_delay(Some(signalbox_proto::MAX_ACK_DELAY));
-    t.ack_frequency_config(Some(ack));
-    t.congestion_controller_factory(match config.congestion {
-        Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
-        Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
-        Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
-    });
-    server.transport_config(Arc::new(t));
-    Ok(server)
+/// The relay's QUIC server settings for each kind of path: the same TLS and transport
+/// settings, with path-MTU discovery probing up to what the interface toward the client
+/// carries (see [`signalbox_proto::path`]): loopback, or the machine's other interfaces.
+#[derive(Clone)]
+pub struct ServerConfigs {
+    loopback: Arc<quinn::ServerConfig>,
+    network: Arc<quinn::ServerConfig>,
+}
+
+impl std::fmt::Debug for ServerConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfigs").finish_non_exhaustive()
+    }
+}
+
+impl ServerConfigs {
+    /// The settings for a connection from `peer` (for [`quinn::Incoming::accept_with`]).
+    pub fn for_peer(&self, peer: std::net::IpAddr) -> Arc<quinn::ServerConfig> {
+        if peer.to_canonical().is_loopback() {
+            self.loopback.clone()
+        } else {
+            self.network.clone()
+        }
+    }
+
+    /// The endpoint's own settings, for what is not accepted through [`Self::for_peer`].
+    pub fn endpoint_default(&self) -> quinn::ServerConfig {
+        (*self.network).clone()
+    }
+}
+
+/// The relay's endpoint settings: `reset`'s stateless-reset key (a random one if `None`), and
+/// datagrams accepted up to [`MAX_UDP_PAYLOAD`](signalbox_proto::path::MAX_UDP_PAYLOAD)
+/// (quinn's default is Ethernet's 1 472 bytes, which would stop clients' path-MTU discovery
+/// there).
+pub fn endpoint_config(reset: Option<Arc<dyn quinn::crypto::HmacKey>>) -> quinn::EndpointConfig {
+    let mut endpoint =
+        reset.map_or_else(quinn::EndpointConfig::default, quinn::EndpointConfig::new);
+    endpoint
+        .max_udp_payload_size(signalbox_proto::path::MAX_UDP_PAYLOAD)
+        .expect("within QUIC's range");
+    endpoint
 }
 
 /// What the relay asks of the kernel for its UDP socket's receive and send buffers. The
