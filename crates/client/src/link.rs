@@ -70,11 +70,10 @@ fn transport(
     t.ack_frequency_config(Some(ack));
     // Datagrams as large as the interface toward the relay carries (see
     // `signalbox_proto::path`): on loopback or a jumbo-frame LAN, several times fewer.
+    let bound = signalbox_proto::path::mtu_upper_bound(relay, &signalbox_proto::path::link_mtus());
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(signalbox_proto::path::mtu_upper_bound(
-        relay,
-        &signalbox_proto::path::link_mtus(),
-    ));
+    mtu.upper_bound(bound)
+        .minimum_change(signalbox_proto::path::mtu_probe_step(bound));
     t.mtu_discovery_config(Some(mtu));
     t
 }

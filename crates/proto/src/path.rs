@@ -68,6 +68,16 @@ pub fn interface_upper_bound(loopback: bool, links: &[LinkMtu]) -> u16 {
         .clamp(QUIC_MIN, MAX_UDP_PAYLOAD)
 }
 
+/// The smallest change path-MTU discovery probes for below `upper_bound` (its binary search
+/// stops when the next step is smaller, then probes the bound itself): a tenth of the range
+/// above QUIC's 1 200 bytes, at least 20 (quinn's default). Toward a 6 500-byte bound that is
+/// four probes (3 850, 5 175, 5 837, then 6 500) instead of nine of quinn's default, each a
+/// padded datagram of that size: in a join storm of 3 000 clients the default's probes cost
+/// the relay about a third of its CPU. Toward Ethernet's bound the search still ends on 1 452.
+pub fn mtu_probe_step(upper_bound: u16) -> u16 {
+    (upper_bound.saturating_sub(QUIC_MIN) / 10).max(20)
+}
+
 /// This machine's interfaces and their MTUs (Linux; empty elsewhere, or if they cannot be
 /// read).
 pub fn link_mtus() -> Vec<LinkMtu> {
@@ -141,6 +151,13 @@ mod tests {
         // A tunnel smaller than QUIC's minimum still gets QUIC's minimum.
         assert_eq!(mtu_upper_bound(peer, &[eth(1280)]), 1_232);
         assert_eq!(mtu_upper_bound(peer, &[eth(576)]), 1_200);
+    }
+
+    #[test]
+    fn the_probe_step_is_a_tenth_of_the_range() {
+        assert_eq!(mtu_probe_step(MAX_UDP_PAYLOAD), 530);
+        assert_eq!(mtu_probe_step(ETHERNET_UDP_PAYLOAD), 25);
+        assert_eq!(mtu_probe_step(QUIC_MIN), 20);
     }
 
     #[test]

@@ -112,10 +112,10 @@ fn quic(
             Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
             Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         });
+        let bound = signalbox_proto::path::interface_upper_bound(loopback, &links);
         let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(signalbox_proto::path::interface_upper_bound(
-            loopback, &links,
-        ));
+        mtu.upper_bound(bound)
+            .minimum_change(signalbox_proto::path::mtu_probe_step(bound));
         t.mtu_discovery_config(Some(mtu));
         let mut server = server.clone();
         server.transport_config(Arc::new(t));
