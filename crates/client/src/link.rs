@@ -5,8 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
+use signalbox_proto::codec::{self, Deframer, MAX_CONTROL_FRAME};
 use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, Fingerprint, Hello, PROTOCOL_VERSION, Refused,
     RelayMessage, ResumeTicket, Seen, Welcome,
@@ -18,6 +19,47 @@ use crate::options::ConnectOptions;
 use crate::tls;
 
 pub(crate) type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
+
+/// A delivery stream, read as QUIC hands over what it received and split into frames. Each
+/// frame is copied once, into a buffer of its own size: the application may keep a signal's
+/// text as long as it likes, and a slice of the received datagrams would keep them all alive.
+/// (Through a read buffer, as for the control stream, large frames were copied once into it
+/// and again each time it had to grow.)
+pub(crate) struct DeliveryFrames {
+    recv: quinn::RecvStream,
+    deframer: Deframer,
+    /// What is left of the last chunk read.
+    chunk: Bytes,
+}
+
+impl DeliveryFrames {
+    pub(crate) fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
+        Self {
+            recv,
+            deframer: Deframer::new(max_frame).keeping(),
+            chunk: Bytes::new(),
+        }
+    }
+
+    /// The next frame's payload: `None` when the stream ends between frames; an error when
+    /// it fails, ends inside a frame, or a frame is over the limit.
+    pub(crate) async fn next(&mut self) -> Option<Result<Bytes, ()>> {
+        loop {
+            while !self.chunk.is_empty() {
+                match self.deframer.next_frame(&mut self.chunk) {
+                    Ok(Some(frame)) => return Some(Ok(frame)),
+                    Ok(None) => {}
+                    Err(_) => return Some(Err(())),
+                }
+            }
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.chunk = chunk.bytes,
+                Ok(None) if !self.deframer.is_mid_frame() => return None,
+                _ => return Some(Err(())),
+            }
+        }
+    }
+}
 
 /// One QUIC connection to the relay, joined.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{Inner, State, lock};
 use crate::events::{Event, EventTx, Events, ReceivedSignal};
-use crate::link::{self, Dialed, Frames};
+use crate::link::{self, DeliveryFrames, Dialed, Frames};
 
 /// Events that may wait in the queue before the client stops reading. The application may
 /// hold as many again, taken from the queue and not yet returned, so at most about 4 096
@@ -421,8 +421,8 @@ fn describe_close(err: quinn::ConnectionError) -> (LeftReason, String) {
 async fn read_header(
     recv: quinn::RecvStream,
     max_frame: usize,
-) -> Option<(Option<ConnectionId>, Frames)> {
-    let mut frames = tokio_util::codec::FramedRead::new(recv, codec::codec(max_frame));
+) -> Option<(Option<ConnectionId>, DeliveryFrames)> {
+    let mut frames = DeliveryFrames::new(recv, max_frame);
     let frame = frames.next().await?.ok()?;
     let header: DeliveryHeader = codec::decode(&frame).ok()?;
     Some((header.from, frames))
@@ -431,7 +431,7 @@ async fn read_header(
 async fn read_deliveries(
     inner: Arc<Inner>,
     from: Option<ConnectionId>,
-    mut frames: Frames,
+    mut frames: DeliveryFrames,
     prev: Option<watch::Receiver<bool>>,
     done: watch::Sender<bool>,
     events: EventTx,
@@ -449,7 +449,7 @@ async fn read_deliveries(
         // This frame and every other one already read, as one batch.
         let mut frame = first;
         loop {
-            match received(from, frame.freeze(), last_seq) {
+            match received(from, frame, last_seq) {
                 Ok(Some(signal)) => {
                     last_seq = signal.seq;
                     batch.push(Event::Signal(signal));

@@ -1,7 +1,7 @@
 //! Framing: every stream is a sequence of length-delimited frames (big-endian `u32` length,
 //! then that many bytes), each holding one postcard-encoded message.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -61,6 +61,26 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// One frame holding `msg`, in a buffer of exactly its size: the encoder measures the
+/// message first, so the bytes are written once and the buffer has no spare room for a
+/// shared copy to pin. The relay encodes each signal this way for every route to share.
+pub fn exact_frame<T: Serialize + ?Sized>(
+    msg: &T,
+    max_frame_bytes: usize,
+) -> Result<Bytes, FrameError> {
+    let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())?;
+    if len > max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            len,
+            limit: max_frame_bytes,
+        });
+    }
+    let mut buf = BytesMut::with_capacity(4 + len);
+    encode_frame(msg, &mut buf, max_frame_bytes)?;
+    debug_assert_eq!(buf.len(), 4 + len);
+    Ok(buf.freeze())
+}
+
 /// One frame holding `msg`, as a fresh buffer.
 pub fn frame<T: Serialize + ?Sized>(
     msg: &T,
@@ -79,6 +99,97 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError
         return Err(FrameError::TrailingBytes(rest.len()));
     }
     Ok(msg)
+}
+
+/// Splits a stream that arrives in chunks (as QUIC hands over what it received) into
+/// frames, without first copying it into a read buffer.
+///
+/// A frame that lies whole in one chunk is a slice of it, unless the deframer was made
+/// [`keeping`](Deframer::keeping); one that spans chunks is gathered once into a buffer of
+/// its exact size. A slice keeps the chunk's whole allocation alive (for QUIC, the datagrams
+/// received with it), so a reader that holds frames after it has handled them — a client
+/// handing signals to its application — keeps exact copies instead.
+#[derive(Debug)]
+pub struct Deframer {
+    max_frame_bytes: usize,
+    keep: bool,
+    /// The length prefix read so far, while `body` is `None`.
+    head: [u8; 4],
+    head_len: usize,
+    /// The frame being gathered, with its length.
+    body: Option<(BytesMut, usize)>,
+}
+
+impl Deframer {
+    /// A deframer for payloads of at most `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self {
+            max_frame_bytes,
+            keep: false,
+            head: [0; 4],
+            head_len: 0,
+            body: None,
+        }
+    }
+
+    /// Every frame in a buffer of its own, never a slice of a chunk.
+    pub fn keeping(mut self) -> Self {
+        self.keep = true;
+        self
+    }
+
+    /// Whether a frame has been started but not finished (a stream that ends now was cut).
+    pub fn is_mid_frame(&self) -> bool {
+        self.head_len > 0 || self.body.is_some()
+    }
+
+    /// Takes bytes from the front of `chunk` up to the end of the next frame, and returns
+    /// that frame's payload once it is whole. `Ok(None)` means `chunk` is used up and the
+    /// frame (if any) continues in the next one. A length over the limit is an error, and
+    /// the stream cannot go on after it.
+    pub fn next_frame(&mut self, chunk: &mut Bytes) -> Result<Option<Bytes>, FrameError> {
+        if self.body.is_none() {
+            let len = if self.head_len == 0 && chunk.len() >= 4 {
+                chunk.get_u32() as usize
+            } else {
+                let n = (4 - self.head_len).min(chunk.len());
+                self.head[self.head_len..self.head_len + n].copy_from_slice(&chunk[..n]);
+                chunk.advance(n);
+                self.head_len += n;
+                if self.head_len < 4 {
+                    return Ok(None);
+                }
+                self.head_len = 0;
+                u32::from_be_bytes(self.head) as usize
+            };
+            if len > self.max_frame_bytes {
+                return Err(FrameError::TooLarge {
+                    len,
+                    limit: self.max_frame_bytes,
+                });
+            }
+            if chunk.len() >= len {
+                let frame = chunk.split_to(len);
+                return Ok(Some(if self.keep {
+                    Bytes::copy_from_slice(&frame)
+                } else {
+                    frame
+                }));
+            }
+            self.body = Some((BytesMut::with_capacity(len), len));
+        }
+        let Some((body, len)) = self.body.as_mut() else {
+            unreachable!("a body was started above")
+        };
+        let n = (*len - body.len()).min(chunk.len());
+        body.extend_from_slice(&chunk[..n]);
+        chunk.advance(n);
+        if body.len() < *len {
+            return Ok(None);
+        }
+        let (body, _) = self.body.take().expect("checked above");
+        Ok(Some(body.freeze()))
+    }
 }
 
 /// Appends postcard's output to a `BytesMut`, whole slices at a time.
@@ -143,6 +254,101 @@ mod tests {
 
         encode_frame(&big, &mut buf, 1000).unwrap();
         assert!(codec(50).decode(&mut buf).is_err());
+    }
+
+    /// The frames a deframer yields from `wire` cut into chunks at `cuts`.
+    fn deframed(wire: &[u8], cuts: &[usize], keep: bool) -> Result<Vec<Bytes>, FrameError> {
+        let mut d = Deframer::new(1024);
+        if keep {
+            d = d.keeping();
+        }
+        let mut frames = Vec::new();
+        let mut at = 0;
+        for end in cuts.iter().copied().chain([wire.len()]) {
+            let end = end.clamp(at, wire.len());
+            let mut chunk = Bytes::copy_from_slice(&wire[at..end]);
+            let whole = chunk.clone();
+            while !chunk.is_empty() {
+                if let Some(f) = d.next_frame(&mut chunk)? {
+                    let inside = whole.as_ptr_range().contains(&f.as_ptr()) && !f.is_empty();
+                    assert!(!(keep && inside), "a kept frame is a slice of its chunk");
+                    frames.push(f);
+                }
+            }
+            at = end;
+        }
+        assert!(!d.is_mid_frame(), "the wire ends between frames");
+        Ok(frames)
+    }
+
+    proptest::proptest! {
+        /// However the stream is cut into chunks, the deframer yields the codec's frames.
+        #[test]
+        fn any_cut_of_the_stream_gives_the_same_frames(
+            payloads in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..300), 0..8),
+            mut cuts in proptest::collection::vec(0usize..2500, 0..12),
+            keep: bool,
+        ) {
+            let mut wire = BytesMut::new();
+            for p in &payloads {
+                wire.put_u32(p.len() as u32);
+                wire.put_slice(p);
+            }
+            cuts.sort_unstable();
+            let frames = deframed(&wire, &cuts, keep).unwrap();
+            let got: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            let want: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_frame_whole_in_its_chunk_is_a_slice_unless_kept() {
+        let mut wire = BytesMut::new();
+        encode_frame(&DeliveryHeader { from: None }, &mut wire, 64).unwrap();
+        let mut chunk = wire.freeze();
+        let start = chunk.as_ptr();
+        let f = Deframer::new(64)
+            .next_frame(&mut chunk.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.as_ptr(), start.wrapping_add(4));
+        let kept = Deframer::new(64).keeping().next_frame(&mut chunk).unwrap();
+        assert_ne!(kept.unwrap().as_ptr(), start.wrapping_add(4));
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_refused_however_it_arrives() {
+        let mut wire = BytesMut::new();
+        wire.put_u32(1025);
+        wire.put_slice(&[0; 1025]);
+        for cut in [0, 1, 3, 4, 5] {
+            assert!(matches!(
+                deframed(&wire, &[cut], false),
+                Err(FrameError::TooLarge {
+                    len: 1025,
+                    limit: 1024
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn an_exact_frame_is_the_encoded_frame() {
+        let sig = Incoming {
+            seq: 300,
+            to_all: false,
+            r#type: "chat".into(),
+            data: "é".repeat(500).into(),
+        };
+        let mut want = BytesMut::new();
+        encode_frame(&sig, &mut want, 2048).unwrap();
+        let got = exact_frame(&sig, 2048).unwrap();
+        assert_eq!(got[..], want[..]);
+        assert!(matches!(
+            exact_frame(&sig, 100),
+            Err(FrameError::TooLarge { limit: 100, .. })
+        ));
     }
 
     #[test]

@@ -4,10 +4,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use signalbox_proto::codec::{self, MAX_CONTROL_FRAME};
 
-/// One encoded signal frame in a buffer of exactly its size: a frame queued or kept for
-/// replay pins its own bytes and no more (an encoder's buffer grows in steps).
+/// One encoded signal frame, written once into a buffer of exactly its size: every route
+/// shares it, and a frame queued or kept for replay pins its own bytes and no more (a slice
+/// of an encoder's buffer, which grows in steps, would keep that whole buffer alive).
 pub(crate) fn signal(incoming: &signalbox_proto::Incoming<'_>) -> Result<Bytes, codec::FrameError> {
-    codec::frame(incoming, usize::MAX).map(|b| Bytes::copy_from_slice(&b))
+    codec::exact_frame(incoming, usize::MAX)
 }
 
 /// One encoded control-stream frame; `None` (logged) if the message cannot be encoded,

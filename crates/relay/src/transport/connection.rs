@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use signalbox_proto::codec::{self, encode_frame};
+use signalbox_proto::codec;
 use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Hello, Incoming, LeftReason, Outgoing,
     PROTOCOL_VERSION, RefuseCode, Refused, RelayMessage, ResumeTicket, Role, SessionId,
@@ -798,7 +798,6 @@ fn take(
     member: &Arc<Member>,
     session: &Session,
     shared: &Shared,
-    enc: &mut BytesMut,
 ) -> Result<Taken, End> {
     // Presence first (it takes the session's locks, which come before a member's).
     session.before_signal();
@@ -846,15 +845,10 @@ fn take(
                 r#type: out.r#type.as_ref().into(),
                 data: out.data.as_ref().into(),
             };
-            enc.clear();
-            if let Err(e) = encode_frame(&incoming, enc, usize::MAX) {
-                return Err(protocol(format!("cannot encode signal: {e}")));
-            }
-            // Encoded once, into a buffer of its own exact size: every route shares it, and a
-            // frame kept for replay or queued pins only its own bytes (a slice of a shared
-            // encode buffer would keep the whole buffer alive — a tiny frame kept beside
-            // large ones pinned tens of KiB each).
-            let bytes = bytes::Bytes::copy_from_slice(enc);
+            let bytes = match crate::frames::signal(&incoming) {
+                Ok(b) => b,
+                Err(e) => return Err(protocol(format!("cannot encode signal: {e}"))),
+            };
             let fanout = sender.fanout.get_or_insert_with(|| {
                 Fanout::new(
                     Some(member.id()),
@@ -890,7 +884,6 @@ async fn signal_reader(
     send_stream.notify_one();
     let max_frame = shared.limits.max_frame_bytes();
     let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
-    let mut enc = BytesMut::new();
     let mut handled = 0u32;
     while let Some(frame) = frames.next().await {
         let frame = match frame {
@@ -906,7 +899,7 @@ async fn signal_reader(
             Ok(o) => o,
             Err(e) => return protocol(format!("malformed signal: {e}")),
         };
-        match take(&out, frame.len(), member, session, shared, &mut enc) {
+        match take(&out, frame.len(), member, session, shared) {
             Ok(Taken::New) => {}
             Ok(Taken::Resent) => continue,
             Err(end) => return end,
