@@ -576,7 +576,14 @@ impl Iter {
         let ty = self.bytes.get::<FrameType>()?;
         self.last_ty = Some(ty);
         Ok(match ty {
-            FrameType::PADDING => Frame::Padding,
+            FrameType::PADDING => {
+                // Signalbox patch (VENDORED.md): a run of PADDING frames is read as one. A
+                // padded datagram (an Initial, a path-MTU probe of up to 6 500 bytes) was
+                // otherwise parsed and dispatched one byte at a time.
+                let run = self.bytes.iter().take_while(|&&b| b == 0).count();
+                self.bytes.advance(run);
+                Frame::Padding
+            }
             FrameType::RESET_STREAM => Frame::ResetStream(ResetStream {
                 id: self.bytes.get()?,
                 error_code: self.bytes.get()?,
@@ -950,6 +957,19 @@ mod test {
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap()
+    }
+
+    /// Signalbox patch: a run of PADDING is read as one frame, and what follows it is intact.
+    #[test]
+    fn a_run_of_padding_is_one_frame() {
+        let mut buf = vec![0u8; 6000];
+        buf.push(0x01); // PING
+        buf.extend([0u8; 5]);
+        let frames = frames(buf);
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_matches!(frames[0], Frame::Padding);
+        assert_matches!(frames[1], Frame::Ping);
+        assert_matches!(frames[2], Frame::Padding);
     }
 
     #[test]
