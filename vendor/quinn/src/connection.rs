@@ -1043,13 +1043,10 @@ impl State {
                         None => {
                             // Signalbox patch (vendor/quinn/VENDORED.md): a call that finds
                             // nothing at all to send finds the connection at rest, so it gives
-                            // back a buffer grown past one datagram. A batch is up to
-                            // `max_datagrams` datagrams (64 KiB at a 6 500-byte MTU), and an
-                            // idle connection would otherwise keep its largest batch's buffer
-                            // for as long as it lives.
-                            if transmits == 0
-                                && self.send_buffer.capacity() > self.inner.current_mtu() as usize
-                            {
+                            // its buffer back. A batch is up to `max_datagrams` datagrams
+                            // (64 KiB at a 6 500-byte MTU), and an idle connection would
+                            // otherwise keep its largest batch's buffer for as long as it lives.
+                            if transmits == 0 && self.send_buffer.capacity() > 0 {
                                 self.send_buffer = Vec::new();
                             }
                             break;
