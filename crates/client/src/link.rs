@@ -30,6 +30,8 @@ pub(crate) struct DeliveryFrames {
     deframer: Deframer,
     /// What is left of the last chunk read.
     chunk: Bytes,
+    /// An error was returned: nothing more is read (the bytes after it are not frames).
+    failed: bool,
 }
 
 impl DeliveryFrames {
@@ -38,12 +40,22 @@ impl DeliveryFrames {
             recv,
             deframer: Deframer::new(max_frame).keeping(),
             chunk: Bytes::new(),
+            failed: false,
         }
     }
 
     /// The next frame's payload: `None` when the stream ends between frames; an error when
-    /// it fails, ends inside a frame, or a frame is over the limit.
+    /// it fails, ends inside a frame, or a frame is over the limit — and `None` ever after.
     pub(crate) async fn next(&mut self) -> Option<Result<Bytes, ()>> {
+        if self.failed {
+            return None;
+        }
+        let next = self.read().await;
+        self.failed = matches!(next, Some(Err(())));
+        next
+    }
+
+    async fn read(&mut self) -> Option<Result<Bytes, ()>> {
         loop {
             while !self.chunk.is_empty() {
                 match self.deframer.next_frame(&mut self.chunk) {
@@ -52,6 +64,9 @@ impl DeliveryFrames {
                     Err(_) => return Some(Err(())),
                 }
             }
+            // An emptied `Bytes` still holds its buffer (the datagrams received with it):
+            // let it go before waiting, however long the sender stays quiet.
+            self.chunk = Bytes::new();
             match self.recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => self.chunk = chunk.bytes,
                 Ok(None) if !self.deframer.is_mid_frame() => return None,

@@ -465,6 +465,7 @@ async fn read_deliveries(
             }
             match frames.next().now_or_never() {
                 Some(Some(Ok(f))) => frame = f,
+                // An error ends the stream: `frames` yields nothing after it.
                 _ => break,
             }
         }

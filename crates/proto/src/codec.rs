@@ -118,6 +118,8 @@ pub struct Deframer {
     head_len: usize,
     /// The frame being gathered, with its length.
     body: Option<(BytesMut, usize)>,
+    /// A length over the limit was read: what follows is not frames.
+    failed: bool,
 }
 
 impl Deframer {
@@ -129,6 +131,7 @@ impl Deframer {
             head: [0; 4],
             head_len: 0,
             body: None,
+            failed: false,
         }
     }
 
@@ -146,8 +149,14 @@ impl Deframer {
     /// Takes bytes from the front of `chunk` up to the end of the next frame, and returns
     /// that frame's payload once it is whole. `Ok(None)` means `chunk` is used up and the
     /// frame (if any) continues in the next one. A length over the limit is an error, and
-    /// the stream cannot go on after it.
+    /// so is every later call: the bytes after it are not frames.
     pub fn next_frame(&mut self, chunk: &mut Bytes) -> Result<Option<Bytes>, FrameError> {
+        if self.failed {
+            return Err(FrameError::TooLarge {
+                len: 0,
+                limit: self.max_frame_bytes,
+            });
+        }
         if self.body.is_none() {
             let len = if self.head_len == 0 && chunk.len() >= 4 {
                 chunk.get_u32() as usize
@@ -163,6 +172,7 @@ impl Deframer {
                 u32::from_be_bytes(self.head) as usize
             };
             if len > self.max_frame_bytes {
+                self.failed = true;
                 return Err(FrameError::TooLarge {
                     len,
                     limit: self.max_frame_bytes,
@@ -331,6 +341,23 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn after_a_length_over_the_limit_nothing_more_is_read_as_frames() {
+        let mut wire = BytesMut::new();
+        wire.put_u32(2000);
+        // What follows would parse as small frames if the deframer went on.
+        wire.put_u32(1);
+        wire.put_u8(7);
+        let mut chunk = wire.freeze();
+        let mut d = Deframer::new(1024);
+        assert!(d.next_frame(&mut chunk).is_err());
+        assert!(d.next_frame(&mut chunk).is_err());
+        assert!(
+            d.next_frame(&mut Bytes::from_static(&[0, 0, 0, 0]))
+                .is_err()
+        );
     }
 
     #[test]
