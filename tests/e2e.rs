@@ -585,6 +585,25 @@ async fn garbage_on_a_stream_closes_only_that_connection() {
             .unwrap(),
         quinn::ConnectionError::ApplicationClosed(_)
     ));
+    // So is a send stream that ends inside a frame (a signal cut short).
+    let (raw3, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "cut"))).await;
+    let mut send3 = raw3.open_send().await;
+    send3.write_all(&[0, 0, 0, 9, 1, 1]).await.unwrap();
+    send3.finish().unwrap();
+    match tokio::time::timeout(WAIT, raw3.conn.closed())
+        .await
+        .unwrap()
+    {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code.into_inner(),
+                u64::from(CloseCode::ProtocolError.as_u32())
+            );
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains("inside a frame"), "{reason}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
     // Everyone else carries on.
     a.send(Signal::to_one(b.me().id, "t", "still here"))
         .await

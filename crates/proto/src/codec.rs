@@ -179,12 +179,14 @@ impl Deframer {
                 });
             }
             if chunk.len() >= len {
-                let frame = chunk.split_to(len);
-                return Ok(Some(if self.keep {
-                    Bytes::copy_from_slice(&frame)
-                } else {
-                    frame
-                }));
+                if self.keep {
+                    // Copied straight from the chunk: a slice first would cost its
+                    // reference count a round trip for nothing.
+                    let frame = Bytes::copy_from_slice(&chunk[..len]);
+                    chunk.advance(len);
+                    return Ok(Some(frame));
+                }
+                return Ok(Some(chunk.split_to(len)));
             }
             self.body = Some((BytesMut::with_capacity(len), len));
         }

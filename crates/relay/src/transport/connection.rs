@@ -877,47 +877,60 @@ async fn signal_reader(
     acceptance: &Acceptance,
     send_stream: &Notify,
 ) -> End {
-    let recv = match conn.accept_uni().await {
+    let mut recv = match conn.accept_uni().await {
         Ok(r) => r,
         Err(_) => return End::Lost,
     };
     send_stream.notify_one();
-    let max_frame = shared.limits.max_frame_bytes();
-    let mut frames = FramedRead::with_capacity(recv, codec::codec(max_frame), 64 * 1024);
+    // Frames are cut from the chunks QUIC hands over, not copied into a read buffer first:
+    // each signal is decoded where it arrived and re-encoded once for its receivers, so a
+    // slice holds the chunk only while its signal is taken.
+    let mut deframer = codec::Deframer::new(shared.limits.max_frame_bytes());
     let mut handled = 0u32;
-    while let Some(frame) = frames.next().await {
-        let frame = match frame {
-            Ok(f) => f,
+    loop {
+        let mut chunk = match recv.read_chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) if deframer.is_mid_frame() => {
+                return protocol("send stream: it ended inside a frame");
+            }
+            Ok(None) => break,
             Err(e) => {
                 if conn.is_closed() {
                     return End::Lost;
                 }
-                return protocol(format!("send stream: {e}"));
+                return protocol(format!("send stream: {}", e.0));
             }
         };
-        let out: Outgoing<'_> = match codec::decode(&frame) {
-            Ok(o) => o,
-            Err(e) => return protocol(format!("malformed signal: {e}")),
-        };
-        match take(&out, frame.len(), member, session, shared) {
-            Ok(Taken::New) => {}
-            Ok(Taken::Resent) => continue,
-            Err(end) => return end,
-        }
-        acceptance.up_to.store(out.seq, Ordering::Release);
-        acceptance.notify.notify_one();
-        if !session.budgets.session.has_room(0) {
-            // The session's budget is spent: read nothing more until it has room.
-            delivery::wait_for_room(session, shared.delivery.write_timeout).await;
-        }
-        handled = handled.wrapping_add(1);
-        if handled.is_multiple_of(YIELD_EVERY) {
-            if handled.is_multiple_of(YIELD_EVERY * 64)
-                && let Some(f) = lock(&member.sender).fanout.as_mut()
-            {
-                f.prune();
+        loop {
+            let frame = match deframer.next_frame(&mut chunk) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return protocol(format!("send stream: {e}")),
+            };
+            let out: Outgoing<'_> = match codec::decode(&frame) {
+                Ok(o) => o,
+                Err(e) => return protocol(format!("malformed signal: {e}")),
+            };
+            match take(&out, frame.len(), member, session, shared) {
+                Ok(Taken::New) => {}
+                Ok(Taken::Resent) => continue,
+                Err(end) => return end,
             }
-            tokio::task::yield_now().await;
+            acceptance.up_to.store(out.seq, Ordering::Release);
+            acceptance.notify.notify_one();
+            if !session.budgets.session.has_room(0) {
+                // The session's budget is spent: read nothing more until it has room.
+                delivery::wait_for_room(session, shared.delivery.write_timeout).await;
+            }
+            handled = handled.wrapping_add(1);
+            if handled.is_multiple_of(YIELD_EVERY) {
+                if handled.is_multiple_of(YIELD_EVERY * 64)
+                    && let Some(f) = lock(&member.sender).fanout.as_mut()
+                {
+                    f.prune();
+                }
+                tokio::task::yield_now().await;
+            }
         }
     }
     // The client finished its send stream: it sends no more, but stays connected.

@@ -233,6 +233,18 @@ pub(crate) enum LinkRecv {
     WebSocket(ws::WsRecv),
 }
 
+impl LinkRecv {
+    /// The next piece of the stream as the transport received it (no copy into a read
+    /// buffer); `None` at its end.
+    pub(crate) async fn read_chunk(&mut self) -> Result<Option<Bytes>, LinkError> {
+        Ok(match self {
+            LinkRecv::Quic(r) => r.read_chunk(usize::MAX, true).await?.map(|c| c.bytes),
+            LinkRecv::WebTransport(r) => r.read_chunk(usize::MAX, true).await?.map(|c| c.bytes),
+            LinkRecv::WebSocket(r) => r.read_chunk().await,
+        })
+    }
+}
+
 impl AsyncRead for LinkRecv {
     fn poll_read(
         self: Pin<&mut Self>,

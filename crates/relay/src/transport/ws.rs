@@ -441,6 +441,17 @@ pub(crate) struct WsRecv {
     buf: Bytes,
 }
 
+impl WsRecv {
+    /// The next message's bytes on this stream; `None` once the client ended it or the
+    /// socket is gone.
+    pub(crate) async fn read_chunk(&mut self) -> Option<Bytes> {
+        if !self.buf.is_empty() {
+            return Some(std::mem::take(&mut self.buf));
+        }
+        self.rx.recv().await
+    }
+}
+
 impl AsyncRead for WsRecv {
     fn poll_read(
         self: Pin<&mut Self>,
