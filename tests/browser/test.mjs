@@ -167,11 +167,70 @@ async function main() {
     for (const transport of ['webtransport', 'websocket']) {
       await sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, apiKey, browser });
     }
+    await silentTest({ base, invite, tokenOf, browser });
     await pageTest({ base, invite, browser });
   } finally {
     await browser.close();
   }
   await tlsTest();
+}
+
+/** A relay whose WebTransport never answers (the page is told a UDP port where nothing
+ * replies): a page that insists on WebTransport gets a clear error once `connectTimeout` is
+ * over, not a promise that never settles, and `auto` gives up on it and joins over WebSocket. */
+async function silentTest({ base, invite, tokenOf, browser }) {
+  console.log('== a WebTransport that never answers');
+  const silent = dgram.createSocket('udp4');
+  silent.on('message', () => {});
+  await new Promise((r) => silent.bind(0, '127.0.0.1', r));
+  const page = await browser.newPage();
+  await page.setRequestInterception(true);
+  page.on('request', (req) => {
+    if (new URL(req.url()).pathname !== '/v1/webtransport') return req.continue();
+    return req.respond({
+      status: 200,
+      contentType: 'application/json',
+      body: JSON.stringify({
+        port: silent.address().port,
+        path: '/v1/wt',
+        serverCertificateHashes: [
+          { algorithm: 'sha-256', value: Buffer.alloc(32, 7).toString('base64') },
+        ],
+      }),
+    });
+  });
+  try {
+    await page.goto(`${base}/join`, { waitUntil: 'load' });
+    const got = await page.evaluate(
+      async (o) => {
+        const out = {};
+        const forced = OT.initSession('', 'silent', { transport: 'webtransport', connectTimeout: 1000 });
+        const started = Date.now();
+        try {
+          await forced.connect(o.first);
+          out.forced = 'connected';
+        } catch (e) {
+          out.forced = `${e.name}: ${e.message}`;
+        }
+        out.forcedMs = Date.now() - started;
+        out.forcedState = forced.isConnected();
+        const auto = OT.initSession('', 'silent', { connectTimeout: 1000 });
+        await auto.connect(o.second);
+        out.auto = auto.transport;
+        auto.disconnect();
+        return out;
+      },
+      { first: tokenOf(invite('silent', 'insists')), second: tokenOf(invite('silent', 'flexible')) },
+    );
+    assert.match(got.forced, /^OT_NOT_CONNECTED: .*no answer over webtransport in 1 s/, got.forced);
+    assert.ok(got.forcedMs >= 900 && got.forcedMs < 5000, `gave up after ${got.forcedMs} ms`);
+    assert.equal(got.forcedState, false);
+    assert.equal(got.auto, 'websocket', 'auto falls back to WebSocket');
+    console.log(`   ok: WebTransport given up after ${got.forcedMs} ms; auto joined over WebSocket`);
+  } finally {
+    await page.close();
+    silent.close();
+  }
 }
 
 /** `--http-tls`: the page over https is a secure context, so it uses WebTransport; and the

@@ -31,6 +31,8 @@
   const MAX_FRAME = 16 * 1024 * 1024;
   /** How long a lost connection is retried before the session counts as disconnected. */
   const RESUME_FOR_MS = 30000;
+  /** How long one transport has to open its link and be welcomed. */
+  const CONNECT_TIMEOUT_MS = 10000;
   const TYPE_RULE = /^[A-Za-z0-9\-_~]*$/;
 
   const ROLES = ['moderator', 'publisher', 'subscriber', 'server'];
@@ -596,7 +598,9 @@
      *   their session themselves)
      * @param {string} sessionId
      * @param {{relay?: string, transport?: 'auto'|'webtransport'|'websocket', name?: string,
-     *   receiveBroadcasts?: boolean}} [options]
+     *   receiveBroadcasts?: boolean, connectTimeout?: number}} [options] `connectTimeout`:
+     *   milliseconds to open a link and be welcomed over one transport (10 000); `auto` then
+     *   tries the next
      */
     constructor(apiKey, sessionId, options) {
       super();
@@ -606,6 +610,7 @@
       this.relay = new URL(o.relay || SCRIPT_ORIGIN);
       this.options = {
         transport: o.transport || 'auto',
+        connectTimeout: o.connectTimeout > 0 ? o.connectTimeout : CONNECT_TIMEOUT_MS,
         name: o.name || null,
         receiveBroadcasts: o.receiveBroadcasts !== false,
       };
@@ -778,12 +783,6 @@
     // --- internals -----------------------------------------------------------------------
 
     async _open(resume) {
-      const handlers = {
-        control: (chunk) => link && this._onControl(link, chunk),
-        stream: () => new DeliveryStream(this, link),
-        closed: (why) => link && this._onClosed(link, why),
-      };
-      let link = null;
       const kinds =
         this.options.transport === 'auto'
           ? typeof WebTransport === 'function'
@@ -792,18 +791,69 @@
           : [this.options.transport];
       let lastError = null;
       for (const kind of kinds) {
+        const attempt = this._attempt(kind, resume);
+        let timer = null;
+        const late = new Promise((_, reject) => {
+          timer = setTimeout(() => {
+            attempt.abandon();
+            reject(new Error(`no answer over ${kind} in ${this.options.connectTimeout / 1000} s`));
+          }, this.options.connectTimeout);
+        });
         try {
-          link =
-            kind === 'webtransport'
-              ? await openWebTransport(this.relay, handlers)
-              : await openWebSocket(this.relay, handlers);
-          break;
+          return await Promise.race([attempt.joined, late]);
         } catch (e) {
+          // The relay's own answer (a refusal, a resume it cannot take) is final; a link
+          // that failed or stayed silent is tried over the next transport.
+          if (e instanceof SignalboxError) throw e;
           lastError = e;
-          link = null;
+        } finally {
+          clearTimeout(timer);
         }
       }
-      if (!link) throw new SignalboxError(500, `could not reach the relay: ${lastError}`);
+      throw new SignalboxError(500, `could not reach the relay: ${lastError}`);
+    }
+
+    /**
+     * One attempt to join over `kind`: `joined` settles with the welcome's result, and
+     * `abandon()` drops the attempt (its link is closed, now or once it opens).
+     */
+    _attempt(kind, resume) {
+      let link = null;
+      let abandoned = false;
+      const handlers = {
+        control: (chunk) => link && this._onControl(link, chunk),
+        stream: () => new DeliveryStream(this, link),
+        closed: (why) => link && this._onClosed(link, why),
+      };
+      const joined = (async () => {
+        const opened =
+          kind === 'webtransport'
+            ? await openWebTransport(this.relay, handlers)
+            : await openWebSocket(this.relay, handlers);
+        if (abandoned) {
+          opened.close(0, 'gave up connecting');
+          throw new Error('gave up connecting');
+        }
+        link = opened;
+        return this._join(link, resume);
+      })();
+      const abandon = () => {
+        abandoned = true;
+        if (link && this._link === link) {
+          const welcomed = this._welcomed;
+          this._link = null;
+          this._welcomed = null;
+          if (welcomed) welcomed.reject(new Error('gave up connecting'));
+        }
+        if (link) link.close(0, 'gave up connecting');
+      };
+      // Settled by the race in `_open` when abandoned.
+      joined.catch(() => {});
+      return { joined, abandon };
+    }
+
+    /** Says hello on a new link and waits for the welcome. */
+    async _join(link, resume) {
       this._link = link;
       this._frames = new Frames();
       this._streams = new Map();
