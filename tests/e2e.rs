@@ -553,6 +553,20 @@ async fn a_fingerprint_mismatch_refuses_to_connect() {
     }
 }
 
+/// Waits for the relay to close `conn` as a protocol error; returns the reason it gave.
+async fn protocol_close(conn: &quinn::Connection) -> String {
+    match tokio::time::timeout(WAIT, conn.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code.into_inner(),
+                u64::from(CloseCode::ProtocolError.as_u32())
+            );
+            String::from_utf8_lossy(&close.reason).into_owned()
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+}
+
 #[tokio::test]
 async fn garbage_on_a_stream_closes_only_that_connection() {
     let relay = TestRelay::start().await;
@@ -563,47 +577,21 @@ async fn garbage_on_a_stream_closes_only_that_connection() {
     send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
         .await
         .unwrap();
-    let err = tokio::time::timeout(WAIT, raw.conn.closed()).await.unwrap();
-    match err {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(
-                close.error_code.into_inner(),
-                u64::from(CloseCode::ProtocolError.as_u32())
-            );
-            let reason = String::from_utf8_lossy(&close.reason);
-            assert!(reason.contains("malformed signal"), "{reason}");
-        }
-        other => panic!("expected an application close, got {other}"),
-    }
+    let reason = protocol_close(&raw.conn).await;
+    assert!(reason.contains("malformed signal"), "{reason}");
     // An oversized frame length is a protocol error too.
     let (raw2, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "big"))).await;
     let mut send2 = raw2.open_send().await;
     send2.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    assert!(matches!(
-        tokio::time::timeout(WAIT, raw2.conn.closed())
-            .await
-            .unwrap(),
-        quinn::ConnectionError::ApplicationClosed(_)
-    ));
+    let reason = protocol_close(&raw2.conn).await;
+    assert!(reason.contains("send stream"), "{reason}");
     // So is a send stream that ends inside a frame (a signal cut short).
     let (raw3, _) = Raw::join(&relay, Some(relay.token(Role::Publisher, "cut"))).await;
     let mut send3 = raw3.open_send().await;
     send3.write_all(&[0, 0, 0, 9, 1, 1]).await.unwrap();
     send3.finish().unwrap();
-    match tokio::time::timeout(WAIT, raw3.conn.closed())
-        .await
-        .unwrap()
-    {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(
-                close.error_code.into_inner(),
-                u64::from(CloseCode::ProtocolError.as_u32())
-            );
-            let reason = String::from_utf8_lossy(&close.reason);
-            assert!(reason.contains("inside a frame"), "{reason}");
-        }
-        other => panic!("expected an application close, got {other}"),
-    }
+    let reason = protocol_close(&raw3.conn).await;
+    assert!(reason.contains("inside a frame"), "{reason}");
     // Everyone else carries on.
     a.send(Signal::to_one(b.me().id, "t", "still here"))
         .await
