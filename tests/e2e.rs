@@ -377,7 +377,11 @@ async fn presence_snapshot_joined_and_left_with_reasons() {
 /// every leave exactly once, never of itself, and ends with the true roster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_in_a_join_storm_is_whole_and_told_once() {
-    let relay = TestRelay::start().await;
+    // What is tested is presence, not admission: 130 handshakes at once in a debug build on
+    // two cores once left a client's `Hello` unread past the default 2 s (a CI run of
+    // 2026-12-05; the join storm's stalls in the README's Performance section), and the relay
+    // closed it. Admission's own timing is tested in tests/hostile.rs.
+    let relay = TestRelay::start_with(|c| c.hello_timeout = Duration::from_secs(10)).await;
     let (watcher, watcher_ev) = relay.join("watcher").await;
     // Past the size where presence is paced (100 members).
     let mut staying = futures_util::future::join_all((0..130).map(|i| {
