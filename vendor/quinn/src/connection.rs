@@ -1041,12 +1041,14 @@ impl State {
                             t
                         }
                         None => {
-                            // Signalbox patch (vendor/quinn/VENDORED.md): a call that finds
-                            // nothing at all to send finds the connection at rest, so it gives
-                            // its buffer back. A batch is up to `max_datagrams` datagrams
-                            // (64 KiB at a 6 500-byte MTU), and an idle connection would
-                            // otherwise keep its largest batch's buffer for as long as it lives.
-                            if transmits == 0 && self.send_buffer.capacity() > 0 {
+                            // Signalbox patch (vendor/quinn/VENDORED.md): a call that sends
+                            // at most one datagram (nothing, or a lone acknowledgement or
+                            // keep-alive) finds the connection at rest, so it gives its buffer
+                            // back. A batch is up to `max_datagrams` datagrams (64 KiB at a
+                            // 6 500-byte MTU), and an idle connection would otherwise keep its
+                            // largest batch's buffer for as long as it lives — or one
+                            // datagram's until its next wake-up, seconds later.
+                            if transmits <= 1 && self.send_buffer.capacity() > 0 {
                                 self.send_buffer = Vec::new();
                             }
                             break;
@@ -1107,14 +1109,15 @@ impl State {
         loop {
             match self.conn_events.poll_recv(cx) {
                 Poll::Ready(Some(ConnectionEvent::Rebind(socket))) => {
-                    self.socket = socket;
+                    self.socket = *socket;
                     self.io_poller = self.socket.clone().create_io_poller();
                     self.inner.local_address_changed();
                 }
                 Poll::Ready(Some(ConnectionEvent::Proto(event))) => {
                     self.inner.handle_event(*event);
                 }
-                Poll::Ready(Some(ConnectionEvent::Close { reason, error_code })) => {
+                Poll::Ready(Some(ConnectionEvent::Close(close))) => {
+                    let (error_code, reason) = *close;
                     self.close(error_code, reason, shared);
                 }
                 Poll::Ready(None) => {

@@ -94,16 +94,17 @@ pub use crate::send_stream::{SendStream, StoppedError, WriteError};
 mod tests;
 
 #[derive(Debug)]
+// Signalbox patch (VENDORED.md): every variant is boxed, so that each connection's event
+// channel, whose blocks of 32 slots it keeps for life, holds 16-byte slots (a tag and a
+// pointer) rather than datagram events (about 200 bytes) or a close's reason (48).
 enum ConnectionEvent {
-    Close {
-        error_code: VarInt,
-        reason: bytes::Bytes,
-    },
-    // Signalbox patch (VENDORED.md): boxed, so that each connection's event channel, whose
-    // blocks of 32 slots it keeps for life, holds pointers rather than datagram events.
+    Close(Box<(VarInt, bytes::Bytes)>),
     Proto(Box<proto::ConnectionEvent>),
-    Rebind(Arc<dyn AsyncUdpSocket>),
+    Rebind(Box<Arc<dyn AsyncUdpSocket>>),
 }
+
+// Signalbox patch: the slot stays a tag and a pointer.
+const _: () = assert!(std::mem::size_of::<ConnectionEvent>() <= 16);
 
 fn udp_transmit<'a>(t: &proto::Transmit, buffer: &'a [u8]) -> udp::Transmit<'a> {
     udp::Transmit {
