@@ -141,6 +141,12 @@ impl Deframer {
         self
     }
 
+    /// Sets the largest payload accepted from the next frame on (a stream whose first frame
+    /// may be larger than the rest, say).
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     /// Whether a frame has been started but not finished (a stream that ends now was cut).
     pub fn is_mid_frame(&self) -> bool {
         self.head_len > 0 || self.body.is_some()
@@ -266,6 +272,26 @@ mod tests {
 
         encode_frame(&big, &mut buf, 1000).unwrap();
         assert!(codec(50).decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_deframers_limit_can_shrink_after_a_large_first_frame() {
+        let mut wire = 200u32.to_be_bytes().to_vec();
+        wire.extend([7u8; 200]);
+        wire.extend(200u32.to_be_bytes());
+        wire.extend([8u8; 200]);
+        let mut chunk = Bytes::from(wire);
+        let mut d = Deframer::new(1024);
+        assert_eq!(d.next_frame(&mut chunk).unwrap().unwrap().len(), 200);
+        d.set_max_frame_bytes(100);
+        let err = d.next_frame(&mut chunk).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: 200,
+                limit: 100
+            }
+        ));
     }
 
     /// The frames a deframer yields from `wire` cut into chunks at `cuts`.

@@ -607,8 +607,7 @@ async fn route(
     let mut idle = tokio::time::interval(settings.stream_idle);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     idle.tick().await;
-    let mut attach = to.watch_attach();
-    attach.borrow_and_update();
+    let mut seen = to.generation();
     let mut active = true;
     loop {
         let first = tokio::select! {
@@ -619,14 +618,11 @@ async fn route(
                 // The sender is gone: finish the stream after what was written.
                 None => break,
             },
-            changed = attach.changed() => {
-                if changed.is_err() {
-                    return;
-                }
+            current = to.attached_after(seen) => {
                 // The receiver resumed on a new connection. What this route wrote to the old
                 // one may never have arrived: replay it now, not when the sender next speaks
                 // or the idle stream is finished.
-                let current = *attach.borrow_and_update();
+                seen = current;
                 if current == route.generation {
                     continue;
                 }
@@ -720,16 +716,15 @@ impl RouteStream<'_> {
         self.replay.detach(&mut lock(&self.broadcasts));
         loop {
             self.stream = None;
-            let mut attach = self.to.watch_attach();
             loop {
-                let current = *attach.borrow_and_update();
+                let current = self.to.generation();
                 if current != self.generation && !self.to.is_away() {
                     self.generation = current;
                     break;
                 }
                 tokio::select! {
                     _ = self.to.gone.cancelled() => return false,
-                    changed = attach.changed() => if changed.is_err() { return false },
+                    _ = self.to.attached_after(current) => {}
                 }
             }
             let (replay, lost) = self.replay.after(self.to.receiver.seen_from(self.from));

@@ -65,11 +65,11 @@ impl Link {
                 (LinkSend::Quic(s), LinkRecv::Quic(r))
             }
             Link::WebTransport(w) => {
-                let (s, r) = w.accept_bi().await?;
+                let (s, r) = Box::pin(w.accept_bi()).await?;
                 (LinkSend::WebTransport(s), LinkRecv::WebTransport(r))
             }
             Link::WebSocket(w) => {
-                let (s, r) = w.accept_bi().await?;
+                let (s, r) = Box::pin(w.accept_bi()).await?;
                 (LinkSend::WebSocket(s), LinkRecv::WebSocket(r))
             }
         })
@@ -79,8 +79,8 @@ impl Link {
     pub(crate) async fn accept_uni(&self) -> Result<LinkRecv, LinkError> {
         Ok(match self {
             Link::Quic(c) => LinkRecv::Quic(c.accept_uni().await?),
-            Link::WebTransport(w) => LinkRecv::WebTransport(w.accept_uni().await?),
-            Link::WebSocket(w) => LinkRecv::WebSocket(w.accept_uni().await?),
+            Link::WebTransport(w) => LinkRecv::WebTransport(Box::pin(w.accept_uni()).await?),
+            Link::WebSocket(w) => LinkRecv::WebSocket(Box::pin(w.accept_uni()).await?),
         })
     }
 
@@ -88,7 +88,7 @@ impl Link {
     pub(crate) async fn open_uni(&self) -> Result<LinkSend, LinkError> {
         Ok(match self {
             Link::Quic(c) => LinkSend::Quic(c.open_uni().await?),
-            Link::WebTransport(w) => LinkSend::WebTransport(w.open_uni().await?),
+            Link::WebTransport(w) => LinkSend::WebTransport(Box::pin(w.open_uni()).await?),
             Link::WebSocket(w) => LinkSend::WebSocket(w.open_uni()?),
         })
     }
@@ -123,9 +123,9 @@ impl Link {
                 c.closed().await;
             }
             Link::WebTransport(w) => {
-                w.closed().await;
+                Box::pin(w.closed()).await;
             }
-            Link::WebSocket(w) => w.closed().await,
+            Link::WebSocket(w) => Box::pin(w.closed()).await,
         }
     }
 
@@ -177,8 +177,8 @@ impl LinkSend {
     pub(crate) async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), LinkError> {
         match self {
             LinkSend::Quic(s) => s.write_chunk(chunk).await?,
-            LinkSend::WebTransport(s) => s.write_chunk(chunk).await?,
-            LinkSend::WebSocket(s) => s.write_chunk(chunk).await?,
+            LinkSend::WebTransport(s) => Box::pin(s.write_chunk(chunk)).await?,
+            LinkSend::WebSocket(s) => Box::pin(s.write_chunk(chunk)).await?,
         }
         Ok(())
     }
@@ -217,9 +217,9 @@ impl LinkSend {
                 s.stopped().await?;
             }
             LinkSend::WebTransport(s) => {
-                s.stopped().await?;
+                Box::pin(s.stopped()).await?;
             }
-            LinkSend::WebSocket(s) => s.stopped().await?,
+            LinkSend::WebSocket(s) => Box::pin(s.stopped()).await?,
         }
         Ok(())
     }
@@ -239,8 +239,10 @@ impl LinkRecv {
     pub(crate) async fn read_chunk(&mut self) -> Result<Option<Bytes>, LinkError> {
         Ok(match self {
             LinkRecv::Quic(r) => r.read_chunk(usize::MAX, true).await?.map(|c| c.bytes),
-            LinkRecv::WebTransport(r) => r.read_chunk(usize::MAX, true).await?.map(|c| c.bytes),
-            LinkRecv::WebSocket(r) => r.read_chunk().await,
+            LinkRecv::WebTransport(r) => Box::pin(r.read_chunk(usize::MAX, true))
+                .await?
+                .map(|c| c.bytes),
+            LinkRecv::WebSocket(r) => Box::pin(r.read_chunk()).await,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! A route's queue: the frames one sender's task hands to one route's task.
+//! A route's queue: the frames one sender's task hands to one route's task. A member's
+//! control frames wait in one too.
 //!
 //! A bounded single-producer, single-consumer queue built for how routes use it. The sender
 //! adds frames one at a time (one uncontended lock and a `VecDeque` push: a frame to each of
@@ -47,6 +48,9 @@ struct State<T> {
     sender_gone: bool,
 }
 
+/// Room for items a queue keeps while idle.
+const KEEP: usize = 16;
+
 /// A queue of at most `capacity` items (at least 1).
 pub(crate) fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
@@ -70,6 +74,22 @@ pub(crate) fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 /// The sender's end; dropping it tells the route that nothing more comes.
 pub(crate) struct Sender<T>(Arc<Shared<T>>);
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("queue::Sender")
+            .field("capacity", &self.0.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("queue::Receiver")
+            .field("local", &self.local.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl<T> Sender<T> {
     /// Queues `item` unless the queue is full or closed. Never waits.
@@ -118,6 +138,7 @@ impl<T> Receiver<T> {
                 return None;
             }
             if self.local.is_empty() {
+                self.shrink();
                 self.shared.ready.notified().await;
             }
         }
@@ -143,6 +164,18 @@ impl<T> Receiver<T> {
     fn hand_on(&mut self) {
         let taken = self.shared.taken.load(Ordering::Relaxed);
         self.shared.taken.store(taken - 1, Ordering::Relaxed);
+    }
+
+    /// Going idle: a queue that grew for a burst gives that room back rather than keep it for
+    /// its life (an idle member's control queue after a join storm's news, say).
+    fn shrink(&mut self) {
+        if self.local.capacity() > KEEP {
+            self.local = VecDeque::new();
+        }
+        let mut state = lock(&self.shared.state);
+        if state.items.is_empty() && state.items.capacity() > KEEP {
+            state.items = VecDeque::new();
+        }
     }
 
     /// Takes everything queued (when `local` is used up); false when nothing more can come.
@@ -197,6 +230,29 @@ mod tests {
         let (tx, rx) = queue::<u8>(8);
         drop(rx);
         assert_eq!(tx.try_send(1), Err(TrySendError::Closed(1)));
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_goes_idle_gives_back_a_bursts_room() {
+        let (tx, mut rx) = queue(1000);
+        for i in 0..500u32 {
+            tx.try_send(i).unwrap();
+        }
+        for i in 0..500u32 {
+            assert_eq!(rx.recv().await, Some(i));
+        }
+        assert!(
+            rx.local.capacity() >= 500,
+            "the burst was taken in one refill"
+        );
+        // Nothing queued: the receiver waits, and gives the room back first.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(10), rx.recv());
+        assert!(waiting.await.is_err());
+        assert!(rx.local.capacity() <= KEEP);
+        assert!(lock(&rx.shared.state).items.capacity() <= KEEP);
+        // And it still works.
+        tx.try_send(7).unwrap();
+        assert_eq!(rx.recv().await, Some(7));
     }
 
     #[tokio::test]
