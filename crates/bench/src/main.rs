@@ -718,7 +718,7 @@ fn markdown(r: &Report) -> String {
     if let Some(s) = &r.scale {
         let _ = writeln!(
             out,
-            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s ({:.0} joins/s, {} connecting at a time; connect+join p50 {:.1} ms, p99 {:.1} ms; relay CPU {:.2} s; load generator busy {:.2}); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB ({:.1} KiB per idle connection).",
+            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s ({:.0} joins/s, {} connecting at a time; connect+join p50 {:.1} ms, p99 {:.1} ms; relay CPU {:.2} s; load generator busy {:.2}); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB half a second after the last join ({:.1} KiB per connection, the storm's news still going out), {} MiB at rest five seconds after it ({:.1} KiB per idle connection).",
             s.joined,
             s.clients,
             s.join_all_s,
@@ -732,6 +732,8 @@ fn markdown(r: &Report) -> String {
             s.broadcast_s,
             s.rss_before_kib / 1024,
             s.rss_after_kib / 1024,
+            s.kib_per_connection_after_storm,
+            s.rss_at_rest_kib / 1024,
             s.kib_per_idle_connection
         );
     }

@@ -27,11 +27,20 @@ pub(crate) struct Scale {
     pub(crate) broadcast_reached: usize,
     pub(crate) broadcast_s: f64,
     pub(crate) rss_before_kib: u64,
+    /// The relay's RSS half a second after the last join, while it still sends the storm's
+    /// news and its allocator still holds what the storm freed.
     pub(crate) rss_after_kib: u64,
+    pub(crate) kib_per_connection_after_storm: f64,
+    /// The relay's RSS with every client joined and at rest ([`AT_REST`] after the last join,
+    /// before the broadcast).
+    pub(crate) rss_at_rest_kib: u64,
     pub(crate) kib_per_idle_connection: f64,
     /// Why the first failed join failed, if one did.
     pub(crate) first_error: Option<String>,
 }
+
+/// When the relay's memory per idle connection is read: this long after the last join.
+const AT_REST: Duration = Duration::from_secs(5);
 
 /// Clients connecting at once during the join storm.
 pub(crate) const IN_FLIGHT: usize = 50;
@@ -119,6 +128,11 @@ pub(crate) async fn run(server: &Server, n: usize) -> anyhow::Result<Scale> {
     };
     let (p50, p99) = (quantile(0.5), quantile(0.99));
 
+    // At rest, before the broadcast: its routes (a task, a stream and a replay ring per
+    // receiver) are the sender's, not what an idle connection costs.
+    tokio::time::sleep(AT_REST.saturating_sub(start.elapsed() - join_all)).await;
+    let rss_at_rest = server.rss_kib();
+
     let sent_at = Instant::now();
     let (sender, _) = clients.first().context("no client joined")?;
     sender
@@ -154,7 +168,9 @@ pub(crate) async fn run(server: &Server, n: usize) -> anyhow::Result<Scale> {
         broadcast_s: broadcast.as_secs_f64(),
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
-        kib_per_idle_connection: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+        kib_per_connection_after_storm: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+        rss_at_rest_kib: rss_at_rest,
+        kib_per_idle_connection: rss_at_rest.saturating_sub(rss_before) as f64 / n as f64,
         first_error,
     })
 }
