@@ -12,6 +12,8 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Freed memory goes back to the system after 10 ms, not a second (see the function).
+    signalbox_relay::allocator::purge_promptly();
     let (args, matches) = cli::parse();
     cli::init_tracing(&args);
     match cli::run(args, &matches) {

@@ -210,6 +210,9 @@ fn serve(
     cluster: Option<String>,
     congestion: Congestion,
 ) -> anyhow::Result<()> {
+    // As the `signalbox` binary does.
+    #[cfg(feature = "mimalloc")]
+    signalbox_relay::allocator::purge_promptly();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -61,6 +61,8 @@
 //! ```
 
 mod admission;
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 mod announce;
 mod budget;
 mod cluster;
