@@ -39,9 +39,10 @@ const YIELD_EVERY: u32 = 128;
 /// a few hundred notices a second, not one per read batch.
 const ACCEPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// A client's control stream, read in the chunks the transport hands over. Nothing is kept
-/// between frames: a member holds this for its life, and a `FramedRead`'s buffer was 512
-/// bytes of every idle connection (as large as a resume's `Hello` after one).
+/// A client's stream (control or send), read in the chunks the transport hands over. Nothing
+/// is kept between frames but the rest of a chunk: a member holds two of these for its life,
+/// and a `FramedRead`'s buffer was 512 bytes of every idle connection (as large as a resume's
+/// `Hello` after one).
 struct Frames {
     recv: LinkRecv,
     deframer: codec::Deframer,
@@ -914,7 +915,7 @@ async fn signal_reader(
     acceptance: &Acceptance,
     send_stream: &Notify,
 ) -> End {
-    let mut recv = match conn.accept_uni().await {
+    let recv = match conn.accept_uni().await {
         Ok(r) => r,
         Err(_) => return End::Lost,
     };
@@ -922,63 +923,53 @@ async fn signal_reader(
     // Frames are cut from the chunks QUIC hands over, not copied into a read buffer first:
     // each signal is decoded where it arrived and re-encoded once for its receivers, so a
     // slice holds the chunk only while its signal is taken.
-    let mut deframer = codec::Deframer::new(shared.limits.max_frame_bytes());
+    let mut frames = Frames::new(recv, shared.limits.max_frame_bytes());
     let mut handled = 0u32;
     loop {
-        let mut chunk = match recv.read_chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) if deframer.is_mid_frame() => {
-                return protocol("send stream: it ended inside a frame");
-            }
+        let frame = match frames.next().await {
+            Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
                 if conn.is_closed() {
                     return End::Lost;
                 }
-                return protocol(format!("send stream: {}", e.0));
+                return protocol(format!("send stream: {e}"));
             }
         };
-        loop {
-            let frame = match deframer.next_frame(&mut chunk) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return protocol(format!("send stream: {e}")),
+        // The frame and the signal in it end here: neither is kept across the waits below,
+        // which keeps the task (an idle connection's cost) small.
+        let seq = {
+            let out: Outgoing<'_> = match codec::decode(&frame) {
+                Ok(o) => o,
+                Err(e) => return protocol(format!("malformed signal: {e}")),
             };
-            // The frame and the signal in it end here: neither is kept across the waits
-            // below, which keeps the task (an idle connection's cost) small.
-            let seq = {
-                let out: Outgoing<'_> = match codec::decode(&frame) {
-                    Ok(o) => o,
-                    Err(e) => return protocol(format!("malformed signal: {e}")),
-                };
-                match take(&out, frame.len(), member, session, shared) {
-                    Ok(Taken::New) => {}
-                    Ok(Taken::Resent) => continue,
-                    Err(end) => return end,
-                }
-                out.seq
-            };
-            drop(frame);
-            acceptance.up_to.store(seq, Ordering::Release);
-            acceptance.notify.notify_one();
-            if !session.budgets.session.has_room(0) {
-                // The session's budget is spent: read nothing more until it has room. (Boxed:
-                // a rare wait, and inline it would enlarge every idle connection's task.)
-                Box::pin(delivery::wait_for_room(
-                    session,
-                    shared.delivery.write_timeout,
-                ))
-                .await;
+            match take(&out, frame.len(), member, session, shared) {
+                Ok(Taken::New) => {}
+                Ok(Taken::Resent) => continue,
+                Err(end) => return end,
             }
-            handled = handled.wrapping_add(1);
-            if handled.is_multiple_of(YIELD_EVERY) {
-                if handled.is_multiple_of(YIELD_EVERY * 64)
-                    && let Some(f) = lock(&member.sender).fanout.as_mut()
-                {
-                    f.prune();
-                }
-                tokio::task::yield_now().await;
+            out.seq
+        };
+        drop(frame);
+        acceptance.up_to.store(seq, Ordering::Release);
+        acceptance.notify.notify_one();
+        if !session.budgets.session.has_room(0) {
+            // The session's budget is spent: read nothing more until it has room. (Boxed: a
+            // rare wait, and inline it would enlarge every idle connection's task.)
+            Box::pin(delivery::wait_for_room(
+                session,
+                shared.delivery.write_timeout,
+            ))
+            .await;
+        }
+        handled = handled.wrapping_add(1);
+        if handled.is_multiple_of(YIELD_EVERY) {
+            if handled.is_multiple_of(YIELD_EVERY * 64)
+                && let Some(f) = lock(&member.sender).fanout.as_mut()
+            {
+                f.prune();
             }
+            tokio::task::yield_now().await;
         }
     }
     // The client finished its send stream: it sends no more, but stays connected.
