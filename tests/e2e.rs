@@ -667,6 +667,47 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
     drop(slow_ev);
 }
 
+/// Far below the queue bounds, a receiver whose stream takes nothing (it grants no
+/// flow-control credit) for a whole `write_timeout` is a slow consumer: the wait of a write
+/// that does not finish at once is timed, and only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_takes_nothing_for_the_write_timeout_is_a_slow_consumer() {
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+        c.receiver_queue_bytes = 64 << 20;
+        c.write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (sender, mut s_ev) = relay.join_sender("sender").await;
+    let (_watcher, mut w_ev) = relay.join("watcher").await;
+    let (slow, slow_ev) = relay.join("slow").await;
+    tokio::spawn(async move { while s_ev.next().await.is_some() {} });
+    // `slow` never reads its events: its client stops reading once its event queue and its
+    // stream's window are full (about 2 400 signals of 1 KiB), well inside the queue bounds.
+    let data = "x".repeat(1024);
+    for _ in 0..4_000 {
+        sender
+            .send_unconfirmed(Signal::to_one(slow.me().id, "bulk", data.clone()))
+            .await
+            .unwrap();
+    }
+    let left = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match w_ev.next().await {
+                Some(Event::Left { peer, reason }) if peer.id == slow.me().id => break reason,
+                Some(_) => {}
+                None => panic!("the watcher's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the receiver that takes nothing is closed");
+    assert_eq!(left, LeftReason::SlowConsumer);
+    assert!(sender.is_connected());
+    drop(slow_ev);
+}
+
 #[tokio::test]
 async fn a_relay_can_use_a_pem_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();

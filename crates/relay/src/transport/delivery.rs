@@ -28,6 +28,7 @@
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -761,20 +762,28 @@ impl RouteStream<'_> {
             Ok::<(), LinkError>(())
         };
         tokio::pin!(write);
-        // A write may wait long while the receiver reads its other senders' streams (QUIC
-        // shares the connection among them): that is a busy receiver, not a slow one. It is
-        // a slow consumer only when it read nothing at all — granted no new flow-control
-        // credit on any stream — for a whole `write_timeout`.
-        let mut credit = conn.read_credit();
-        let result = loop {
-            match tokio::time::timeout(self.settings.write_timeout, &mut write).await {
-                Ok(done) => break Ok(done),
-                Err(elapsed) => {
-                    let now = conn.read_credit();
-                    if now == credit {
-                        break Err(elapsed);
+        // Most writes finish at once (the stream has credit): those need no timer, and no
+        // reading of the connection's statistics.
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(done) => Ok(done),
+            // A write may wait long while the receiver reads its other senders' streams
+            // (QUIC shares the connection among them): that is a busy receiver, not a slow
+            // one. It is a slow consumer only when it read nothing at all — granted no new
+            // flow-control credit on any stream — for a whole `write_timeout`.
+            Poll::Pending => {
+                let mut credit = conn.read_credit();
+                loop {
+                    match tokio::time::timeout(self.settings.write_timeout, &mut write).await {
+                        Ok(done) => break Ok(done),
+                        Err(elapsed) => {
+                            let now = conn.read_credit();
+                            if now == credit {
+                                break Err(elapsed);
+                            }
+                            credit = now;
+                        }
                     }
-                    credit = now;
                 }
             }
         };
