@@ -762,31 +762,37 @@ impl RouteStream<'_> {
             Ok::<(), LinkError>(())
         };
         tokio::pin!(write);
-        // Most writes finish at once (the stream has credit): those need no timer, and no
-        // reading of the connection's statistics.
-        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-        let result = match first {
-            Poll::Ready(done) => Ok(done),
-            // A write may wait long while the receiver reads its other senders' streams
-            // (QUIC shares the connection among them): that is a busy receiver, not a slow
-            // one. It is a slow consumer only when it read nothing at all — granted no new
-            // flow-control credit on any stream — for a whole `write_timeout`.
-            Poll::Pending => {
-                let mut credit = conn.read_credit();
-                loop {
-                    match tokio::time::timeout(self.settings.write_timeout, &mut write).await {
-                        Ok(done) => break Ok(done),
-                        Err(elapsed) => {
-                            let now = conn.read_credit();
-                            if now == credit {
-                                break Err(elapsed);
-                            }
-                            credit = now;
-                        }
-                    }
-                }
+        // A write may wait long while the receiver reads its other senders' streams (QUIC
+        // shares the connection among them): that is a busy receiver, not a slow one. It is a
+        // slow consumer only when it read nothing at all — granted no new flow-control credit
+        // on any stream — for a whole `write_timeout`. Most writes finish at once (the stream
+        // has credit): those arm no timer and read no statistics. One that waits is polled
+        // once per wake-up, as it would be alone.
+        let patience = self.settings.write_timeout;
+        let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+        let mut credit = 0;
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = write.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
             }
-        };
+            if timer.is_none() {
+                credit = conn.read_credit();
+                timer.set(Some(tokio::time::sleep(patience)));
+            }
+            let Some(mut timer) = timer.as_mut().as_pin_mut() else {
+                unreachable!("set above");
+            };
+            while timer.as_mut().poll(cx).is_ready() {
+                let now = conn.read_credit();
+                if now == credit {
+                    return Poll::Ready(Err(()));
+                }
+                credit = now;
+                timer.as_mut().reset(tokio::time::Instant::now() + patience);
+            }
+            Poll::Pending
+        })
+        .await;
         match result {
             Ok(Ok(())) => Written::Done,
             Ok(Err(e)) => {
