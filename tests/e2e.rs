@@ -668,8 +668,8 @@ async fn a_receiver_that_stops_reading_is_dropped_as_slow_consumer() {
 }
 
 /// Far below the queue bounds, a receiver whose stream takes nothing (it grants no
-/// flow-control credit) for a whole `write_timeout` is a slow consumer: the wait of a write
-/// that does not finish at once is timed, and only that one.
+/// flow-control credit) for a whole `write_timeout` is a slow consumer: a write that does not
+/// finish at once is timed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_takes_nothing_for_the_write_timeout_is_a_slow_consumer() {
     let relay = TestRelay::start_with(|c| {
