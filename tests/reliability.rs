@@ -502,14 +502,22 @@ async fn an_away_receiver_is_told_what_it_missed_instead_of_growing_the_relay() 
         matches!(e, Event::Reconnecting { .. })
     })
     .await;
-    // The relay notices too (same idle timeout), then the flood comes.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The relay notices too (same idle timeout), then the flood comes. (Flooded before it
+    // notices, the receiver is a live one that cannot keep up: a slow consumer, closed.)
+    signalbox_relay::test_utils::wait_for("the relay to notice the loss", || {
+        relay
+            .handle
+            .metrics_text()
+            .contains("signalbox_connections_away 1")
+    })
+    .await;
     const N: u64 = 3000;
     let data = "x".repeat(200);
     send_many(&sender, "flood", N, |_| data.clone()).await;
     link.blackhole(false);
     let mut got = Vec::new();
     let mut missed = None;
+    let mut others = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while missed.is_none() || (got.len() as u64) + missed.unwrap_or(0) < N {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -527,9 +535,9 @@ async fn an_away_receiver_is_told_what_it_missed_instead_of_growing_the_relay() 
                 assert!(count <= last - first + 1);
                 missed = Some(count)
             }
-            Ok(Some(_)) => {}
+            Ok(Some(other)) => others.push(other),
             other => panic!(
-                "stalled with {} signals, missed {missed:?}: {other:?}",
+                "stalled with {} signals, missed {missed:?}: {other:?}; other events: {others:?}",
                 got.len()
             ),
         }

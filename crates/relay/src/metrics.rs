@@ -27,6 +27,7 @@ struct ReasonLabel {
 pub(crate) struct Metrics {
     registry: Registry,
     connections: Gauge,
+    away: Gauge,
     sessions: Gauge,
     joins: Counter,
     left: Family<ReasonLabel, Counter>,
@@ -49,6 +50,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("signalbox");
         let m = Self {
             connections: Gauge::default(),
+            away: Gauge::default(),
             sessions: Gauge::default(),
             joins: Counter::default(),
             left: Family::default(),
@@ -70,6 +72,11 @@ impl Metrics {
             "connections",
             "Connections in sessions",
             m.connections.clone(),
+        );
+        registry.register(
+            "connections_away",
+            "Connections in sessions whose network was lost, waiting for their client to resume",
+            m.away.clone(),
         );
         registry.register(
             "sessions",
@@ -192,8 +199,9 @@ impl Metrics {
         self.held_replay.set(replay as i64);
     }
 
-    pub(crate) fn render(&self, connections: usize, sessions: usize) -> String {
+    pub(crate) fn render(&self, connections: usize, away: usize, sessions: usize) -> String {
         self.connections.set(connections as i64);
+        self.away.set(away as i64);
         self.sessions.set(sessions as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -213,7 +221,7 @@ mod tests {
         m.signal(100, 3);
         m.rejected(&SignalError::EmptyTargetList);
         m.left(LeftReason::SlowConsumer);
-        let text = m.render(2, 1);
+        let text = m.render(2, 1, 1);
         assert!(text.contains("signalbox_signals_in_total 1"), "{text}");
         assert!(text.contains("signalbox_deliveries_total 3"), "{text}");
         assert!(
@@ -225,5 +233,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("signalbox_connections 2"), "{text}");
+        assert!(text.contains("signalbox_connections_away 1"), "{text}");
     }
 }

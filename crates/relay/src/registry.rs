@@ -663,4 +663,13 @@ impl SessionRegistry {
             .map(|s| s.roster().members.len())
             .sum()
     }
+
+    /// How many of those connections were lost to the network and wait for their client to
+    /// resume.
+    pub(crate) fn away_count(&self) -> usize {
+        lock(&self.sessions)
+            .values()
+            .map(|s| s.roster().members.values().filter(|m| m.is_away()).count())
+            .sum()
+    }
 }

@@ -101,6 +101,7 @@ impl Shared {
         self.metrics.held(self.registry.held.bytes());
         self.metrics.render(
             self.registry.connection_count(),
+            self.registry.away_count(),
             self.registry.sessions().len(),
         )
     }
