@@ -20,9 +20,10 @@ use crate::tls;
 
 pub(crate) type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
 
-/// A delivery stream, read as QUIC hands over what it received and split into frames. Each
-/// frame is copied once, into a buffer of its own size: the application may keep a signal's
-/// text as long as it likes, and a slice of the received datagrams would keep them all alive.
+/// A delivery stream, read as QUIC hands over what it received and split into frames. A frame
+/// is a slice of the chunk it arrived in (gathered once into a buffer of its own when it spans
+/// chunks); the reader copies out what it keeps, so an application holding a signal's text
+/// never keeps the received datagrams alive.
 /// (Through a read buffer, as for the control stream, large frames were copied once into it
 /// and again each time it had to grow.)
 pub(crate) struct DeliveryFrames {
@@ -38,7 +39,7 @@ impl DeliveryFrames {
     pub(crate) fn new(recv: quinn::RecvStream, max_frame: usize) -> Self {
         Self {
             recv,
-            deframer: Deframer::new(max_frame).keeping(),
+            deframer: Deframer::new(max_frame),
             chunk: Bytes::new(),
             failed: false,
         }
