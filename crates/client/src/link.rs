@@ -21,9 +21,9 @@ use crate::tls;
 pub(crate) type Frames = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
 
 /// A delivery stream, read as QUIC hands over what it received and split into frames. A frame
-/// is a slice of the chunk it arrived in (gathered once into a buffer of its own when it spans
-/// chunks); the reader copies out what it keeps, so an application holding a signal's text
-/// never keeps the received datagrams alive.
+/// that lies whole in the chunk it arrived in is read in place (one that spans chunks is
+/// gathered once into a buffer of its own); the reader copies out what it keeps, so an
+/// application holding a signal's text never keeps the received datagrams alive.
 /// (Through a read buffer, as for the control stream, large frames were copied once into it
 /// and again each time it had to grow.)
 pub(crate) struct DeliveryFrames {
@@ -45,33 +45,65 @@ impl DeliveryFrames {
         }
     }
 
-    /// The next frame's payload: `None` when the stream ends between frames; an error when
-    /// it fails, ends inside a frame, or a frame is over the limit — and `None` ever after.
+    /// The next frame's payload, copied: `None` when the stream ends between frames; an
+    /// error when it fails, ends inside a frame, or a frame is over the limit — and `None`
+    /// ever after.
     pub(crate) async fn next(&mut self) -> Option<Result<Bytes, ()>> {
         if self.failed {
             return None;
         }
-        let next = self.read().await;
-        self.failed = matches!(next, Some(Err(())));
-        next
+        loop {
+            match self.next_received(Bytes::copy_from_slice) {
+                Ok(Some(frame)) => return Some(Ok(frame)),
+                Ok(None) => {}
+                Err(()) => return Some(Err(())),
+            }
+            match self.receive().await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(()) => return Some(Err(())),
+            }
+        }
     }
 
-    async fn read(&mut self) -> Option<Result<Bytes, ()>> {
-        loop {
-            while !self.chunk.is_empty() {
-                match self.deframer.next_frame(&mut self.chunk) {
-                    Ok(Some(frame)) => return Some(Ok(frame)),
-                    Ok(None) => {}
-                    Err(_) => return Some(Err(())),
-                }
+    /// The next frame among what was already received, handed to `f` (read in place when
+    /// it lies whole in one chunk): `Ok(None)` when no further frame is whole yet (then
+    /// [`receive`](Self::receive)); an error when a frame is over the limit, and ever after.
+    pub(crate) fn next_received<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, ()> {
+        if self.failed {
+            return Err(());
+        }
+        if self.chunk.is_empty() {
+            return Ok(None);
+        }
+        // `Ok(None)`: the chunk is used up, inside a frame that the next one continues.
+        self.deframer
+            .next_frame_with(&mut self.chunk, f)
+            .map_err(|_| self.failed = true)
+    }
+
+    /// Waits for what QUIC receives next (at once if some of the last chunk is left):
+    /// `false` when the stream ended between frames; an error when it failed or ended
+    /// inside a frame. Cancel-safe: nothing is lost if the future is dropped.
+    pub(crate) async fn receive(&mut self) -> Result<bool, ()> {
+        if self.failed {
+            return Err(());
+        }
+        if !self.chunk.is_empty() {
+            return Ok(true);
+        }
+        // An emptied `Bytes` still holds its buffer (the datagrams received with it):
+        // let it go before waiting, however long the sender stays quiet.
+        self.chunk = Bytes::new();
+        match self.recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                self.chunk = chunk.bytes;
+                Ok(true)
             }
-            // An emptied `Bytes` still holds its buffer (the datagrams received with it):
-            // let it go before waiting, however long the sender stays quiet.
-            self.chunk = Bytes::new();
-            match self.recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => self.chunk = chunk.bytes,
-                Ok(None) if !self.deframer.is_mid_frame() => return None,
-                _ => return Some(Err(())),
+            Ok(None) if !self.deframer.is_mid_frame() => Ok(false),
+            _ => {
+                self.failed = true;
+                Err(())
             }
         }
     }

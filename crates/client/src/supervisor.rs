@@ -445,28 +445,34 @@ async fn read_deliveries(
     let mut last_seq = lock(&inner.seen).get(&from).copied().unwrap_or(0);
     let mut malformed = false;
     let mut batch = Vec::with_capacity(EVENT_BATCH);
-    while let Some(Ok(first)) = frames.next().await {
-        // This frame and every other one already read, as one batch.
-        let mut frame = first;
-        loop {
-            match received(from, &frame, last_seq) {
-                Ok(Some(signal)) => {
+    // Ends with the stream (or a framing error: the bytes after it are not frames).
+    while let Ok(true) = frames.receive().await {
+        // Every frame already received, as one batch (each read in place).
+        let mut ended = false;
+        while batch.len() < EVENT_BATCH {
+            match frames.next_received(|frame| received(from, frame, last_seq)) {
+                Ok(Some(Ok(Some(signal)))) => {
                     last_seq = signal.seq;
                     batch.push(Event::Signal(signal));
                 }
-                Ok(None) => {} // a duplicate
-                Err(()) => {
+                Ok(Some(Ok(None))) => {} // a duplicate
+                Ok(Some(Err(()))) => {
                     malformed = true;
                     break;
                 }
-            }
-            if batch.len() >= EVENT_BATCH {
-                break;
-            }
-            match frames.next().now_or_never() {
-                Some(Some(Ok(f))) => frame = f,
-                // An error ends the stream: `frames` yields nothing after it.
-                _ => break,
+                // Used up: more may have arrived meanwhile.
+                Ok(None) => match frames.receive().now_or_never() {
+                    Some(Ok(true)) => {}
+                    Some(_) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                },
+                Err(()) => {
+                    ended = true;
+                    break;
+                }
             }
         }
         if !batch.is_empty() {
@@ -480,6 +486,9 @@ async fn read_deliveries(
         }
         if malformed {
             tracing::warn!("malformed signal from the relay; ignoring the rest of its stream");
+            break;
+        }
+        if ended {
             break;
         }
     }

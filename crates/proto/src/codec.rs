@@ -104,15 +104,15 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError
 /// Splits a stream that arrives in chunks (as QUIC hands over what it received) into
 /// frames, without first copying it into a read buffer.
 ///
-/// A frame that lies whole in one chunk is a slice of it, unless the deframer was made
-/// [`keeping`](Deframer::keeping); one that spans chunks is gathered once into a buffer of
-/// its exact size. A slice keeps the chunk's whole allocation alive (for QUIC, the datagrams
-/// received with it), so a reader that holds frames after it has handled them — a client
-/// handing signals to its application — keeps exact copies instead.
+/// A frame that lies whole in one chunk is a slice of it ([`next_frame`](Deframer::next_frame))
+/// or is read in place ([`next_frame_with`](Deframer::next_frame_with)); one that spans chunks
+/// is gathered once into a buffer of its exact size. A slice keeps the chunk's whole
+/// allocation alive (for QUIC, the datagrams received with it), so a reader that keeps what
+/// it read — a client handing signals to its application — reads in place and copies out
+/// what it keeps.
 #[derive(Debug)]
 pub struct Deframer {
     max_frame_bytes: usize,
-    keep: bool,
     /// The length prefix read so far, while `body` is `None`.
     head: [u8; 4],
     head_len: usize,
@@ -127,18 +127,11 @@ impl Deframer {
     pub fn new(max_frame_bytes: usize) -> Self {
         Self {
             max_frame_bytes,
-            keep: false,
             head: [0; 4],
             head_len: 0,
             body: None,
             failed: false,
         }
-    }
-
-    /// Every frame in a buffer of its own, never a slice of a chunk.
-    pub fn keeping(mut self) -> Self {
-        self.keep = true;
-        self
     }
 
     /// Sets the largest payload accepted from the next frame on (a stream whose first frame
@@ -185,13 +178,6 @@ impl Deframer {
                 });
             }
             if chunk.len() >= len {
-                if self.keep {
-                    // Copied straight from the chunk: a slice first would cost its
-                    // reference count a round trip for nothing.
-                    let frame = Bytes::copy_from_slice(&chunk[..len]);
-                    chunk.advance(len);
-                    return Ok(Some(frame));
-                }
                 return Ok(Some(chunk.split_to(len)));
             }
             self.body = Some((BytesMut::with_capacity(len), len));
@@ -207,6 +193,29 @@ impl Deframer {
         }
         let (body, _) = self.body.take().expect("checked above");
         Ok(Some(body.freeze()))
+    }
+}
+
+impl Deframer {
+    /// As [`next_frame`](Self::next_frame), but hands the payload to `f` and returns what it
+    /// returns. A frame that lies whole in `chunk` is read in place: no slice of the chunk is
+    /// made, so its reference count is not touched (a cost per frame a reader of small
+    /// frames notices). One that spans chunks is gathered first, as `next_frame` does.
+    pub fn next_frame_with<R>(
+        &mut self,
+        chunk: &mut Bytes,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, FrameError> {
+        if !self.failed && !self.is_mid_frame() && chunk.len() >= 4 {
+            let len = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+            if len <= self.max_frame_bytes && chunk.len() - 4 >= len {
+                let r = f(&chunk[4..4 + len]);
+                chunk.advance(4 + len);
+                return Ok(Some(r));
+            }
+        }
+        // Over the limit, cut, or spanning chunks: as `next_frame` says.
+        Ok(self.next_frame(chunk)?.map(|frame| f(&frame)))
     }
 }
 
@@ -295,11 +304,9 @@ mod tests {
     }
 
     /// The frames a deframer yields from `wire` cut into chunks at `cuts`.
-    fn deframed(wire: &[u8], cuts: &[usize], keep: bool) -> Result<Vec<Bytes>, FrameError> {
+    /// (`in_place`: through [`Deframer::next_frame_with`], each frame copied out.)
+    fn deframed(wire: &[u8], cuts: &[usize], in_place: bool) -> Result<Vec<Bytes>, FrameError> {
         let mut d = Deframer::new(1024);
-        if keep {
-            d = d.keeping();
-        }
         let mut frames = Vec::new();
         let mut at = 0;
         for end in cuts.iter().copied().chain([wire.len()]) {
@@ -307,12 +314,17 @@ mod tests {
             let mut chunk = Bytes::copy_from_slice(&wire[at..end]);
             let whole = chunk.clone();
             while !chunk.is_empty() {
-                if let Some(f) = d.next_frame(&mut chunk)? {
-                    let inside = whole.as_ptr_range().contains(&f.as_ptr()) && !f.is_empty();
-                    assert!(!(keep && inside), "a kept frame is a slice of its chunk");
-                    frames.push(f);
-                }
+                let frame = if in_place {
+                    d.next_frame_with(&mut chunk, Bytes::copy_from_slice)?
+                } else {
+                    d.next_frame(&mut chunk)?
+                };
+                frames.extend(frame);
             }
+            // Read in place, nothing holds the chunk once it is used up.
+            drop(chunk);
+            let kept = !whole.is_empty() && !whole.is_unique();
+            assert!(!(in_place && kept), "a frame read in place kept its chunk");
             at = end;
         }
         assert!(!d.is_mid_frame(), "the wire ends between frames");
@@ -325,7 +337,7 @@ mod tests {
         fn any_cut_of_the_stream_gives_the_same_frames(
             payloads in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..300), 0..8),
             mut cuts in proptest::collection::vec(0usize..2500, 0..12),
-            keep: bool,
+            in_place: bool,
         ) {
             let mut wire = BytesMut::new();
             for p in &payloads {
@@ -333,7 +345,7 @@ mod tests {
                 wire.put_slice(p);
             }
             cuts.sort_unstable();
-            let frames = deframed(&wire, &cuts, keep).unwrap();
+            let frames = deframed(&wire, &cuts, in_place).unwrap();
             let got: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
             let want: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
             proptest::prop_assert_eq!(got, want);
@@ -341,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_whole_in_its_chunk_is_a_slice_unless_kept() {
+    fn a_frame_whole_in_its_chunk_is_a_slice_or_read_in_place() {
         let mut wire = BytesMut::new();
         encode_frame(&DeliveryHeader { from: None }, &mut wire, 64).unwrap();
         let mut chunk = wire.freeze();
@@ -351,8 +363,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(f.as_ptr(), start.wrapping_add(4));
-        let kept = Deframer::new(64).keeping().next_frame(&mut chunk).unwrap();
-        assert_ne!(kept.unwrap().as_ptr(), start.wrapping_add(4));
+        drop(f);
+        // In place: `f` sees the chunk's own bytes, and no slice of it is left behind.
+        let whole = chunk.clone();
+        let seen = Deframer::new(64)
+            .next_frame_with(&mut chunk, |p| (p.as_ptr(), p.len()))
+            .unwrap();
+        assert_eq!(seen, Some((start.wrapping_add(4), whole.len() - 4)));
+        assert!(chunk.is_empty());
+        drop(chunk);
+        assert!(whole.is_unique(), "nothing else holds the chunk");
     }
 
     #[test]
@@ -360,9 +380,12 @@ mod tests {
         let mut wire = BytesMut::new();
         wire.put_u32(1025);
         wire.put_slice(&[0; 1025]);
-        for cut in [0, 1, 3, 4, 5] {
+        for (cut, in_place) in [0, 1, 3, 4, 5]
+            .into_iter()
+            .flat_map(|c| [(c, false), (c, true)])
+        {
             assert!(matches!(
-                deframed(&wire, &[cut], false),
+                deframed(&wire, &[cut], in_place),
                 Err(FrameError::TooLarge {
                     len: 1025,
                     limit: 1024
