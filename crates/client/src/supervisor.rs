@@ -497,7 +497,7 @@ async fn read_deliveries(
 
 /// The signal in a delivery frame; `None` when its seq is not newer than `last_seq` (a
 /// duplicate). Its type and data are copied, each into a buffer of its exact size: the frame
-/// may be a slice of the received datagrams, which an application keeping the text would
+/// is read in place in the received datagrams, which an application keeping the text would
 /// otherwise keep alive. (Two plain buffers also cost less than slices of one shared frame:
 /// no reference count to create, bump and drop per signal, often on another thread.)
 fn received(

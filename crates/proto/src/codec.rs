@@ -194,9 +194,7 @@ impl Deframer {
         let (body, _) = self.body.take().expect("checked above");
         Ok(Some(body.freeze()))
     }
-}
 
-impl Deframer {
     /// As [`next_frame`](Self::next_frame), but hands the payload to `f` and returns what it
     /// returns. A frame that lies whole in `chunk` is read in place: no slice of the chunk is
     /// made, so its reference count is not touched (a cost per frame a reader of small
