@@ -37,6 +37,55 @@ async fn relay_with(grace: Duration, tune: impl FnOnce(&mut RelayConfig)) -> Tes
     .await
 }
 
+/// A relay's data directory (identity, token secret, stateless-reset key) and address, to
+/// start it again after it stopped, as a restarted daemon would be.
+struct Restartable {
+    data: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    tune: fn(&mut RelayConfig),
+}
+
+impl Restartable {
+    /// The first start, on a free port.
+    async fn start(tune: fn(&mut RelayConfig)) -> (Self, TestRelay) {
+        let mut r = Self {
+            data: tempfile::tempdir().unwrap(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tune,
+        };
+        let handle = Relay::spawn(r.config()).await.unwrap();
+        r.addr = handle.quic_addr();
+        let test = TestRelay {
+            handle,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        (r, test)
+    }
+
+    fn config(&self) -> RelayConfig {
+        let mut c = RelayConfig {
+            listen: self.addr,
+            ..RelayConfig::local(self.data.path())
+        };
+        (self.tune)(&mut c);
+        c
+    }
+
+    /// Starts it again (the old socket may take a moment to go).
+    async fn again(&self) -> signalbox_relay::RelayHandle {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Relay::spawn(self.config()).await {
+                Ok(r) => return r,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("restart: {e}"),
+            }
+        }
+    }
+}
+
 /// Collects signals (by sender) until `n` arrived; also returns the other events seen.
 async fn collect(
     events: &mut Events,
@@ -382,20 +431,8 @@ async fn a_blackout_past_the_grace_period_leaves_then_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_come_back_by_themselves_after_a_relay_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = |addr: std::net::SocketAddr| RelayConfig {
-        listen: addr,
-        signals_per_second: 0,
-        ..RelayConfig::local(dir.path())
-    };
-    let relay = Relay::spawn(config("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let addr = relay.quic_addr();
-    let test = TestRelay {
-        handle: relay,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let (restartable, test) = Restartable::start(|c| c.signals_per_second = 0).await;
+    let addr = restartable.addr;
     // The sender goes through a link we can cut, so it comes back only after the receiver.
     let link = FaultyLink::start(addr, 4, Faults::default()).await;
     let mut so = test
@@ -427,17 +464,7 @@ async fn clients_come_back_by_themselves_after_a_relay_restart() {
         );
     }
     // The same data directory: the same identity and token secret, the same port.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let relay = loop {
-        match Relay::spawn(config(addr)).await {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("restart: {e}"),
-        }
-    };
+    let relay = restartable.again().await;
     let back = wait_for(&mut r_ev, "the receiver back", |e| {
         matches!(e, Event::Reconnected { .. })
     })
@@ -454,6 +481,42 @@ async fn clients_come_back_by_themselves_after_a_relay_restart() {
     let (by_sender, _) = collect(&mut r_ev, 10, Duration::from_secs(10)).await;
     in_order(&by_sender[&Some(sender.me().id)], 10);
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_went_without_a_word_is_known_gone_at_the_first_packet_after_its_restart() {
+    // A crash: the relay stops while the client's link is cut, so its farewell is lost.
+    // Restarted with the same data directory, its stateless-reset key answers the client's
+    // next packet on the old connection, and the client comes back at once rather than after
+    // its idle timeout (a minute here).
+    let (restartable, test) =
+        Restartable::start(|c| c.idle_timeout = Duration::from_secs(60)).await;
+    let addr = restartable.addr;
+    let link = FaultyLink::start(addr, 6, Faults::default()).await;
+    let mut o = test.options(Role::Publisher, "client");
+    o.port = link.addr().port();
+    o.idle_timeout = Duration::from_secs(60);
+    o.keep_alive = Duration::from_millis(300);
+    let (client, mut ev) = Client::connect(o).await.unwrap();
+    let before = client.me().id;
+
+    link.blackhole(true);
+    drop(test);
+    let relay = restartable.again().await;
+    link.blackhole(false);
+    let started = Instant::now();
+    wait_for(&mut ev, "the client noticing", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    let back = wait_for(&mut ev, "the client back", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert!(matches!(back, Event::Reconnected { resumed: false, ref me } if me.id != before));
+    // `wait_for` allows 10 s; the idle timeout is 60: what told the client was the reset.
+    assert!(started.elapsed() < Duration::from_secs(30));
     relay.shutdown().await;
 }
 

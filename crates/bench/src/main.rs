@@ -526,8 +526,8 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 ));
             }
             eprintln!(
-                "scale: {} clients joined in {:.1} s (p50 {:.0} ms, p99 {:.0} ms, load generator busy {:.2}), broadcast reached {} in {:.2} s, {:.1} KiB per connection",
-                s.joined, s.join_all_s, s.connect_join_p50_ms, s.connect_join_p99_ms, s.generator_busy, s.broadcast_reached, s.broadcast_s, s.kib_per_idle_connection
+                "scale: {} clients joined in {:.1} s (p50 {:.0} ms, p99 {:.0} ms, slowest {:.0} ms, load generator busy {:.2}), broadcast reached {} in {:.2} s, {:.1} KiB per connection",
+                s.joined, s.join_all_s, s.connect_join_p50_ms, s.connect_join_p99_ms, s.connect_join_max_ms, s.generator_busy, s.broadcast_reached, s.broadcast_s, s.kib_per_idle_connection
             );
             report.scale = Some(s);
         }
@@ -721,7 +721,7 @@ fn markdown(r: &Report) -> String {
     if let Some(s) = &r.scale {
         let _ = writeln!(
             out,
-            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s ({:.0} joins/s, {} connecting at a time; connect+join p50 {:.1} ms, p99 {:.1} ms; relay CPU {:.2} s; load generator busy {:.2}); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB half a second after the last join ({:.1} KiB per connection, the storm's news still going out), {} MiB at rest five seconds after it ({:.1} KiB per idle connection).",
+            "\nScale (signalbox): {} of {} clients joined one session in {:.1} s ({:.0} joins/s, {} connecting at a time; connect+join p50 {:.1} ms, p99 {:.1} ms, slowest {:.0} ms; relay CPU {:.2} s; load generator busy {:.2}); one broadcast reached {} in {:.2} s; relay RSS {} → {} MiB half a second after the last join ({:.1} KiB per connection, the storm's news still going out), {} MiB at rest five seconds after it ({:.1} KiB per idle connection).",
             s.joined,
             s.clients,
             s.join_all_s,
@@ -729,6 +729,7 @@ fn markdown(r: &Report) -> String {
             scale::IN_FLIGHT,
             s.connect_join_p50_ms,
             s.connect_join_p99_ms,
+            s.connect_join_max_ms,
             s.relay_cpu_s,
             s.generator_busy,
             s.broadcast_reached,
