@@ -136,7 +136,9 @@ pub(crate) async fn throughput(
                 let payload =
                     crate::payload::make(i as u32, sent, stats.now_ns(), w.size, &mut buf);
                 let to = w.targeted.then(|| (sent as usize) % w.subs);
-                if publisher.send(to, payload).await.is_err() {
+                if let Err(e) = publisher.send(to, payload).await {
+                    // Counted as sent, so its deliveries show as lost: say why.
+                    tracing::warn!(publisher = i, seq = sent, "send failed: {e:#}");
                     break;
                 }
             }
@@ -252,7 +254,9 @@ pub(crate) async fn latency(
                 sent += 1;
                 let payload = crate::payload::make(i as u32, sent, intended, w.size, &mut buf);
                 let to = w.targeted.then(|| (sent as usize) % w.subs);
-                if publisher.send(to, payload).await.is_err() {
+                if let Err(e) = publisher.send(to, payload).await {
+                    // Counted as sent, so its deliveries show as lost: say why.
+                    tracing::warn!(publisher = i, seq = sent, "send failed: {e:#}");
                     break;
                 }
             }

@@ -161,7 +161,7 @@ impl ServerConfigs {
 /// The relay's endpoint settings: `reset`'s stateless-reset key (a random one if `None`),
 /// datagrams accepted up to [`MAX_UDP_PAYLOAD`](signalbox_proto::path::MAX_UDP_PAYLOAD)
 /// (quinn's default is Ethernet's 1 472 bytes, which would stop clients' path-MTU discovery
-/// there), and connection IDs from [`cid_generator`].
+/// there), and connection IDs of eight random bytes (see `cid_generator`).
 pub fn endpoint_config(reset: Option<Arc<dyn quinn::crypto::HmacKey>>) -> quinn::EndpointConfig {
     let mut endpoint =
         reset.map_or_else(quinn::EndpointConfig::default, quinn::EndpointConfig::new);
