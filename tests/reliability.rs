@@ -492,8 +492,7 @@ async fn a_relay_that_went_without_a_word_is_known_gone_at_the_first_packet_afte
     // its idle timeout (a minute here).
     let (restartable, test) =
         Restartable::start(|c| c.idle_timeout = Duration::from_secs(60)).await;
-    let addr = restartable.addr;
-    let link = FaultyLink::start(addr, 6, Faults::default()).await;
+    let link = FaultyLink::start(restartable.addr, 6, Faults::default()).await;
     let mut o = test.options(Role::Publisher, "client");
     o.port = link.addr().port();
     o.idle_timeout = Duration::from_secs(60);
@@ -505,7 +504,7 @@ async fn a_relay_that_went_without_a_word_is_known_gone_at_the_first_packet_afte
     drop(test);
     let relay = restartable.again().await;
     link.blackhole(false);
-    let started = Instant::now();
+    // `wait_for` allows 10 s, the idle timeout is 60: only the reset can tell the client.
     wait_for(&mut ev, "the client noticing", |e| {
         matches!(e, Event::Reconnecting { .. })
     })
@@ -515,8 +514,6 @@ async fn a_relay_that_went_without_a_word_is_known_gone_at_the_first_packet_afte
     })
     .await;
     assert!(matches!(back, Event::Reconnected { resumed: false, ref me } if me.id != before));
-    // `wait_for` allows 10 s; the idle timeout is 60: what told the client was the reset.
-    assert!(started.elapsed() < Duration::from_secs(30));
     relay.shutdown().await;
 }
 
