@@ -385,6 +385,60 @@ async fn a_sender_blacked_out_keeps_sending_and_nothing_is_lost() {
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
 }
 
+/// At `max_unaccepted`, a connected sender waits for the relay to take some (nothing fails,
+/// nothing is dropped); a reconnecting one is told at once that its queue is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_unaccepted_queue_slows_a_connected_sender_and_fails_a_reconnecting_one() {
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 13, Faults::default()).await;
+    let mut options = via(&relay, &link, "sender").with_receive_broadcasts(false);
+    options.max_unaccepted = 4;
+    let (sender, mut s_ev) = Client::connect(options).await.unwrap();
+    let (_receiver, mut r_ev) = relay.join("receiver").await;
+    let n = |i: u64| Signal::to_all("n", i.to_string());
+
+    // Connected, the relay out of reach for less than the idle timeout: four wait unaccepted,
+    // the fifth `send` waits for room instead of failing.
+    link.blackhole(true);
+    for i in 1..=4 {
+        sender.send_unconfirmed(n(i)).await.unwrap();
+    }
+    let fifth = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.send(n(5)).await.unwrap().accepted().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !fifth.is_finished(),
+        "a connected sender at the limit waits: {:?}",
+        fifth.await
+    );
+    link.blackhole(false);
+    assert_eq!(
+        tokio::time::timeout(WAIT, fifth).await.unwrap().unwrap(),
+        Ok(5),
+        "sent once the relay took the first, and accepted"
+    );
+
+    // Reconnecting: four wait for the link, the fifth fails at once.
+    link.blackhole(true);
+    wait_for(&mut s_ev, "the sender noticing", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    for i in 6..=9 {
+        sender.send_unconfirmed(n(i)).await.unwrap();
+    }
+    assert_eq!(
+        sender.send_unconfirmed(n(10)).await,
+        Err(SendError::QueueFull(4))
+    );
+    link.blackhole(false);
+    let (by_sender, _) = collect(&mut r_ev, 9, Duration::from_secs(30)).await;
+    in_order(&by_sender[&Some(sender.me().id)], 9);
+    no_signal(&mut r_ev, Duration::from_millis(300)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackout_past_the_grace_period_leaves_then_rejoins() {
     let relay = relay_with(Duration::from_secs(2), |_| {}).await;

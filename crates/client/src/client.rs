@@ -82,6 +82,9 @@ pub(crate) struct Inner {
     pub(crate) ticket: Mutex<Option<ResumeTicket>>,
     pub(crate) peers: Mutex<HashMap<ConnectionId, ConnectionInfo>>,
     pub(crate) send_state: Mutex<SendState>,
+    /// Woken when signals leave the unaccepted set or the state changes: a `send` waiting
+    /// for room (`max_unaccepted` reached while connected) looks again.
+    pub(crate) room: tokio::sync::Notify,
     pub(crate) send_tx: mpsc::Sender<(u64, Bytes)>,
     /// The last seq received from each sender (for dropping duplicates and resuming).
     pub(crate) seen: Mutex<HashMap<Option<ConnectionId>, u64>>,
@@ -109,6 +112,7 @@ impl Inner {
         if s == State::Closed {
             self.stopped.cancel();
         }
+        self.room.notify_waiters();
     }
 
     /// Waits (briefly) until the relay has taken every signal sent, says `Leave` on the
@@ -283,6 +287,7 @@ impl Client {
             ticket: Mutex::new(Some(welcome.resume)),
             peers: Mutex::new(peers),
             send_state: Mutex::new(SendState::default()),
+            room: tokio::sync::Notify::new(),
             send_tx,
             seen: Mutex::new(HashMap::new()),
             signals_in: AtomicU64::new(0),
@@ -390,7 +395,9 @@ impl Client {
     /// Sends a signal; the [`Receipt`] tells when the relay accepted or rejected it.
     /// Signals from one client are delivered in the order of their `send` calls. While the
     /// client is reconnecting they wait (and are sent once it is back) unless
-    /// `retry_after_reconnect` is off.
+    /// `retry_after_reconnect` is off. With `max_unaccepted` signals not yet accepted, `send`
+    /// waits while connected until the relay takes some (a sender faster than the relay is
+    /// slowed, never dropped), and fails with [`SendError::QueueFull`] while reconnecting.
     pub async fn send(&self, signal: Signal) -> Result<Receipt, SendError> {
         let (tx, rx) = oneshot::channel();
         let seq = self.enqueue(&signal, Some(tx)).await?;
@@ -418,11 +425,29 @@ impl Client {
             .reserve()
             .await
             .map_err(|_| SendError::NotConnected)?;
-        let mut state = lock(&self.inner.send_state);
+        // At `max_unaccepted`: while connected, wait for the relay to take some (the
+        // sender is faster than the relay; back-pressure, nothing dropped); while
+        // reconnecting, fail (the queue of a link that may never return stays bounded).
         let limit = self.inner.options.max_unaccepted;
-        if state.unacked.len() >= limit {
-            return Err(SendError::QueueFull(limit));
-        }
+        let mut state = loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let state = lock(&self.inner.send_state);
+                if state.unacked.len() < limit {
+                    break state;
+                }
+            }
+            match self.inner.state() {
+                State::Connected => {}
+                State::Reconnecting if self.inner.options.retry_after_reconnect => {
+                    return Err(SendError::QueueFull(limit));
+                }
+                State::Reconnecting | State::Closed => return Err(SendError::NotConnected),
+            }
+            room.await;
+        };
         state.next_seq += 1;
         let seq = state.next_seq;
         let msg = Outgoing {

@@ -39,8 +39,9 @@ pub struct ConnectOptions {
     /// Keep signals sent while reconnecting and send them once back (true, as in Vonage's
     /// `retryAfterReconnect`); when off, sending while reconnecting fails at once.
     pub retry_after_reconnect: bool,
-    /// The most signals not yet accepted by the relay (sent, or waiting for a reconnect);
-    /// past it, `send` fails with `QueueFull`.
+    /// The most signals not yet accepted by the relay (sent, or waiting for a reconnect).
+    /// At the limit, `send` waits while connected (back-pressure) and fails with
+    /// `QueueFull` while reconnecting.
     pub max_unaccepted: usize,
     /// A connection silent for this long is lost.
     pub idle_timeout: Duration,

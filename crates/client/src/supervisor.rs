@@ -540,6 +540,7 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
                 .map(|peer| Event::Left { peer, reason }),
             RelayMessage::Accepted { up_to } => {
                 lock(&inner.send_state).accepted(up_to);
+                inner.room.notify_waiters();
                 None
             }
             RelayMessage::Rejected { seq, error } => {
@@ -548,6 +549,7 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
                     state.unacked.remove(&seq);
                     state.waiting.remove(&seq)
                 };
+                inner.room.notify_waiters();
                 match waiter {
                     // Nobody awaits the receipt any more: report it as an event instead.
                     Some(w) => match w.send(Err(error)) {
