@@ -55,9 +55,9 @@ impl Signal {
 
 /// A signal as received.
 ///
-/// Its type and data are text shared with the buffer the client read them into (no copy
-/// per signal): cheap to clone and to drop. An application that keeps many signals for long
-/// should keep copies (`data.to_string()`), so as not to keep whole receive buffers alive.
+/// Its type and data are each in a buffer of their own exact size, copied out of what the
+/// client received (which is then free to go): cheap to clone (a reference count) and fine
+/// to keep for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedSignal {
     /// The sender, stamped by the relay; `None` when the relay itself sent it (REST).
