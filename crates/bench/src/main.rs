@@ -453,12 +453,13 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                     report.lost(kind, format!("{} latency at {rate}/s: {} lost", kind.name(), l.lost));
                 }
                 eprintln!(
-                    "{:<9} latency {} at {rate}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+                    "{:<9} latency {} at {rate}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; publisher lag up to {:.0} µs",
                     kind.name(),
                     head.label(),
                     l.p50_us,
                     l.p99_us,
-                    l.p999_us
+                    l.p999_us,
+                    l.publisher_lag_max_us
                 );
                 report.latency.push(LatencyRow { backend: kind.name(), label: head.label(), result: l });
             }
@@ -706,15 +707,28 @@ fn markdown(r: &Report) -> String {
     if !r.latency.is_empty() {
         let _ = writeln!(
             out,
-            "\n| latency (µs, from intended send time) | rate | p50 | p90 | p99 | p99.9 | max |"
+            "\n| latency (µs, from intended send time; publisher lag: how late, at most, a signal left its publisher; ⚠ from 10 ms: the rate was not kept, by the harness's core or the server's back-pressure, and the latency is mostly that backlog) | rate | p50 | p90 | p99 | p99.9 | max | publisher lag |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for row in &r.latency {
             let l = &row.result;
             let _ = writeln!(
                 out,
-                "| {} {} | {}/s | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                row.backend, row.label, l.rate, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+                "| {} {} | {}/s | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}{} |",
+                row.backend,
+                row.label,
+                l.rate,
+                l.p50_us,
+                l.p90_us,
+                l.p99_us,
+                l.p999_us,
+                l.max_us,
+                l.publisher_lag_max_us,
+                if l.publisher_lag_max_us >= 10_000.0 {
+                    " ⚠"
+                } else {
+                    ""
+                }
             );
         }
     }

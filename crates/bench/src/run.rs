@@ -76,6 +76,10 @@ pub(crate) struct Latency {
     pub(crate) p999_us: f64,
     pub(crate) max_us: f64,
     pub(crate) lost: u64,
+    /// How late, at most, a publisher sent a signal after its intended time (after the
+    /// warm-up): large, and the rate was not kept (the harness's core was full, or the
+    /// server's back-pressure held the publisher), so the latency is mostly that backlog.
+    pub(crate) publisher_lag_max_us: f64,
 }
 
 static SESSIONS: AtomicU64 = AtomicU64::new(0);
@@ -226,6 +230,7 @@ pub(crate) async fn latency(
     let per_pub = rate as f64 / (w.pubs as f64 * w.fanout() as f64);
     let interval_ns = (1e9 / per_pub).max(1.0);
     let start_ns = stats.now_ns();
+    let measured_ns = start_ns + warmup.as_nanos() as u64;
     let end_ns = start_ns + (warmup + duration).as_nanos() as u64;
     let mut tasks = Vec::new();
     for (i, mut publisher) in conn.publishers.into_iter().enumerate() {
@@ -233,6 +238,7 @@ pub(crate) async fn latency(
         tasks.push(tokio::spawn(async move {
             let mut buf = BytesMut::new();
             let mut sent = 0u64;
+            let mut lag_max = 0u64;
             loop {
                 let intended = start_ns + (sent as f64 * interval_ns) as u64;
                 if intended >= end_ns {
@@ -243,6 +249,9 @@ pub(crate) async fn latency(
                 loop {
                     let now = stats.now_ns();
                     if now >= intended {
+                        if intended >= measured_ns {
+                            lag_max = lag_max.max(now - intended);
+                        }
                         break;
                     }
                     if intended - now > 1_500_000 {
@@ -260,16 +269,18 @@ pub(crate) async fn latency(
                     break;
                 }
             }
-            (publisher, sent)
+            (publisher, sent, lag_max)
         }));
     }
     tokio::time::sleep(warmup).await;
     stats.reset_latency();
     let mut expected = 0;
+    let mut lag_max = 0;
     let mut publishers = Vec::new();
     for t in tasks {
-        let (p, sent) = t.await?;
+        let (p, sent, lag) = t.await?;
         expected += sent * w.fanout();
+        lag_max = lag_max.max(lag);
         publishers.push(p);
     }
     let lost = drain(&stats, expected).await;
@@ -295,5 +306,6 @@ pub(crate) async fn latency(
         p999_us: us(0.999),
         max_us: h.max() as f64 / 1000.0,
         lost,
+        publisher_lag_max_us: lag_max as f64 / 1000.0,
     })
 }
