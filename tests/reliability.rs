@@ -403,6 +403,13 @@ async fn a_full_unaccepted_queue_slows_a_connected_sender_and_fails_a_reconnecti
     for i in 1..=4 {
         sender.send_unconfirmed(n(i)).await.unwrap();
     }
+    // Given up while it waits, a send sent nothing (the fifth below still gets seq 5, and the
+    // receiver never sees this one).
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        sender.send_unconfirmed(Signal::to_all("n", "99")),
+    );
+    assert!(given_up.await.is_err(), "it waited");
     let fifth = tokio::spawn({
         let sender = sender.clone();
         async move { sender.send(n(5)).await.unwrap().accepted().await }

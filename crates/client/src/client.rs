@@ -398,6 +398,7 @@ impl Client {
     /// `retry_after_reconnect` is off. With `max_unaccepted` signals not yet accepted, `send`
     /// waits while connected until the relay takes some (a sender faster than the relay is
     /// slowed, never dropped), and fails with [`SendError::QueueFull`] while reconnecting.
+    /// Cancel-safe: a `send` dropped before it returns (a timeout around it, say) sent nothing.
     pub async fn send(&self, signal: Signal) -> Result<Receipt, SendError> {
         let (tx, rx) = oneshot::channel();
         let seq = self.enqueue(&signal, Some(tx)).await?;
