@@ -431,14 +431,19 @@ impl Client {
         // reconnecting, fail (the queue of a link that may never return stays bounded).
         let limit = self.inner.options.max_unaccepted;
         let mut state = loop {
-            let room = self.inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
             {
                 let state = lock(&self.inner.send_state);
                 if state.unacked.len() < limit {
                     break state;
                 }
+            }
+            // Full: registered for a wake-up before looking again, so none is missed. (Only
+            // here: registering on every send took the `Notify`'s lock twice per signal.)
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if lock(&self.inner.send_state).unacked.len() < limit {
+                continue;
             }
             match self.inner.state() {
                 State::Connected => {}
