@@ -2,7 +2,7 @@
 //! (see `supervisor`). Sending records every signal until the relay accepts it, so a
 //! reconnect can send again what may have been lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,8 +42,10 @@ pub(crate) struct SendState {
     pub(crate) next_seq: u64,
     /// Receipts waiting for `Accepted`/`Rejected`, by seq.
     pub(crate) waiting: BTreeMap<u64, Waiter>,
-    /// Every signal not yet accepted or rejected: sent again after a reconnect.
-    pub(crate) unacked: BTreeMap<u64, Bytes>,
+    /// Every signal not yet accepted or rejected, in the order sent (seqs rise): sent again
+    /// after a reconnect. A queue, not a map: a send appends, an `Accepted` takes from the
+    /// front, and only a rejection (rare) looks one up.
+    pub(crate) unacked: VecDeque<(u64, Bytes)>,
     pub(crate) accepted_up_to: u64,
 }
 
@@ -51,12 +53,21 @@ impl SendState {
     /// The relay took everything up to `up_to` (rejections came before).
     pub(crate) fn accepted(&mut self, up_to: u64) {
         self.accepted_up_to = self.accepted_up_to.max(up_to);
-        let later = self.unacked.split_off(&(up_to + 1));
-        self.unacked = later;
+        while self.unacked.front().is_some_and(|(seq, _)| *seq <= up_to) {
+            self.unacked.pop_front();
+        }
         let later = self.waiting.split_off(&(up_to + 1));
         for (_, w) in std::mem::replace(&mut self.waiting, later) {
             let _ = w.send(Ok(()));
         }
+    }
+
+    /// The relay refused `seq`: it is not sent again.
+    pub(crate) fn rejected(&mut self, seq: u64) -> Option<Waiter> {
+        if let Ok(at) = self.unacked.binary_search_by_key(&seq, |(s, _)| *s) {
+            self.unacked.remove(at);
+        }
+        self.waiting.remove(&seq)
     }
 
     /// Every pending receipt fails (the client will not send them).
@@ -465,7 +476,7 @@ impl Client {
         let frame = codec::frame(&msg, usize::MAX)
             .map_err(|_| SendError::Invalid(SignalError::EmptyTargetList))?
             .freeze();
-        state.unacked.insert(seq, frame.clone());
+        state.unacked.push_back((seq, frame.clone()));
         if let Some(w) = waiter {
             state.waiting.insert(seq, w);
         }
@@ -503,5 +514,54 @@ impl Client {
     /// Waits until the connection's UDP socket has sent its last packets (call before exit).
     pub async fn wait_idle(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(seqs: std::ops::RangeInclusive<u64>) -> SendState {
+        let mut s = SendState::default();
+        for seq in seqs {
+            s.next_seq = seq;
+            s.unacked.push_back((seq, Bytes::from(seq.to_string())));
+        }
+        s
+    }
+
+    fn seqs(s: &SendState) -> Vec<u64> {
+        s.unacked.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    /// `Accepted` takes everything up to its seq, however many at once, and nothing later;
+    /// an older `Accepted` after a newer one takes nothing back.
+    #[test]
+    fn accepted_takes_the_front_up_to_its_seq() {
+        let mut s = state(1..=6);
+        s.accepted(3);
+        assert_eq!(seqs(&s), [4, 5, 6]);
+        s.accepted(2);
+        assert_eq!(seqs(&s), [4, 5, 6]);
+        assert_eq!(s.accepted_up_to, 3);
+        s.accepted(9);
+        assert!(s.unacked.is_empty());
+    }
+
+    /// A rejection removes exactly its signal, wherever it is, and gives back its receipt;
+    /// a seq not waiting (already accepted, or unknown) changes nothing.
+    #[test]
+    fn a_rejection_removes_only_its_signal() {
+        let mut s = state(1..=5);
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        s.waiting.insert(3, tx);
+        assert!(s.rejected(3).is_some());
+        assert_eq!(seqs(&s), [1, 2, 4, 5]);
+        assert!(s.rejected(3).is_none());
+        assert!(s.rejected(7).is_none());
+        assert_eq!(seqs(&s), [1, 2, 4, 5]);
+        s.accepted(4);
+        assert_eq!(seqs(&s), [5]);
+        assert_eq!(&s.unacked[0].1[..], b"5");
     }
 }

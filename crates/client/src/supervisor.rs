@@ -284,7 +284,7 @@ async fn open_send(
             let resend: Vec<(u64, Bytes)> = lock(&inner.send_state)
                 .unacked
                 .iter()
-                .map(|(k, v)| (*k, v.clone()))
+                .cloned()
                 .collect();
             let mut again = BytesMut::new();
             let mut up_to = 0;
@@ -544,11 +544,7 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
                 None
             }
             RelayMessage::Rejected { seq, error } => {
-                let waiter = {
-                    let mut state = lock(&inner.send_state);
-                    state.unacked.remove(&seq);
-                    state.waiting.remove(&seq)
-                };
+                let waiter = lock(&inner.send_state).rejected(seq);
                 inner.room.notify_waiters();
                 match waiter {
                     // Nobody awaits the receipt any more: report it as an event instead.
