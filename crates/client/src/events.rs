@@ -55,9 +55,10 @@ impl Signal {
 
 /// A signal as received.
 ///
-/// Its type and data are each in a buffer of their own exact size, copied out of what the
-/// client received (which is then free to go): cheap to clone (a reference count) and fine
-/// to keep for long.
+/// Its type and data hold nothing else alive: each is copied into a buffer of its exact size
+/// out of what the client received (which is then free to go) or, for a signal that arrived
+/// in pieces and was gathered into a buffer of its own, is a slice of that buffer, which
+/// holds this signal alone. Cheap to clone (a reference count) and fine to keep for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedSignal {
     /// The sender, stamped by the relay; `None` when the relay itself sent it (REST).

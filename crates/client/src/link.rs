@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use signalbox_proto::codec::{self, Deframer, MAX_CONTROL_FRAME};
+use signalbox_proto::codec::{self, Deframer, MAX_CONTROL_FRAME, Payload};
 use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, Fingerprint, Hello, PROTOCOL_VERSION, Refused,
     RelayMessage, ResumeTicket, Seen, Welcome,
@@ -53,7 +53,11 @@ impl DeliveryFrames {
             return None;
         }
         loop {
-            match self.next_received(Bytes::copy_from_slice) {
+            let frame = |p: Payload<'_>| match p {
+                Payload::InPlace(p) => Bytes::copy_from_slice(p),
+                Payload::Gathered(p) => p,
+            };
+            match self.next_received(frame) {
                 Ok(Some(frame)) => return Some(Ok(frame)),
                 Ok(None) => {}
                 Err(()) => return Some(Err(())),
@@ -67,9 +71,13 @@ impl DeliveryFrames {
     }
 
     /// The next frame among what was already received, handed to `f` (read in place when
-    /// it lies whole in one chunk): `Ok(None)` when no further frame is whole yet (then
-    /// [`receive`](Self::receive)); an error when a frame is over the limit, and ever after.
-    pub(crate) fn next_received<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, ()> {
+    /// it lies whole in one chunk, else gathered into a buffer of its own): `Ok(None)` when no
+    /// further frame is whole yet (then [`receive`](Self::receive)); an error when a frame is
+    /// over the limit, and ever after.
+    pub(crate) fn next_received<R>(
+        &mut self,
+        f: impl FnOnce(Payload<'_>) -> R,
+    ) -> Result<Option<R>, ()> {
         if self.failed {
             return Err(());
         }
@@ -78,7 +86,7 @@ impl DeliveryFrames {
         }
         // `Ok(None)`: the chunk is used up, inside a frame that the next one continues.
         self.deframer
-            .next_frame_with(&mut self.chunk, f)
+            .next_payload(&mut self.chunk, f)
             .map_err(|_| self.failed = true)
     }
 
