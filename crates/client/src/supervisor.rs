@@ -281,11 +281,8 @@ async fn open_send(
             && conn.close_reason().is_none()
             && let Ok(mut s) = conn.open_uni().await
         {
-            let resend: Vec<(u64, Bytes)> = lock(&inner.send_state)
-                .unacked
-                .iter()
-                .cloned()
-                .collect();
+            let resend: Vec<(u64, Bytes)> =
+                lock(&inner.send_state).unacked.iter().cloned().collect();
             let mut again = BytesMut::new();
             let mut up_to = 0;
             for (seq, frame) in &resend {
@@ -648,7 +645,10 @@ mod tests {
         let at = bad.len() - 1;
         bad[at] = 0xff;
         assert_eq!(received(None, in_place(&bad), 0), Err(()));
-        assert_eq!(received(None, in_place(&good[..good.len() - 1]), 0), Err(()));
+        assert_eq!(
+            received(None, in_place(&good[..good.len() - 1]), 0),
+            Err(())
+        );
         // Malformed even when its seq says it is a duplicate.
         assert_eq!(received(None, in_place(&bad), 5), Err(()));
     }

@@ -476,20 +476,11 @@ mod tests {
             got
         };
         // Whole: both in place.
-        assert_eq!(
-            kinds(&[]),
-            [("in place", 10, 10), ("in place", 300, 44)]
-        );
+        assert_eq!(kinds(&[]), [("in place", 10, 10), ("in place", 300, 44)]);
         // The second's body cut: gathered.
-        assert_eq!(
-            kinds(&[100]),
-            [("in place", 10, 10), ("gathered", 300, 44)]
-        );
+        assert_eq!(kinds(&[100]), [("in place", 10, 10), ("gathered", 300, 44)]);
         // The second's length prefix cut, its body whole in the next chunk: in place.
-        assert_eq!(
-            kinds(&[16]),
-            [("in place", 10, 10), ("in place", 300, 44)]
-        );
+        assert_eq!(kinds(&[16]), [("in place", 10, 10), ("in place", 300, 44)]);
     }
 
     #[test]
