@@ -58,6 +58,43 @@ async fn per_sender_order_holds_for_concurrent_broadcasters() {
     }
 }
 
+/// Signals of every size up to the limit arrive whole and exact, in order: small ones that
+/// share a QUIC packet (read in place and copied out), large ones spread over several
+/// (gathered, and kept as slices of their own buffer), and frames cut anywhere between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_of_every_size_arrive_whole() {
+    let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
+    let (_r, mut events) = relay.join("r").await;
+    let (a, mut a_events) = relay.join("a").await;
+    tokio::spawn(async move { while a_events.next().await.is_some() {} });
+    const SIZES: [usize; 9] = [0, 1, 100, 1000, 1400, 1500, 4000, 6500, 8192];
+    let expected = |i: u64| {
+        let size = SIZES[i as usize % SIZES.len()];
+        // Every signal's text differs, byte by byte, from its neighbours'.
+        let data: String = (0..size)
+            .map(|k| char::from(b'a' + ((k as u64 * 7 + i) % 26) as u8))
+            .collect();
+        (format!("t{i}"), data)
+    };
+    const N: u64 = 300;
+    let mut last = None;
+    for i in 1..=N {
+        let (ty, data) = expected(i);
+        last = Some(a.send(Signal::to_all(ty, data)).await.unwrap());
+    }
+    assert_eq!(last.unwrap().accepted().await.unwrap(), N);
+    let got = signals(&mut events, N as usize).await;
+    for (i, s) in (1..=N).zip(&got) {
+        let (ty, data) = expected(i);
+        assert_eq!((s.seq, &*s.r#type), (i, &*ty));
+        assert!(
+            *s.data == *data,
+            "signal {i} ({} bytes) arrived exact",
+            data.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn targeted_signals_reach_only_their_targets_and_broadcast_reaches_the_sender() {
     let relay = TestRelay::start().await;
