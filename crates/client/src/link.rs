@@ -45,7 +45,8 @@ impl DeliveryFrames {
         }
     }
 
-    /// The next frame's payload, copied: `None` when the stream ends between frames; an
+    /// The next frame's payload, in a buffer of its own (copied out when it was read in
+    /// place): `None` when the stream ends between frames; an
     /// error when it fails, ends inside a frame, or a frame is over the limit — and `None`
     /// ever after.
     pub(crate) async fn next(&mut self) -> Option<Result<Bytes, ()>> {
@@ -53,11 +54,7 @@ impl DeliveryFrames {
             return None;
         }
         loop {
-            let frame = |p: Payload<'_>| match p {
-                Payload::InPlace(p) => Bytes::copy_from_slice(p),
-                Payload::Gathered(p) => p,
-            };
-            match self.next_received(frame) {
+            match self.next_received(|p| p.into_bytes()) {
                 Ok(Some(frame)) => return Some(Ok(frame)),
                 Ok(None) => {}
                 Err(()) => return Some(Err(())),

@@ -252,6 +252,17 @@ pub enum Payload<'a> {
     Gathered(Bytes),
 }
 
+impl Payload<'_> {
+    /// The payload as a buffer of its own: one read in place is copied out, a gathered one
+    /// is taken as it is.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::InPlace(p) => Bytes::copy_from_slice(p),
+            Payload::Gathered(p) => p,
+        }
+    }
+}
+
 impl std::ops::Deref for Payload<'_> {
     type Target = [u8];
 
@@ -354,8 +365,8 @@ mod tests {
         Slices,
         /// [`Deframer::next_frame_with`], each frame copied out.
         InPlace,
-        /// [`Deframer::next_payload`]: gathered payloads kept as they are (each must hold
-        /// nothing but itself), the others copied out.
+        /// [`Deframer::next_payload`], each payload taken with [`Payload::into_bytes`]
+        /// (a gathered one must hold nothing but itself).
         Payloads,
     }
 
@@ -372,16 +383,15 @@ mod tests {
                 let frame = match read {
                     Read::Slices => d.next_frame(&mut chunk)?,
                     Read::InPlace => d.next_frame_with(&mut chunk, Bytes::copy_from_slice)?,
-                    Read::Payloads => d.next_payload(&mut chunk, |p| match p {
-                        Payload::InPlace(p) => Bytes::copy_from_slice(p),
-                        Payload::Gathered(p) => {
-                            assert!(p.is_unique(), "a gathered payload shares its buffer");
+                    Read::Payloads => d.next_payload(&mut chunk, |p| {
+                        if let Payload::Gathered(g) = &p {
+                            assert!(g.is_unique(), "a gathered payload shares its buffer");
                             assert!(
-                                !whole.as_ptr_range().contains(&p.as_ptr()),
+                                !whole.as_ptr_range().contains(&g.as_ptr()),
                                 "a gathered payload is a slice of its chunk"
                             );
-                            p
                         }
+                        p.into_bytes()
                     })?,
                 };
                 frames.extend(frame);
