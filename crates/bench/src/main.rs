@@ -8,8 +8,9 @@
 //!
 //! Throughput is closed-loop (each publisher at most 1000 messages ahead of its slowest
 //! receiver); latency is open-loop at fixed rates, measured from each message's *intended*
-//! send time; cost is the server's CPU seconds per million deliveries and its peak RSS from
-//! /proc. Every run checks itself: a lost or out-of-order message on loopback fails the run.
+//! send time, every system in turn over several rounds (at low rates an idle core's wake-up
+//! drifts over minutes, and rounds keep that drift from deciding the comparison); cost is
+//! the server's CPU seconds per million deliveries and its peak RSS from /proc. Every run checks itself: a lost or out-of-order message on loopback fails the run.
 //! `scripts/bench.sh [--quick]` runs it and writes `bench/results/`.
 
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ struct Cli {
     /// Skip the latency runs.
     #[arg(long)]
     no_latency: bool,
+    /// Rounds of the fixed-rate latency rows (1 000 and 10 000 deliveries/s), every system
+    /// once per round, in turn, the order reversed every other round; each figure is the
+    /// median over the rounds (default: 5 in a full run, 1 otherwise).
+    #[arg(long)]
+    latency_rounds: Option<usize>,
     /// Write `<name>.json` and `<name>.md` into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -134,6 +140,19 @@ struct Row {
 struct LatencyRow {
     backend: &'static str,
     label: String,
+    /// How many alternated rounds `result` summarises (each quantile the median over them,
+    /// the maximum and the publisher lag the largest): 1 for the rates relative to a system's
+    /// own maximum.
+    rounds: usize,
+    result: Latency,
+}
+
+/// One round's measurement of one system at one fixed rate.
+#[derive(Debug, Serialize)]
+struct LatencyRound {
+    round: usize,
+    backend: &'static str,
+    label: String,
     result: Latency,
 }
 
@@ -144,6 +163,8 @@ struct Report {
     mode: &'static str,
     throughput: Vec<Row>,
     latency: Vec<LatencyRow>,
+    /// Every round behind the fixed-rate rows of `latency`.
+    latency_rounds: Vec<LatencyRound>,
     scale: Option<scale::Scale>,
     /// The path between clients and the QUIC systems: loopback, or a lossy proxy.
     network: String,
@@ -251,6 +272,87 @@ fn serve(
         }
         anyhow::Ok(())
     })
+}
+
+/// The fan-out every latency row is measured on.
+const HEAD: Workload = Workload {
+    pubs: 1,
+    subs: 10,
+    size: 64,
+    targeted: false,
+};
+
+/// A system under test, behind the lossy proxy when the run asks for one (the QUIC systems
+/// only; the proxy runs in this process).
+struct Measured {
+    server: servers::Server,
+    _link: Option<FaultyLink>,
+}
+
+impl Measured {
+    async fn start(
+        kind: Kind,
+        core: Option<usize>,
+        dir: &std::path::Path,
+        cli: &Cli,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut server = servers::start(kind, core, dir)?;
+        let lossy = cli.loss > 0.0 || cli.delay_ms > 0;
+        let link = if lossy && matches!(kind, Kind::Signalbox | Kind::Quinn) {
+            let faults = Faults {
+                drop: cli.loss,
+                delay: Duration::from_millis(cli.delay_ms),
+                ..Faults::default()
+            };
+            let link = FaultyLink::start(server.target.addr, 1, faults).await;
+            server.target.addr = link.addr();
+            Some(link)
+        } else {
+            None
+        };
+        Ok(Self {
+            server,
+            _link: link,
+        })
+    }
+}
+
+impl std::ops::Deref for Measured {
+    type Target = servers::Server;
+
+    fn deref(&self) -> &servers::Server {
+        &self.server
+    }
+}
+
+/// One latency measurement of `kind` on the headline fan-out at `rate`, reported as it ends;
+/// a loss is recorded in `report`.
+async fn measure_latency(
+    report: &mut Report,
+    kind: Kind,
+    server: &servers::Server,
+    rate: u64,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Latency> {
+    let l = run::latency(&server.target, HEAD, rate, warmup, measure).await?;
+    if l.lost > 0 {
+        report.lost(
+            kind,
+            format!("{} latency at {rate}/s: {} lost", kind.name(), l.lost),
+        );
+    }
+    eprintln!(
+        "{:<9} latency {} at {rate}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; publisher lag up to {:.0} µs",
+        kind.name(),
+        HEAD.label(),
+        l.p50_us,
+        l.p99_us,
+        l.p999_us,
+        l.publisher_lag_max_us
+    );
+    Ok(l)
 }
 
 fn workloads(cli: &Cli) -> Vec<Workload> {
@@ -361,6 +463,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         },
         throughput: Vec::new(),
         latency: Vec::new(),
+        latency_rounds: Vec::new(),
         scale: None,
         network: network(&cli),
         congestion: cli.congestion,
@@ -375,22 +478,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
     }
     rt.block_on(async {
         for &kind in &kinds {
-            let server_dir = dir.join(kind.name());
-            std::fs::create_dir_all(&server_dir)?;
-            let mut server = servers::start(kind, core, &server_dir)?;
-            // The QUIC systems through a lossy proxy, when asked (it runs in this process).
-            let _link = if lossy && matches!(kind, Kind::Signalbox | Kind::Quinn) {
-                let faults = Faults {
-                    drop: cli.loss,
-                    delay: Duration::from_millis(cli.delay_ms),
-                    ..Faults::default()
-                };
-                let link = FaultyLink::start(server.target.addr, 1, faults).await;
-                server.target.addr = link.addr();
-                Some(link)
-            } else {
-                None
-            };
+            let server = Measured::start(kind, core, &dir.join(kind.name()), &cli).await?;
             for &w in &loads {
                 let mut runs = Vec::new();
                 for _ in 0..reps {
@@ -431,39 +519,90 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 );
                 report.throughput.push(row);
             }
-            // Latency at fixed rates on the headline fan-out, and at 50 % / 80 % of its max.
-            let head = Workload { pubs: 1, subs: 10, size: 64, targeted: false };
+            // Latency at 50 % / 80 % of the headline fan-out's own maximum (the fixed rates
+            // come after every system, in rounds).
             let max = report
                 .throughput
                 .iter()
-                .find(|r| r.backend == kind.name() && r.label == head.label())
+                .find(|r| r.backend == kind.name() && r.label == HEAD.label())
                 .map(|r| r.median_deliveries_per_s)
                 .unwrap_or(0.0);
-            let mut rates = vec![1_000u64, 10_000];
-            if cli.no_latency {
-                rates.clear();
-            } else if cli.smoke {
-                rates = vec![1_000];
-            } else if !cli.quick && max > 0.0 {
-                rates.extend([(max * 0.5) as u64, (max * 0.8) as u64]);
-            }
-            for rate in rates {
-                let l = run::latency(&server.target, head, rate, warmup, measure).await?;
-                if l.lost > 0 {
-                    report.lost(kind, format!("{} latency at {rate}/s: {} lost", kind.name(), l.lost));
+            if !cli.no_latency && !cli.smoke && !cli.quick && max > 0.0 {
+                for rate in [(max * 0.5) as u64, (max * 0.8) as u64] {
+                    let l = measure_latency(&mut report, kind, &server, rate, warmup, measure).await?;
+                    report.latency.push(LatencyRow {
+                        backend: kind.name(),
+                        label: HEAD.label(),
+                        rounds: 1,
+                        result: l,
+                    });
                 }
-                eprintln!(
-                    "{:<9} latency {} at {rate}/s: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; publisher lag up to {:.0} µs",
-                    kind.name(),
-                    head.label(),
-                    l.p50_us,
-                    l.p99_us,
-                    l.p999_us,
-                    l.publisher_lag_max_us
-                );
-                report.latency.push(LatencyRow { backend: kind.name(), label: head.label(), result: l });
             }
             drop(server);
+        }
+        // Latency at fixed rates, in rounds: at one signal every few milliseconds each
+        // system waits mostly on an idle core waking, which drifts over minutes, so every
+        // system is measured once per round, in turn (the order reversed every other round,
+        // all servers up and idle but the one measured), and each figure is the median over
+        // the rounds.
+        let fixed: &[u64] = if cli.no_latency {
+            &[]
+        } else if cli.smoke {
+            &[1_000]
+        } else {
+            &[1_000, 10_000]
+        };
+        let rounds = cli
+            .latency_rounds
+            .unwrap_or(if cli.smoke || cli.quick { 1 } else { 5 })
+            .max(1);
+        if !fixed.is_empty() {
+            let mut up = Vec::new();
+            for &kind in &kinds {
+                let at = dir.join(format!("{}-latency", kind.name()));
+                up.push((kind, Measured::start(kind, core, &at, &cli).await?));
+            }
+            for round in 1..=rounds {
+                let order: Vec<_> = if round % 2 == 1 {
+                    up.iter().collect()
+                } else {
+                    up.iter().rev().collect()
+                };
+                for (kind, server) in order {
+                    for &rate in fixed {
+                        let l = measure_latency(&mut report, *kind, server, rate, warmup, measure)
+                            .await?;
+                        report.latency_rounds.push(LatencyRound {
+                            round,
+                            backend: kind.name(),
+                            label: HEAD.label(),
+                            result: l,
+                        });
+                    }
+                }
+            }
+            drop(up);
+            for &kind in &kinds {
+                for &rate in fixed {
+                    let of: Vec<&Latency> = report
+                        .latency_rounds
+                        .iter()
+                        .filter(|r| r.backend == kind.name() && r.result.rate == rate)
+                        .map(|r| &r.result)
+                        .collect();
+                    report.latency.push(LatencyRow {
+                        backend: kind.name(),
+                        label: HEAD.label(),
+                        rounds: of.len(),
+                        result: Latency::summary(rate, &of),
+                    });
+                }
+            }
+            // Each system's rows together, by rate.
+            let place = |b: &str| kinds.iter().position(|k| k.name() == b);
+            report
+                .latency
+                .sort_by_key(|r| (place(r.backend), r.result.rate));
         }
         // The cluster rows: broadcast fan-outs on three nodes (clients spread over them, all
         // processes on the server core) next to the single relay's numbers above.
@@ -577,6 +716,57 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Each round behind the fixed-rate latency rows: p50 / p99 (µs) of every system, a rate at a
+/// time (nothing when the run had one round).
+fn latency_rounds_table(out: &mut String, r: &Report) {
+    use std::fmt::Write as _;
+    let Some(last) = r.latency_rounds.iter().map(|x| x.round).max() else {
+        return;
+    };
+    if last < 2 {
+        return;
+    }
+    let mut backends: Vec<&str> = Vec::new();
+    let mut rates: Vec<u64> = Vec::new();
+    for x in &r.latency_rounds {
+        if !backends.contains(&x.backend) {
+            backends.push(x.backend);
+        }
+        if !rates.contains(&x.result.rate) {
+            rates.push(x.result.rate);
+        }
+    }
+    for rate in rates {
+        let _ = writeln!(
+            out,
+            "\n| {rate}/s, round (odd rounds in this order, even rounds reversed): p50 / p99 µs |{}",
+            backends
+                .iter()
+                .map(|b| format!(" {b} |"))
+                .collect::<String>()
+        );
+        let _ = writeln!(out, "|---|{}", "---|".repeat(backends.len()));
+        for round in 1..=last {
+            let _ = write!(out, "| {round} |");
+            for b in &backends {
+                match r
+                    .latency_rounds
+                    .iter()
+                    .find(|x| x.round == round && x.backend == *b && x.result.rate == rate)
+                {
+                    Some(x) => {
+                        let _ = write!(out, " {:.0} / {:.0} |", x.result.p50_us, x.result.p99_us);
+                    }
+                    None => {
+                        let _ = write!(out, " – |");
+                    }
+                }
+            }
+            let _ = writeln!(out);
+        }
+    }
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -707,17 +897,18 @@ fn markdown(r: &Report) -> String {
     if !r.latency.is_empty() {
         let _ = writeln!(
             out,
-            "\n| latency (µs, from intended send time; publisher lag: how late, at most, a signal left its publisher; ⚠ from 10 ms: the rate was not kept, by the harness's core or the server's back-pressure, and the latency is mostly that backlog) | rate | p50 | p90 | p99 | p99.9 | max | publisher lag |"
+            "\n| latency (µs, from intended send time; rounds: a rate measured in that many alternated rounds, each quantile the median over them, max and publisher lag the largest; publisher lag: how late, at most, a signal left its publisher; ⚠ from 10 ms: the rate was not kept, by the harness's core or the server's back-pressure, and the latency is mostly that backlog) | rate | rounds | p50 | p90 | p99 | p99.9 | max | publisher lag |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for row in &r.latency {
             let l = &row.result;
             let _ = writeln!(
                 out,
-                "| {} {} | {}/s | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}{} |",
+                "| {} {} | {}/s | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}{} |",
                 row.backend,
                 row.label,
                 l.rate,
+                row.rounds,
                 l.p50_us,
                 l.p90_us,
                 l.p99_us,
@@ -732,6 +923,7 @@ fn markdown(r: &Report) -> String {
             );
         }
     }
+    latency_rounds_table(&mut out, r);
     if let Some(s) = &r.scale {
         let _ = writeln!(
             out,

@@ -82,6 +82,27 @@ pub(crate) struct Latency {
     pub(crate) publisher_lag_max_us: f64,
 }
 
+impl Latency {
+    /// Several measurements at one rate as one: each quantile the median over them (as the
+    /// throughput rows' medians are taken), the maximum and the publisher lag the largest,
+    /// counts and losses summed.
+    pub(crate) fn summary(rate: u64, of: &[&Latency]) -> Latency {
+        let median = |f: fn(&Latency) -> f64| crate::median(of.iter().map(|l| f(l)).collect());
+        let largest = |f: fn(&Latency) -> f64| of.iter().map(|l| f(l)).fold(0.0, f64::max);
+        Latency {
+            rate,
+            count: of.iter().map(|l| l.count).sum(),
+            p50_us: median(|l| l.p50_us),
+            p90_us: median(|l| l.p90_us),
+            p99_us: median(|l| l.p99_us),
+            p999_us: median(|l| l.p999_us),
+            max_us: largest(|l| l.max_us),
+            lost: of.iter().map(|l| l.lost).sum(),
+            publisher_lag_max_us: largest(|l| l.publisher_lag_max_us),
+        }
+    }
+}
+
 static SESSIONS: AtomicU64 = AtomicU64::new(0);
 
 fn session_name() -> String {
@@ -308,4 +329,43 @@ pub(crate) async fn latency(
         lost,
         publisher_lag_max_us: lag_max as f64 / 1000.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latency;
+
+    fn at(p50: f64, max: f64, lag: f64) -> Latency {
+        Latency {
+            rate: 1_000,
+            count: 10,
+            p50_us: p50,
+            p90_us: p50 * 2.0,
+            p99_us: p50 * 3.0,
+            p999_us: p50 * 4.0,
+            max_us: max,
+            lost: 1,
+            publisher_lag_max_us: lag,
+        }
+    }
+
+    #[test]
+    fn a_summary_takes_each_quantiles_median_and_the_largest_extremes() {
+        let rounds = [
+            at(300.0, 900.0, 5.0),
+            at(100.0, 4000.0, 70.0),
+            at(200.0, 800.0, 9.0),
+        ];
+        let s = Latency::summary(1_000, &rounds.iter().collect::<Vec<_>>());
+        assert_eq!(s.rate, 1_000);
+        assert_eq!(
+            (s.p50_us, s.p90_us, s.p99_us, s.p999_us),
+            (200.0, 400.0, 600.0, 800.0)
+        );
+        assert_eq!((s.max_us, s.publisher_lag_max_us), (4000.0, 70.0));
+        assert_eq!((s.count, s.lost), (30, 3));
+        // One round is itself.
+        let one = Latency::summary(1_000, &[&rounds[1]]);
+        assert_eq!((one.p50_us, one.max_us), (100.0, 4000.0));
+    }
 }

@@ -6,7 +6,7 @@
 #[test]
 fn the_harness_runs_and_finds_no_loss() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_signalbox-bench"))
-        .args(["--smoke", "--no-pin"])
+        .args(["--smoke", "--no-pin", "--latency-rounds", "2"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -24,4 +24,11 @@ fn the_harness_runs_and_finds_no_loss() {
         );
     }
     assert!(stderr.contains("scale: 50 clients joined"), "{stderr}");
+    // The fixed-rate latency in two alternated rounds: one row per system, and each round.
+    assert!(
+        stdout.contains("| signalbox 1→10 broadcast, 64 B | 1000/s | 2 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| 1000/s, round "), "{stdout}");
+    assert!(stdout.contains("\n| 2 | "), "{stdout}");
 }
