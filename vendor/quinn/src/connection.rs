@@ -240,6 +240,8 @@ impl Future for ZeroRttAccepted {
 struct ConnectionDriver {
     conn: ConnectionRef,
     span: Span,
+    /// Whether this wake-up has already gone round the scheduler once (see `poll`).
+    yielded: bool,
 }
 
 impl ConnectionDriver {
@@ -249,7 +251,11 @@ impl ConnectionDriver {
             debug_span!("drive", id = conn.handle.0)
         };
 
-        Self { conn, span }
+        Self {
+            conn,
+            span,
+            yielded: false,
+        }
     }
 }
 
@@ -257,11 +263,23 @@ impl Future for ConnectionDriver {
     type Output = Result<(), io::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context) -> Poll<Self::Output> {
-        let conn = &mut *self.conn.state.lock("poll");
-        let _guard = self.span.enter();
+        let this = self.get_mut();
+        let conn = &mut *this.conn.state.lock("poll");
+        // Woken by the application (a stream written to), the driver goes once round the
+        // scheduler before it transmits: the tasks already queued — other streams' writers,
+        // woken by the same burst of input — then write first, and their data leaves in the
+        // same datagrams instead of one datagram each.
+        if conn.woken_by_app && !this.yielded {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        conn.woken_by_app = false;
+        this.yielded = false;
+        let _guard = this.span.enter();
 
-        if let Err(e) = conn.process_conn_events(&self.conn.shared, cx) {
-            conn.terminate(e, &self.conn.shared);
+        if let Err(e) = conn.process_conn_events(&this.conn.shared, cx) {
+            conn.terminate(e, &this.conn.shared);
             return Poll::Ready(Ok(()));
         }
         let mut keep_going = conn.drive_transmit(cx)?;
@@ -269,11 +287,13 @@ impl Future for ConnectionDriver {
         // might need to reset a timer. Hence, we must loop until neither happens.
         keep_going |= conn.drive_timer(cx);
         conn.forward_endpoint_events();
-        conn.forward_app_events(&self.conn.shared);
+        conn.forward_app_events(&this.conn.shared);
 
         if !conn.inner.is_drained() {
             if keep_going {
-                // If the connection hasn't processed all tasks, schedule it again
+                // If the connection hasn't processed all tasks, schedule it again (it has
+                // been round the scheduler already)
+                this.yielded = true;
                 cx.waker().wake_by_ref();
             } else {
                 conn.driver = Some(cx.waker().clone());
@@ -909,6 +929,7 @@ impl ConnectionRef {
             state: Mutex::new(State {
                 inner: conn,
                 driver: None,
+                woken_by_app: false,
                 handle,
                 on_handshake_data: Some(on_handshake_data),
                 on_connected: Some(on_connected),
@@ -991,6 +1012,9 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     pub(crate) inner: proto::Connection,
     driver: Option<Waker>,
+    /// The application (a stream's write, finish or read) has woken the driver since it last
+    /// drove the connection.
+    woken_by_app: bool,
     handle: ConnectionHandle,
     on_handshake_data: Option<oneshot::Sender<()>>,
     on_connected: Option<oneshot::Sender<bool>>,
@@ -1232,6 +1256,7 @@ impl State {
 
     /// Wake up a blocked `Driver` task to process I/O
     pub(crate) fn wake(&mut self) {
+        self.woken_by_app = true;
         if let Some(x) = self.driver.take() {
             x.wake();
         }
