@@ -10,7 +10,8 @@
 //! receiver); latency is open-loop at fixed rates, measured from each message's *intended*
 //! send time, every system in turn over several rounds (at low rates an idle core's wake-up
 //! drifts over minutes, and rounds keep that drift from deciding the comparison); cost is
-//! the server's CPU seconds per million deliveries and its peak RSS from /proc. Every run checks itself: a lost or out-of-order message on loopback fails the run.
+//! the server's CPU seconds per million deliveries and its peak RSS from /proc. Every run
+//! checks itself: a lost or out-of-order message on loopback fails the run.
 //! `scripts/bench.sh [--quick]` runs it and writes `bench/results/`.
 
 use std::path::PathBuf;
@@ -739,15 +740,13 @@ fn latency_rounds_table(out: &mut String, r: &Report) {
         }
     }
     for rate in rates {
-        let _ = writeln!(
+        header(
             out,
-            "\n| {rate}/s, round (odd rounds in this order, even rounds reversed): p50 / p99 µs |{}",
-            backends
-                .iter()
-                .map(|b| format!(" {b} |"))
-                .collect::<String>()
+            &format!(
+                "{rate}/s, round (odd rounds in this order, even rounds reversed): p50 / p99 µs"
+            ),
+            &backends,
         );
-        let _ = writeln!(out, "|---|{}", "---|".repeat(backends.len()));
         for round in 1..=last {
             let _ = write!(out, "| {round} |");
             for b in &backends {
@@ -767,6 +766,16 @@ fn latency_rounds_table(out: &mut String, r: &Report) {
             let _ = writeln!(out);
         }
     }
+}
+
+/// A table's first two lines, after a blank one: `title`, then a column per system.
+fn header(out: &mut String, title: &str, backends: &[&str]) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "\n| {title} |");
+    for b in backends {
+        let _ = write!(out, " {b} |");
+    }
+    let _ = writeln!(out, "\n|---|{}", "---|".repeat(backends.len()));
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -864,15 +873,11 @@ fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(
-        out,
-        "\n| server CPU s per million deliveries, peak RSS of the row; load generator busy (its CPU time ÷ the window; ≥ 0.95 of its one core: the harness set the pace) |{}",
-        backends
-            .iter()
-            .map(|b| format!(" {b} |"))
-            .collect::<String>()
+    header(
+        &mut out,
+        "server CPU s per million deliveries, peak RSS of the row; load generator busy (its CPU time ÷ the window; ≥ 0.95 of its one core: the harness set the pace)",
+        &backends,
     );
-    let _ = writeln!(out, "|---|{}", "---|".repeat(backends.len()));
     for l in &labels {
         let _ = write!(out, "| {l} |");
         for b in &backends {

@@ -274,7 +274,6 @@ impl Future for ConnectionDriver {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        conn.woken_by_app = false;
         this.yielded = false;
         let _guard = this.span.enter();
 
@@ -288,6 +287,9 @@ impl Future for ConnectionDriver {
         keep_going |= conn.drive_timer(cx);
         conn.forward_endpoint_events();
         conn.forward_app_events(&this.conn.shared);
+        // Driven: a wake-up from here on is news (one the driver gave itself while driving,
+        // closing for instance, is not).
+        conn.woken_by_app = false;
 
         if !conn.inner.is_drained() {
             if keep_going {
