@@ -473,9 +473,10 @@ impl Client {
             r#type: signal.r#type.as_str().into(),
             data: signal.data.as_str().into(),
         };
-        let frame = codec::frame(&msg, usize::MAX)
-            .map_err(|_| SendError::Invalid(SignalError::EmptyTargetList))?
-            .freeze();
+        // Measured first and written once into a buffer of its size (a buffer grown as it
+        // is written reallocates and copies: five times for a 1 KiB signal).
+        let frame = codec::exact_frame(&msg, usize::MAX)
+            .map_err(|_| SendError::Invalid(SignalError::EmptyTargetList))?;
         state.unacked.push_back((seq, frame.clone()));
         if let Some(w) = waiter {
             state.waiting.insert(seq, w);
