@@ -16,6 +16,9 @@
 //! broadcasts after it, so a slow route holds what it will need (within the budgets). A route
 //! whose connection is lost copies what it took out of the shared ring into its own and lets
 //! go, so a receiver that is away holds no more than its own bound, as before.
+//!
+//! A route's own ring keeps small frames as copies, one after another in buffers of its own
+//! ([`Ring::push_copied`]), charged for the whole buffers they pin.
 
 use std::collections::VecDeque;
 
@@ -155,7 +158,9 @@ impl<K: Keep> Ring<K> {
             if self.chunk.take().is_some() {
                 self.release_empty();
             }
-            let cap = (self.bytes / 8).next_power_of_two().clamp(CHUNK_MIN, CHUNK_MAX);
+            let cap = (self.bytes / 8)
+                .next_power_of_two()
+                .clamp(CHUNK_MIN, CHUNK_MAX);
             let buf = BytesMut::with_capacity(cap);
             self.chunks.push_back(Chunk {
                 start: buf.as_ptr() as usize,
