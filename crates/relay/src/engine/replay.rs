@@ -150,7 +150,8 @@ impl<K: Keep> Ring<K> {
     /// besides `ENTRY_OVERHEAD` per frame. A buffer is given back with its last frame.
     pub(crate) fn push_copied(&mut self, (seq, bytes): Frame) {
         let len = bytes.len();
-        if len >= COPY_BELOW {
+        if len == 0 || len >= COPY_BELOW {
+            // (An empty one has no address inside a buffer to be known by.)
             return self.push((seq, bytes));
         }
         if self.chunk.as_ref().is_none_or(|c| c.capacity() < len) {
@@ -162,6 +163,7 @@ impl<K: Keep> Ring<K> {
                 .next_power_of_two()
                 .clamp(CHUNK_MIN, CHUNK_MAX);
             let buf = BytesMut::with_capacity(cap);
+            let cap = buf.capacity();
             self.chunks.push_back(Chunk {
                 start: buf.as_ptr() as usize,
                 cap,
@@ -203,7 +205,8 @@ impl<K: Keep> Ring<K> {
         };
         self.bytes -= frame.1.len();
         self.held -= cost(&frame);
-        if let Some(c) = self.chunks.iter_mut().find(|c| c.holds(&frame.1)) {
+        // Copies leave in the order they came, so one is in the oldest buffer.
+        if let Some(c) = self.chunks.front_mut().filter(|c| c.holds(&frame.1)) {
             // A copy: its bytes stay charged with its buffer, given back with the buffer.
             self.held += frame.1.len();
             c.kept -= 1;
@@ -625,7 +628,10 @@ mod tests {
                 }
                 Some(_) => {}
                 None => {
-                    assert!(!copied || f.len() >= COPY_BELOW, "a copy no buffer counts");
+                    assert!(
+                        !copied || f.is_empty() || f.len() >= COPY_BELOW,
+                        "a copy no buffer counts"
+                    );
                     pinned += f.len();
                 }
             }
@@ -651,12 +657,15 @@ mod tests {
         }
         // The sender's frames are not held: each could be freed as soon as it was written.
         assert!(frames.iter().all(|f| f.1.is_unique()));
-        // A large frame is kept as it is.
+        // A large frame is kept as it is, and so is an empty one (no address in a buffer).
         let large = frame(2001, 4096);
         ring.push_copied(large.clone());
         assert!(!large.1.is_unique());
+        ring.push_copied((2002, Bytes::new()));
+        assert_eq!(pinned(&ring, true), ring.held);
         // What a resume replays is byte for byte what was written.
         let (replay, lost) = ring.after(1500);
+        assert_eq!(seqs(&replay).last(), Some(&2001));
         let mut expected = BytesMut::new();
         for f in frames[1500..].iter().chain([&large]) {
             expected.extend_from_slice(&f.1);
