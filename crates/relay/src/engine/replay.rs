@@ -154,30 +154,30 @@ impl<K: Keep> Ring<K> {
             // (An empty one has no address inside a buffer to be known by.)
             return self.push((seq, bytes));
         }
-        if self.chunk.as_ref().is_none_or(|c| c.capacity() < len) {
-            // The one being filled is full: it goes when its frames have gone.
-            if self.chunk.take().is_some() {
+        let mut buf = match self.chunk.take() {
+            Some(buf) if buf.capacity() >= len => buf,
+            _ => {
+                // None yet, or the one being filled is full: that one goes when its frames
+                // have gone.
                 self.release_empty();
+                let cap = (self.bytes / 8)
+                    .next_power_of_two()
+                    .clamp(CHUNK_MIN, CHUNK_MAX);
+                let buf = BytesMut::with_capacity(cap);
+                self.chunks.push_back(Chunk {
+                    start: buf.as_ptr() as usize,
+                    cap: buf.capacity(),
+                    kept: 0,
+                });
+                self.held += buf.capacity();
+                buf
             }
-            let cap = (self.bytes / 8)
-                .next_power_of_two()
-                .clamp(CHUNK_MIN, CHUNK_MAX);
-            let buf = BytesMut::with_capacity(cap);
-            let cap = buf.capacity();
-            self.chunks.push_back(Chunk {
-                start: buf.as_ptr() as usize,
-                cap,
-                kept: 0,
-            });
-            self.held += cap;
-            self.chunk = Some(buf);
-        }
-        let (Some(buf), Some(current)) = (&mut self.chunk, self.chunks.back_mut()) else {
-            return;
         };
         buf.extend_from_slice(&bytes);
         let copy = buf.split().freeze();
-        current.kept += 1;
+        self.chunk = Some(buf);
+        let filling = self.chunks.len() - 1;
+        self.chunks[filling].kept += 1;
         self.push((seq, copy));
         // Its bytes are in the buffer's charge already.
         self.held -= len;
@@ -611,10 +611,8 @@ mod tests {
         out
     }
 
-    /// What a ring's frames pin, worked out from the frames alone: each buffer copies are
-    /// in, whole (copies in one buffer lie one after another: a new buffer starts where a
-    /// copy does not follow the one before), the frame's own bytes otherwise, and
-    /// `ENTRY_OVERHEAD` for each. In a ring filled by [`Ring::push_copied`] (`copied`), also
+    /// What a ring's frames pin: each buffer a copy is in, whole and once (found by the
+    /// copy's address), the frame's own bytes otherwise, and `ENTRY_OVERHEAD` for each. In a ring filled by [`Ring::push_copied`] (`copied`), also
     /// checks that every small frame is a copy in a buffer the ring counts.
     fn pinned(ring: &Ring<&Limit>, copied: bool) -> usize {
         let mut pinned = 0;
