@@ -30,14 +30,16 @@ impl TokenBucket {
     }
 
     /// Whether `n` tokens may be taken at `now` (taken if so). More than the burst is taken
-    /// as the whole burst: it passes from a full bucket.
+    /// as the whole burst: it passes from a full bucket. A `now` earlier than one seen before
+    /// (a signal stamped with when its chunk arrived, judged after a later one) refills
+    /// nothing and leaves the bucket's clock where it is, so no time is counted twice.
     pub(crate) fn try_take_n(&mut self, now: Instant, n: f64) -> bool {
         if self.rate == 0.0 {
             return true;
         }
         let n = n.min(self.burst);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         if self.tokens >= n {
             self.tokens -= n;
@@ -114,6 +116,19 @@ mod tests {
         assert!(!b.try_take_n(t0 + Duration::from_millis(500), 5000.0));
         assert!(b.try_take_n(t0 + Duration::from_millis(1000), 5000.0));
         assert!(!b.try_take_n(t0 + Duration::from_millis(1000), 1.0));
+    }
+
+    #[test]
+    fn an_earlier_time_refills_nothing_and_counts_no_time_twice() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 1, t0);
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.try_take(t1));
+        // Stamped before the last one: no refill, and the clock stays at t1.
+        assert!(!b.try_take(t0 + Duration::from_millis(50)));
+        // 99 ms after t1 is not yet a token; had the clock gone back to 50 ms, it would be.
+        assert!(!b.try_take(t1 + Duration::from_millis(99)));
+        assert!(b.try_take(t1 + Duration::from_millis(100)));
     }
 
     #[test]

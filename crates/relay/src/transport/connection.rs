@@ -48,6 +48,8 @@ struct Frames {
     deframer: codec::Deframer,
     /// What is left of the last chunk (usually nothing).
     chunk: Bytes,
+    /// When the last chunk was read (see [`Frames::arrived`]).
+    arrived: Instant,
 }
 
 impl Frames {
@@ -56,7 +58,16 @@ impl Frames {
             recv,
             deframer: codec::Deframer::new(max_frame_bytes),
             chunk: Bytes::new(),
+            arrived: Instant::now(),
         }
+    }
+
+    /// When the chunk the last frame came in was read. A sender's rate is judged by when its
+    /// signals arrived, so the clock is read once per chunk rather than once per signal: a
+    /// chunk of small signals holds dozens, and a clock read (about 45 ns on a virtual
+    /// machine) was 5 % of the relay's time on a 1→1 row of small signals.
+    fn arrived(&self) -> Instant {
+        self.arrived
     }
 
     /// The next frame (a slice of the chunk it came in); `None` at the stream's end.
@@ -76,7 +87,10 @@ impl Frames {
                 }
             }
             match self.recv.read_chunk().await {
-                Ok(Some(chunk)) => self.chunk = chunk,
+                Ok(Some(chunk)) => {
+                    self.chunk = chunk;
+                    self.arrived = Instant::now();
+                }
                 Ok(None) if self.deframer.is_mid_frame() => {
                     return Err("it ended inside a frame".into());
                 }
@@ -800,6 +814,7 @@ fn admit(
     roster: &Roster,
     allowance: &mut Allowance,
     shared: &Shared,
+    now: Instant,
 ) -> Result<(), SignalError> {
     let present =
         |id: &ConnectionId| roster.members.contains_key(id) || shared.others.has(session, *id);
@@ -812,7 +827,7 @@ fn admit(
         member.info.role,
         allowance,
         rules,
-        Instant::now(),
+        now,
         present,
         roster.broadcast.len(),
     )
@@ -833,6 +848,7 @@ enum Taken {
 fn take(
     out: &Outgoing<'_>,
     wire_len: usize,
+    arrived: Instant,
     member: &Arc<Member>,
     session: &Session,
     shared: &Shared,
@@ -865,6 +881,7 @@ fn take(
         &roster,
         &mut sender.allowance,
         shared,
+        arrived,
     ) {
         Err(error) => {
             shared.metrics.rejected(&error);
@@ -943,7 +960,7 @@ async fn signal_reader(
                 Ok(o) => o,
                 Err(e) => return protocol(format!("malformed signal: {e}")),
             };
-            match take(&out, frame.len(), member, session, shared) {
+            match take(&out, frame.len(), frames.arrived(), member, session, shared) {
                 Ok(Taken::New) => {}
                 Ok(Taken::Resent) => continue,
                 Err(end) => return end,
