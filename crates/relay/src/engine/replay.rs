@@ -40,19 +40,39 @@ const COPY_BELOW: usize = 1024;
 const CHUNK_MIN: usize = 4096;
 const CHUNK_MAX: usize = 32 * 1024;
 
-/// A buffer a ring copies frames into.
+/// A buffer a ring copies frames into: written once, front to back, never shared.
 #[derive(Debug)]
 struct Chunk {
-    /// Where it starts (an address: a copied frame lies within `start..start + cap`).
-    start: usize,
-    cap: usize,
+    /// Its number: a ring numbers its buffers in the order it starts them.
+    id: u64,
+    /// Its copies, one after another (its capacity is what it was given, and stays).
+    buf: Vec<u8>,
     /// Its frames the ring still keeps.
     kept: usize,
 }
 
-impl Chunk {
-    fn holds(&self, frame: &Bytes) -> bool {
-        (self.start..self.start + self.cap).contains(&(frame.as_ptr() as usize))
+/// A frame a ring keeps.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    kept: Kept,
+}
+
+/// How a ring keeps a frame.
+#[derive(Debug)]
+enum Kept {
+    /// As it was handed over.
+    Frame(Bytes),
+    /// As a copy: `len` bytes at `at` in the ring's buffer numbered `chunk`.
+    Copy { chunk: u64, at: u32, len: u32 },
+}
+
+impl Entry {
+    fn len(&self) -> usize {
+        match &self.kept {
+            Kept::Frame(f) => f.len(),
+            Kept::Copy { len, .. } => *len as usize,
+        }
     }
 }
 
@@ -85,7 +105,7 @@ const RESERVE: usize = 16 * 1024;
 /// given back [`RESERVE`] bytes at a time; the budgets count reservations, so what is kept
 /// never exceeds them.
 pub(crate) struct Ring<K: Keep> {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Entry>,
     /// Bytes of the frames kept.
     bytes: usize,
     /// What they cost the budgets (with the overhead per frame).
@@ -94,10 +114,12 @@ pub(crate) struct Ring<K: Keep> {
     reserved: usize,
     /// Seqs of frames pushed out (bounded), to count what a resume cannot replay.
     evicted: VecDeque<u64>,
-    /// The rest of the buffer it copies small frames into (none until the first).
-    chunk: Option<BytesMut>,
     /// The buffers its copied frames are in, oldest first (the one it fills last).
     chunks: VecDeque<Chunk>,
+    /// Whether the last of `chunks` is the one it copies the next small frame into.
+    filling: bool,
+    /// The number of the next buffer it starts.
+    next_chunk: u64,
     budgets: K,
 }
 
@@ -109,8 +131,9 @@ impl<K: Keep> Ring<K> {
             held: 0,
             reserved: 0,
             evicted: VecDeque::new(),
-            chunk: None,
             chunks: VecDeque::new(),
+            filling: false,
+            next_chunk: 0,
             budgets,
         }
     }
@@ -130,7 +153,10 @@ impl<K: Keep> Ring<K> {
     pub(crate) fn push(&mut self, frame: Frame) {
         self.bytes += frame.1.len();
         self.held += cost(&frame);
-        self.frames.push_back(frame);
+        self.frames.push_back(Entry {
+            seq: frame.0,
+            kept: Kept::Frame(frame.1),
+        });
     }
 
     /// Keeps one frame (covered by `settle`), a small one as a copy in a buffer of the
@@ -141,54 +167,90 @@ impl<K: Keep> Ring<K> {
     /// time a ring lets go of a frame its buffer has long left the processor's caches;
     /// dropping it (a reference count) and the allocator reusing it both waited on memory
     /// (on 10→10 targeted 64 B, a quarter of the relay's time). Copied frames are written
-    /// one after another into buffers they share, so letting go of them touches one count
-    /// per buffer, and the sender's frame is freed as soon as it is written, while its
-    /// memory is still cached.
+    /// one after another into buffers of the ring's own, and the sender's frame is freed as
+    /// soon as it is written, while its memory is still cached. A copy is kept as where it
+    /// lies in its buffer, not as a slice with a reference count: making that slice and
+    /// dropping it were a tenth of the relay's time on the same row (the count's atomic
+    /// increment waited for the copy's stores to reach memory). Nothing but the ring holds
+    /// a buffer; a resume's replay copies out of it.
     ///
-    /// A copied frame pins its whole buffer, and the ring is charged for exactly that: every
-    /// buffer's whole size while any frame in it is kept (or it is the one being filled),
-    /// besides `ENTRY_OVERHEAD` per frame. A buffer is given back with its last frame.
+    /// A buffer is the ring's until its last frame goes, and the ring is charged for exactly
+    /// that: every buffer's whole size while any frame in it is kept (or it is the one being
+    /// filled), besides `ENTRY_OVERHEAD` per frame.
     pub(crate) fn push_copied(&mut self, (seq, bytes): Frame) {
         let len = bytes.len();
         if len == 0 || len >= COPY_BELOW {
-            // (An empty one has no address inside a buffer to be known by.)
             return self.push((seq, bytes));
         }
-        let mut buf = match self.chunk.take() {
-            Some(buf) if buf.capacity() >= len => buf,
-            _ => {
-                // None yet, or the one being filled is full: that one goes when its frames
-                // have gone.
-                self.release_empty();
-                let cap = (self.bytes / 8)
-                    .next_power_of_two()
-                    .clamp(CHUNK_MIN, CHUNK_MAX);
-                let buf = BytesMut::with_capacity(cap);
-                self.chunks.push_back(Chunk {
-                    start: buf.as_ptr() as usize,
-                    cap: buf.capacity(),
-                    kept: 0,
-                });
-                self.held += buf.capacity();
-                buf
-            }
+        let room = self.filling
+            && self
+                .chunks
+                .back()
+                .is_some_and(|c| c.buf.capacity() - c.buf.len() >= len);
+        if !room {
+            // None yet, or the one being filled is full: that one goes when its frames
+            // have gone.
+            self.filling = false;
+            self.release_empty();
+            let cap = (self.bytes / 8)
+                .next_power_of_two()
+                .clamp(CHUNK_MIN, CHUNK_MAX);
+            let buf = Vec::with_capacity(cap);
+            self.held += buf.capacity();
+            self.chunks.push_back(Chunk {
+                id: self.next_chunk,
+                buf,
+                kept: 0,
+            });
+            self.next_chunk += 1;
+            self.filling = true;
+        }
+        let Some(chunk) = self.chunks.back_mut() else {
+            unreachable!("a buffer is being filled");
         };
-        buf.extend_from_slice(&bytes);
-        let copy = buf.split().freeze();
-        self.chunk = Some(buf);
-        let filling = self.chunks.len() - 1;
-        self.chunks[filling].kept += 1;
-        self.push((seq, copy));
+        let at = chunk.buf.len();
+        chunk.buf.extend_from_slice(&bytes);
+        chunk.kept += 1;
+        self.frames.push_back(Entry {
+            seq,
+            kept: Kept::Copy {
+                chunk: chunk.id,
+                // Within a buffer of at most CHUNK_MAX bytes.
+                at: at as u32,
+                len: len as u32,
+            },
+        });
+        self.bytes += len;
         // Its bytes are in the buffer's charge already.
-        self.held -= len;
+        self.held += ENTRY_OVERHEAD;
+    }
+
+    /// The bytes of a kept frame.
+    fn bytes_of<'a>(&'a self, entry: &'a Entry) -> &'a [u8] {
+        match &entry.kept {
+            Kept::Frame(f) => f,
+            Kept::Copy { chunk, at, len } => {
+                let first = self.chunks.front().map_or(0, |c| c.id);
+                let c = &self.chunks[(chunk - first) as usize];
+                &c.buf[*at as usize..(*at + *len) as usize]
+            }
+        }
+    }
+
+    /// A kept frame as a frame of its own (a copy is copied out of its buffer).
+    fn frame_of(&self, entry: &Entry) -> Frame {
+        match &entry.kept {
+            Kept::Frame(f) => (entry.seq, f.clone()),
+            Kept::Copy { .. } => (entry.seq, Bytes::copy_from_slice(self.bytes_of(entry))),
+        }
     }
 
     /// Gives back the buffers no kept frame is in, but the one being filled.
     fn release_empty(&mut self) {
-        let filling = usize::from(self.chunk.is_some());
+        let filling = usize::from(self.filling);
         while self.chunks.len() > filling && self.chunks.front().is_some_and(|c| c.kept == 0) {
             if let Some(c) = self.chunks.pop_front() {
-                self.held -= c.cap;
+                self.held -= c.buf.capacity();
             }
         }
     }
@@ -196,26 +258,31 @@ impl<K: Keep> Ring<K> {
     /// Drops the oldest frame — or, with no frame left, the buffer it copies frames into;
     /// false when there is neither.
     fn evict(&mut self) -> bool {
-        let Some(frame) = self.frames.pop_front() else {
-            if self.chunk.take().is_none() {
+        let Some(entry) = self.frames.pop_front() else {
+            if !std::mem::take(&mut self.filling) {
                 return false;
             }
             self.release_empty();
             return true;
         };
-        self.bytes -= frame.1.len();
-        self.held -= cost(&frame);
-        // Copies leave in the order they came, so one is in the oldest buffer.
-        if let Some(c) = self.chunks.front_mut().filter(|c| c.holds(&frame.1)) {
-            // A copy: its bytes stay charged with its buffer, given back with the buffer.
-            self.held += frame.1.len();
-            c.kept -= 1;
-            self.release_empty();
+        self.bytes -= entry.len();
+        match entry.kept {
+            Kept::Frame(f) => self.held -= f.len() + ENTRY_OVERHEAD,
+            Kept::Copy { chunk, .. } => {
+                // Its bytes stay charged with its buffer, given back with the buffer. Copies
+                // leave in the order they came, so this one is in the oldest buffer.
+                self.held -= ENTRY_OVERHEAD;
+                if let Some(c) = self.chunks.front_mut() {
+                    debug_assert_eq!(c.id, chunk);
+                    c.kept -= 1;
+                }
+                self.release_empty();
+            }
         }
         if self.evicted.len() == EVICTED_KEPT {
             self.evicted.pop_front();
         }
-        self.evicted.push_back(frame.0);
+        self.evicted.push_back(entry.seq);
         true
     }
 
@@ -226,11 +293,11 @@ impl<K: Keep> Ring<K> {
         self.settle_with(|_, kept| kept > REPLAY_BYTES);
     }
 
-    /// [`Ring::settle`], with the ring's own bound decided by `spare(oldest, bytes kept)`:
-    /// whether the oldest frame may go.
-    fn settle_with(&mut self, mut spare: impl FnMut(&Frame, usize) -> bool) {
+    /// [`Ring::settle`], with the ring's own bound decided by `spare(oldest frame's length,
+    /// bytes kept)`: whether the oldest frame may go.
+    fn settle_with(&mut self, mut spare: impl FnMut(usize, usize) -> bool) {
         while let Some(oldest) = self.frames.front() {
-            if !spare(oldest, self.bytes) || !self.evict() {
+            if !spare(oldest.len(), self.bytes) || !self.evict() {
                 break;
             }
         }
@@ -252,8 +319,8 @@ impl<K: Keep> Ring<K> {
     pub(crate) fn clear(&mut self) {
         self.frames.clear();
         self.evicted.clear();
-        self.chunk = None;
         self.chunks.clear();
+        self.filling = false;
         self.bytes = 0;
         self.held = 0;
         self.budgets.unkeep(std::mem::take(&mut self.reserved));
@@ -275,25 +342,27 @@ impl<K: Keep> Ring<K> {
         let (mut a, mut b) = (mine.into_iter().peekable(), frames.into_iter().peekable());
         loop {
             let take_a = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => x.0 <= y.0,
+                (Some(x), Some(y)) => x.seq <= y.0,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
-            let next = if take_a { a.next() } else { b.next() };
-            if let Some(frame) = next {
-                if !take_a {
-                    if merged.back().is_some_and(|f: &Frame| f.0 == frame.0) {
-                        continue; // kept already
-                    }
-                    self.bytes += frame.1.len();
-                    self.held += cost(&frame);
+            if take_a {
+                merged.extend(a.next());
+            } else if let Some(frame) = b.next() {
+                if merged.back().is_some_and(|e: &Entry| e.seq == frame.0) {
+                    continue; // kept already
                 }
-                merged.push_back(frame);
+                self.bytes += frame.1.len();
+                self.held += cost(&frame);
+                merged.push_back(Entry {
+                    seq: frame.0,
+                    kept: Kept::Frame(frame.1),
+                });
             }
         }
         self.frames = merged;
-        let kept = |seq: &u64| self.frames.binary_search_by_key(seq, |f| f.0).is_ok();
+        let kept = |seq: &u64| self.frames.binary_search_by_key(seq, |e| e.seq).is_ok();
         let mut evicted: Vec<u64> = self.evicted.drain(..).collect();
         evicted.extend(lost.into_iter().filter(|s| !kept(s)));
         evicted.sort_unstable();
@@ -307,9 +376,9 @@ impl<K: Keep> Ring<K> {
     /// out (lost): their lowest and highest seq and how many.
     pub(crate) fn after(&self, seen: u64) -> (Bytes, Option<Lost>) {
         let mut buf = BytesMut::new();
-        for (seq, f) in &self.frames {
-            if *seq > seen {
-                buf.extend_from_slice(f);
+        for e in &self.frames {
+            if e.seq > seen {
+                buf.extend_from_slice(self.bytes_of(e));
             }
         }
         let lost = self
@@ -390,7 +459,7 @@ impl<K: Keep> Broadcasts<K> {
             .fold(self.pushed, |m, &c| m.min(c));
         let pushed = self.pushed;
         self.ring.settle_with(|oldest, kept| {
-            let end = pushed - kept as u64 + oldest.1.len() as u64;
+            let end = pushed - kept as u64 + oldest as u64;
             end + REPLAY_BYTES as u64 <= floor
         });
         self.trim();
@@ -409,11 +478,11 @@ impl<K: Keep> Broadcasts<K> {
         if let Some(i) = hint
             .and_then(|at| at.checked_sub(self.gone))
             .and_then(|i| usize::try_from(i).ok())
-            && self.ring.frames.get(i).is_some_and(|f| f.0 == seq)
+            && self.ring.frames.get(i).is_some_and(|e| e.seq == seq)
         {
             return Some(i);
         }
-        self.ring.frames.binary_search_by_key(&seq, |f| f.0).ok()
+        self.ring.frames.binary_search_by_key(&seq, |e| e.seq).ok()
     }
 
     fn register(&mut self, end: u64) -> usize {
@@ -454,8 +523,8 @@ impl<K: Keep> Broadcasts<K> {
             .ring
             .frames
             .iter()
-            .filter(|f| within(f.0))
-            .cloned()
+            .filter(|e| within(e.seq))
+            .map(|e| self.ring.frame_of(e))
             .collect();
         let lost = self
             .ring
@@ -611,36 +680,47 @@ mod tests {
         out
     }
 
-    /// What a ring's frames pin: each buffer a copy is in, whole and once (found by the
-    /// copy's address), the frame's own bytes otherwise, and `ENTRY_OVERHEAD` for each. In a ring filled by [`Ring::push_copied`] (`copied`), also
-    /// checks that every small frame is a copy in a buffer the ring counts.
+    /// What a ring's frames pin: each buffer a copy is in, whole and once, the frame's own
+    /// bytes otherwise, and `ENTRY_OVERHEAD` for each. Also checks that the ring holds no
+    /// buffer but those and the one it fills, that every copy lies within what its buffer
+    /// holds, and, in a ring filled by [`Ring::push_copied`] (`copied`), that every small
+    /// frame is a copy.
     fn pinned(ring: &Ring<&Limit>, copied: bool) -> usize {
         let mut pinned = 0;
         let mut counted = Vec::new();
-        for (_, f) in &ring.frames {
+        for e in &ring.frames {
             pinned += ENTRY_OVERHEAD;
-            match ring.chunks.iter().position(|c| c.holds(f)) {
-                Some(i) if !counted.contains(&i) => {
-                    counted.push(i);
-                    pinned += ring.chunks[i].cap;
+            match &e.kept {
+                Kept::Copy { chunk, at, len } => {
+                    let c = ring
+                        .chunks
+                        .iter()
+                        .find(|c| c.id == *chunk)
+                        .expect("a copy's buffer is kept");
+                    assert!((*at + *len) as usize <= c.buf.len());
+                    if !counted.contains(chunk) {
+                        counted.push(*chunk);
+                        pinned += c.buf.capacity();
+                    }
                 }
-                Some(_) => {}
-                None => {
+                Kept::Frame(f) => {
                     assert!(
                         !copied || f.is_empty() || f.len() >= COPY_BELOW,
-                        "a copy no buffer counts"
+                        "a small frame kept as it was"
                     );
                     pinned += f.len();
                 }
             }
         }
         // The buffer being filled, when no kept frame is in it yet.
-        if ring.chunk.is_some()
-            && let Some(last) = ring.chunks.len().checked_sub(1)
-            && !counted.contains(&last)
+        if ring.filling
+            && let Some(last) = ring.chunks.back()
+            && !counted.contains(&last.id)
         {
-            pinned += ring.chunks[last].cap;
+            counted.push(last.id);
+            pinned += last.buf.capacity();
         }
+        assert_eq!(counted.len(), ring.chunks.len(), "a buffer no frame is in");
         pinned
     }
 
