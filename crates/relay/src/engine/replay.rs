@@ -68,6 +68,14 @@ enum Kept {
 }
 
 impl Entry {
+    /// A frame kept as it was handed over.
+    fn whole((seq, frame): Frame) -> Self {
+        Self {
+            seq,
+            kept: Kept::Frame(frame),
+        }
+    }
+
     fn len(&self) -> usize {
         match &self.kept {
             Kept::Frame(f) => f.len(),
@@ -153,10 +161,7 @@ impl<K: Keep> Ring<K> {
     pub(crate) fn push(&mut self, frame: Frame) {
         self.bytes += frame.1.len();
         self.held += cost(&frame);
-        self.frames.push_back(Entry {
-            seq: frame.0,
-            kept: Kept::Frame(frame.1),
-        });
+        self.frames.push_back(Entry::whole(frame));
     }
 
     /// Keeps one frame (covered by `settle`), a small one as a copy in a buffer of the
@@ -355,10 +360,7 @@ impl<K: Keep> Ring<K> {
                 }
                 self.bytes += frame.1.len();
                 self.held += cost(&frame);
-                merged.push_back(Entry {
-                    seq: frame.0,
-                    kept: Kept::Frame(frame.1),
-                });
+                merged.push_back(Entry::whole(frame));
             }
         }
         self.frames = merged;
