@@ -605,25 +605,54 @@ async fn route(
     // than the write itself when signals are small.
     let gone = to.gone.cancelled();
     tokio::pin!(gone);
+    let mut seen = to.generation();
+    let attached = to.attached_after(seen);
+    tokio::pin!(attached);
     let mut idle = tokio::time::interval(settings.stream_idle);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     idle.tick().await;
-    let mut seen = to.generation();
+    let rare = Arc::new(Rare::default());
+    let rare_waker = std::task::Waker::from(rare.clone());
     let mut active = true;
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = &mut gone => return,
-            next = rx.recv() => match next {
-                Some(frame) => frame,
-                // The sender is gone: finish the stream after what was written.
-                None => break,
-            },
-            current = to.attached_after(seen) => {
+        let woke = std::future::poll_fn(|cx| {
+            rare.task.register(cx.waker());
+            // The rare wake-ups are polled only when one of them came (or at first, to
+            // register): each poll takes a lock shared with the receiver's other routes, and
+            // on targeted rows a route waits once per frame.
+            let polls_rare = rare.woke.swap(false, Ordering::AcqRel);
+            let mut rcx = std::task::Context::from_waker(&rare_waker);
+            if polls_rare && gone.as_mut().poll(&mut rcx).is_ready() {
+                return Poll::Ready(Woke::Gone);
+            }
+            let woke = match rx.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => Woke::Frame(frame),
+                Poll::Ready(None) => Woke::End,
+                Poll::Pending if !polls_rare => return Poll::Pending,
+                Poll::Pending => match attached.as_mut().poll(&mut rcx) {
+                    Poll::Ready(current) => Woke::Attached(current),
+                    Poll::Pending if idle.poll_tick(&mut rcx).is_ready() => Woke::Idle,
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            if polls_rare {
+                // Not every rare one was polled: look at them all again next time.
+                rare.woke.store(true, Ordering::Release);
+            }
+            Poll::Ready(woke)
+        })
+        .await;
+        let first = match woke {
+            Woke::Gone => return,
+            Woke::Frame(frame) => frame,
+            // The sender is gone: finish the stream after what was written.
+            Woke::End => break,
+            Woke::Attached(current) => {
                 // The receiver resumed on a new connection. What this route wrote to the old
                 // one may never have arrived: replay it now, not when the sender next speaks
                 // or the idle stream is finished.
                 seen = current;
+                attached.set(to.attached_after(seen));
                 if current == route.generation {
                     continue;
                 }
@@ -635,7 +664,7 @@ async fn route(
                 }
                 continue;
             }
-            _ = idle.tick() => {
+            Woke::Idle => {
                 if std::mem::take(&mut active) || to.is_away() {
                     continue;
                 }
@@ -662,6 +691,50 @@ async fn route(
         }
     }
     route.finish().await;
+}
+
+/// What a waiting route woke for.
+enum Woke {
+    /// A frame to write (and whatever else is queued behind it).
+    Frame(Frame),
+    /// The sender is gone and the queue is empty.
+    End,
+    /// The receiver is gone for good.
+    Gone,
+    /// The receiver is attached to a connection of this generation.
+    Attached(u64),
+    /// The idle timer ticked.
+    Idle,
+}
+
+/// The waker a route hands to its rare wake-ups (its receiver gone or resumed, its idle
+/// timer): it notes that one came before it wakes the route's task, so a route woken by its
+/// queue — nearly always — does not poll them.
+#[derive(Debug)]
+struct Rare {
+    woke: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Default for Rare {
+    fn default() -> Self {
+        Self {
+            // At first every one is polled, to register.
+            woke: std::sync::atomic::AtomicBool::new(true),
+            task: futures_util::task::AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for Rare {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woke.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 /// The stream side of a route: its current QUIC stream and the frames kept for replay.

@@ -10,14 +10,21 @@
 //! list and a waker check per frame on both sides: about a tenth of the relay's time on a
 //! 10→10 broadcast of small signals.)
 //!
+//! The route's task waits in an [`AtomicWaker`]: it registers, then looks, so a frame queued
+//! after the look wakes it, and going to sleep costs the look's lock and two atomic
+//! exchanges. (A `Notify` took its own lock to register and another to drop the wait: on
+//! targeted rows, where a route takes one frame per wake-up, that was a lock per frame
+//! more.)
+//!
 //! The bound counts what waits in the queue and what the route took but has not handed on
 //! yet, as a channel's capacity would; frames leave it as the route takes them one by one.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::registry::lock;
 
@@ -36,7 +43,7 @@ struct Shared<T> {
     /// route; the sender reads it for the bound).
     taken: AtomicUsize,
     /// Wakes the route when the queue turns non-empty, or the sender goes.
-    ready: Notify,
+    ready: AtomicWaker,
     capacity: usize,
 }
 
@@ -60,7 +67,7 @@ pub(crate) fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             sender_gone: false,
         }),
         taken: AtomicUsize::new(0),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         capacity: capacity.max(1),
     });
     (
@@ -105,7 +112,7 @@ impl<T> Sender<T> {
         let first = state.items.len() == 1;
         drop(state);
         if first {
-            self.0.ready.notify_one();
+            self.0.ready.wake();
         }
         Ok(())
     }
@@ -114,7 +121,7 @@ impl<T> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         lock(&self.0.state).sender_gone = true;
-        self.0.ready.notify_one();
+        self.0.ready.wake();
     }
 }
 
@@ -129,18 +136,24 @@ impl<T> Receiver<T> {
     /// The next item, waiting for one; `None` once the queue is closed or the sender is gone
     /// and nothing is left. Cancel-safe.
     pub(crate) async fn recv(&mut self) -> Option<T> {
-        loop {
-            if let Some(item) = self.local.pop_front() {
-                self.hand_on();
-                return Some(item);
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Receiver::recv`] as a poll: registers `cx` to be woken when an item comes.
+    pub(crate) fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<T>> {
+        if self.local.is_empty() {
+            // Registered before the look: an item queued after it wakes this task.
+            self.shared.ready.register(cx.waker());
             if !self.refill() {
-                return None;
+                return Poll::Ready(None);
             }
-            if self.local.is_empty() {
-                self.shrink();
-                self.shared.ready.notified().await;
+        }
+        match self.local.pop_front() {
+            Some(item) => {
+                self.hand_on();
+                Poll::Ready(Some(item))
             }
+            None => Poll::Pending,
         }
     }
 
@@ -166,24 +179,23 @@ impl<T> Receiver<T> {
         self.shared.taken.store(taken - 1, Ordering::Relaxed);
     }
 
-    /// Going idle: a queue that grew for a burst gives that room back rather than keep it for
-    /// its life (an idle member's control queue after a join storm's news, say).
-    fn shrink(&mut self) {
-        if self.local.capacity() > KEEP {
-            self.local = VecDeque::new();
-        }
-        let mut state = lock(&self.shared.state);
-        if state.items.is_empty() && state.items.capacity() > KEEP {
-            state.items = VecDeque::new();
-        }
-    }
-
     /// Takes everything queued (when `local` is used up); false when nothing more can come.
+    /// Finding nothing, it is going idle: a queue that grew for a burst gives that room back
+    /// rather than keep it for its life (an idle member's control queue after a join storm's
+    /// news, say).
     fn refill(&mut self) -> bool {
         debug_assert!(self.local.is_empty());
         let mut state = lock(&self.shared.state);
         std::mem::swap(&mut state.items, &mut self.local);
         self.shared.taken.store(self.local.len(), Ordering::Relaxed);
+        if self.local.is_empty() {
+            if self.local.capacity() > KEEP {
+                self.local = VecDeque::new();
+            }
+            if state.items.capacity() > KEEP {
+                state.items = VecDeque::new();
+            }
+        }
         !self.local.is_empty() || !(state.closed || state.sender_gone)
     }
 }
