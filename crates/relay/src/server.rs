@@ -209,8 +209,9 @@ impl Shared {
             data: data.into(),
         };
         let frame = crate::frames::signal(&incoming).map_err(|_| SignalError::EmptyTargetList)?;
-        let delivered = delivery::fan_out(fanout, &roster, to, *seq, &frame);
-        self.metrics.signal(frame.len(), delivered);
+        let len = frame.len();
+        let delivered = delivery::fan_out(fanout, &roster, to, *seq, frame);
+        self.metrics.signal(len, delivered);
         Ok(())
     }
 }

@@ -892,7 +892,7 @@ async fn session_inbox(shared: Arc<Shared>, session: SessionId) {
                     )
                 });
                 s.before_signal();
-                let delivered = delivery::fan_out(fanout, &s.roster(), &to, seq, &frame);
+                let delivered = delivery::fan_out(fanout, &s.roster(), &to, seq, frame);
                 shared.metrics.remote_signal(delivered);
             }
             inbox::Taken::RelaySignal { to, r#type, data } => {

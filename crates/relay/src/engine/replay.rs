@@ -182,10 +182,13 @@ impl<K: Keep> Ring<K> {
     /// A buffer is the ring's until its last frame goes, and the ring is charged for exactly
     /// that: every buffer's whole size while any frame in it is kept (or it is the one being
     /// filled), besides `ENTRY_OVERHEAD` per frame.
-    pub(crate) fn push_copied(&mut self, (seq, bytes): Frame) {
-        let len = bytes.len();
+    ///
+    /// The frame is only looked at (and cloned when kept whole): the caller still has it to
+    /// write, so a small frame's buffer is made, shared and freed without a reference count.
+    pub(crate) fn push_copied(&mut self, (seq, bytes): &Frame) {
+        let (seq, len) = (*seq, bytes.len());
         if len == 0 || len >= COPY_BELOW {
-            return self.push((seq, bytes));
+            return self.push((seq, bytes.clone()));
         }
         let room = self.filling
             && self
@@ -214,7 +217,7 @@ impl<K: Keep> Ring<K> {
             unreachable!("a buffer is being filled");
         };
         let at = chunk.buf.len();
-        chunk.buf.extend_from_slice(&bytes);
+        chunk.buf.extend_from_slice(bytes);
         chunk.kept += 1;
         self.frames.push_back(Entry {
             seq,
@@ -560,8 +563,9 @@ impl<K: Keep> RouteReplay<K> {
         self.own.budgets()
     }
 
-    /// Keeps a frame the route took to write (covered by [`RouteReplay::settle`]).
-    pub(crate) fn keep(&mut self, frame: Frame, log: &mut Broadcasts<K>) {
+    /// Keeps a frame the route took to write (covered by [`RouteReplay::settle`]); the
+    /// frame stays the caller's (see [`Ring::push_copied`]).
+    pub(crate) fn keep(&mut self, frame: &Frame, log: &mut Broadcasts<K>) {
         let hint = self.taken.map(|t| t.at + 1);
         let Some(i) = log.find(frame.0, hint) else {
             // A targeted frame, or a broadcast the shared ring no longer has.
@@ -732,16 +736,16 @@ mod tests {
         let mut ring = Ring::new(&budget);
         let frames: Vec<Frame> = (1..=2000).map(|seq| frame(seq, 100)).collect();
         for f in &frames {
-            ring.push_copied(f.clone());
+            ring.push_copied(f);
             ring.settle();
         }
         // The sender's frames are not held: each could be freed as soon as it was written.
         assert!(frames.iter().all(|f| f.1.is_unique()));
         // A large frame is kept as it is, and so is an empty one (no address in a buffer).
         let large = frame(2001, 4096);
-        ring.push_copied(large.clone());
+        ring.push_copied(&large);
         assert!(!large.1.is_unique());
-        ring.push_copied((2002, Bytes::new()));
+        ring.push_copied(&(2002, Bytes::new()));
         assert_eq!(pinned(&ring, true), ring.held);
         // What a resume replays is byte for byte what was written.
         let (replay, lost) = ring.after(1500);
@@ -762,7 +766,7 @@ mod tests {
         // A budget too small for the buffers' slack: nothing kept, nothing charged.
         let tight = Limit::new(CHUNK_MIN);
         let mut ring = Ring::new(&tight);
-        ring.push_copied(frame(1, 100));
+        ring.push_copied(&frame(1, 100));
         ring.settle();
         assert_eq!((ring.len(), ring.held, tight.used.get()), (0, 0, 0));
         assert_eq!(ring.after(0).1, Some((1, 1, 1)));
@@ -822,7 +826,7 @@ mod tests {
                 seq += gap;
                 written.push(seq);
                 if copied {
-                    ring.push_copied(frame(seq, *len));
+                    ring.push_copied(&frame(seq, *len));
                 } else {
                     ring.push(frame(seq, *len));
                 }
@@ -864,11 +868,11 @@ mod tests {
         let frames: Vec<Frame> = (1..=300).map(|seq| frame(seq, 8192)).collect();
         // Both take the first; then the sender bursts 2.4 MB, which only the fast one takes.
         log.push(frames[0].clone());
-        fast.keep(frames[0].clone(), &mut log);
-        slow.keep(frames[0].clone(), &mut log);
+        fast.keep(&frames[0], &mut log);
+        slow.keep(&frames[0], &mut log);
         for f in &frames[1..] {
             log.push(f.clone());
-            fast.keep(f.clone(), &mut log);
+            fast.keep(f, &mut log);
             log.settle();
         }
         // The slow one has written nothing since: everything after its frame is kept for it.
@@ -876,7 +880,7 @@ mod tests {
         // It catches up, and the sender sends no more broadcasts: the shared ring is back
         // within its bound without waiting for another push.
         for f in &frames[1..] {
-            slow.keep(f.clone(), &mut log);
+            slow.keep(f, &mut log);
         }
         log.settle();
         assert!(log.bytes() <= REPLAY_BYTES, "{}", log.bytes());
@@ -958,7 +962,7 @@ mod tests {
                         for _ in 0..n {
                             let Some(f) = queues[r].pop_front() else { break };
                             written[r].push((f.0, f.1.len()));
-                            routes[r].keep(f, &mut log);
+                            routes[r].keep(&f, &mut log);
                         }
                         routes[r].settle();
                         prop_assert_eq!(pinned(&routes[r].own, false), routes[r].own.held);

@@ -913,10 +913,11 @@ fn take(
                 )
                 .waiting()
             });
-            let delivered = delivery::fan_out(fanout, &roster, &out.to, out.seq, &bytes);
+            // Other nodes first: the frame then goes to this node's routes as it is.
             shared
                 .others
                 .signal(&session.id, member.id(), out.seq, &out.to, &bytes);
+            let delivered = delivery::fan_out(fanout, &roster, &out.to, out.seq, bytes);
             shared.metrics.signal(wire_len, delivered);
         }
     }

@@ -130,7 +130,7 @@ impl Fanout {
     /// the frame's charge is settled: it was queued, or given back with its receiver's whole
     /// queue (see [`Fanout::take_back`]); if not, a frame charged with its signal is the
     /// caller's to give back.
-    fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: &Bytes, charge: Charge) -> bool {
+    fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: Bytes, charge: Charge) -> bool {
         if to.is_closing() {
             return false;
         }
@@ -160,7 +160,7 @@ impl Fanout {
             Charge::Each { .. } | Charge::Done => {}
         }
         // From here on the frame is charged to the budgets (by the caller, or just above).
-        let mut item = (seq, frame.clone());
+        let mut item = (seq, frame);
         let mut prev = None;
         for attempt in 0..2 {
             let route = match self.routes.entry(to.id()) {
@@ -374,52 +374,56 @@ pub(crate) fn fan_out(
     roster: &Roster,
     to: &Target,
     seq: u64,
-    frame: &Bytes,
+    frame: Bytes,
 ) -> usize {
-    let one: Arc<Member>;
+    let len = frame.len();
     let receivers: &[Arc<Member>] = match to {
         Target::All => &roster.broadcast,
         Target::One(id) => match roster.members.get(id) {
-            Some(m) => {
-                one = m.clone();
-                std::slice::from_ref(&one)
-            }
+            Some(m) => std::slice::from_ref(m),
             None => return 0,
         },
         // Validated: a list names each connection once (`DuplicateTarget` otherwise).
         Target::List(ids) => {
             let mut n = 0;
-            let charge = charge_for(fanout, roster, ids.len(), frame);
+            let charge = charge_for(fanout, roster, ids.len(), len);
             let mut refund = 0;
             for id in ids {
                 if let Some(m) = roster.members.get(id) {
                     n += 1;
-                    if !fanout.deliver(m, seq, frame, charge) {
+                    if !fanout.deliver(m, seq, frame.clone(), charge) {
                         refund += 1;
                     }
                 }
             }
-            settle(fanout, charge, ids.len() - n + refund, frame);
+            settle(fanout, charge, ids.len() - n + refund, len);
             return n;
         }
     };
     if matches!(to, Target::All) && !receivers.is_empty() {
         lock(&fanout.broadcasts).push((seq, frame.clone()));
     }
-    let charge = charge_for(fanout, roster, receivers.len(), frame);
+    let charge = charge_for(fanout, roster, receivers.len(), len);
     let mut refund = 0;
-    for m in receivers {
-        if !fanout.deliver(m, seq, frame, charge) {
+    // The last receiver gets the frame itself: a targeted signal's frame then has one owner
+    // from its encoding to its write, and no reference count is ever made for it.
+    if let Some((last, others)) = receivers.split_last() {
+        for m in others {
+            if !fanout.deliver(m, seq, frame.clone(), charge) {
+                refund += 1;
+            }
+        }
+        if !fanout.deliver(last, seq, frame, charge) {
             refund += 1;
         }
     }
-    settle(fanout, charge, refund, frame);
+    settle(fanout, charge, refund, len);
     receivers.len()
 }
 
-/// Charges the budgets for `n` deliveries of `frame` at once if they have room.
-fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, frame: &Bytes) -> Charge {
-    let total = n * (frame.len() + ENTRY_OVERHEAD);
+/// Charges the budgets for `n` deliveries of a frame of `len` bytes at once if they have room.
+fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, len: usize) -> Charge {
+    let total = n * (len + ENTRY_OVERHEAD);
     if fanout.budgets.has_room(total) {
         fanout.budgets.charge(total);
         return Charge::Done;
@@ -441,13 +445,11 @@ fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, frame: &Bytes) -> Char
 }
 
 /// Gives back what was charged at once for deliveries that did not happen.
-fn settle(fanout: &Fanout, charge: Charge, undelivered: usize, frame: &Bytes) {
+fn settle(fanout: &Fanout, charge: Charge, undelivered: usize, len: usize) {
     if let Charge::Done = charge
         && undelivered > 0
     {
-        fanout
-            .budgets
-            .unqueue(undelivered * (frame.len() + ENTRY_OVERHEAD));
+        fanout.budgets.unqueue(undelivered * (len + ENTRY_OVERHEAD));
     }
 }
 
@@ -466,7 +468,8 @@ fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
 
 /// Takes `first` and whatever else is queued (up to [`MAX_BATCH`] bytes) into `chunks` (see
 /// [`Chunker`]). The frames leave the queue's charge (at once) and are kept for replay (see
-/// [`RouteStream::keep`]).
+/// [`RouteStream::keep`]) before they are handed to the write: a targeted frame, held by
+/// this route alone, then goes to the write as it is, with no reference count made.
 fn batch(
     first: Frame,
     rx: &mut queue::Receiver<Frame>,
@@ -474,23 +477,25 @@ fn batch(
     route: &mut RouteStream<'_>,
     chunks: &mut Vec<Bytes>,
 ) {
-    let mut chunker = Chunker::new(buf, chunks);
     let (mut taken, mut bytes) = (0, 0);
     let mut next = Some(first);
     route.taking.clear();
     while let Some(frame) = next.take() {
         taken += cost(&frame);
         bytes += frame.1.len();
-        chunker.push(&frame.1);
         route.taking.push(frame);
         if bytes < MAX_BATCH {
             next = rx.try_recv();
         }
     }
-    chunker.finish();
     route.to.receiver.drained();
     unqueue(route.to, route.replay.budgets(), taken);
     route.keep();
+    let mut chunker = Chunker::new(buf, chunks);
+    for (_, frame) in route.taking.drain(..) {
+        chunker.push(frame);
+    }
+    chunker.finish();
 }
 
 /// Turns frames into the chunks of one write: a run of small frames merged into one buffer
@@ -512,17 +517,17 @@ impl<'a> Chunker<'a> {
         }
     }
 
-    fn push(&mut self, frame: &Bytes) {
+    fn push(&mut self, frame: Bytes) {
         if frame.len() >= COPY_BELOW {
             self.end_run();
-            self.chunks.push(frame.clone());
+            self.chunks.push(frame);
         } else if let Some(first) = self.lone.take() {
             self.buf.extend_from_slice(&first);
-            self.buf.extend_from_slice(frame);
+            self.buf.extend_from_slice(&frame);
         } else if self.buf.is_empty() {
-            self.lone = Some(frame.clone());
+            self.lone = Some(frame);
         } else {
-            self.buf.extend_from_slice(frame);
+            self.buf.extend_from_slice(&frame);
         }
     }
 
@@ -673,10 +678,12 @@ async fn route(
                 rx.close();
                 while let Some(frame) = rx.try_recv() {
                     unqueue(to, budgets, cost(&frame));
-                    let chunk = frame.1.clone();
                     route.taking.clear();
                     route.taking.push(frame);
                     route.keep();
+                    let Some((_, chunk)) = route.taking.pop() else {
+                        unreachable!("pushed above");
+                    };
                     if !route.write_or_resume(&mut [chunk]).await {
                         return;
                     }
@@ -748,7 +755,7 @@ struct RouteStream<'a> {
     /// What it wrote, kept for a resume.
     replay: RouteReplay<Budgets>,
     broadcasts: SharedBroadcasts,
-    /// The frames of the batch being written, on their way into `replay`.
+    /// The frames of the batch being written, kept in `replay` before they are written.
     taking: Vec<Frame>,
     settings: &'a DeliverySettings,
 }
@@ -760,11 +767,11 @@ impl Drop for RouteStream<'_> {
 }
 
 impl RouteStream<'_> {
-    /// Keeps the frames in `taking` for replay: under one lock of the sender's broadcasts,
-    /// which hold the broadcasts among them.
+    /// Keeps the frames in `taking` for replay (they stay in `taking`, to be written): under
+    /// one lock of the sender's broadcasts, which hold the broadcasts among them.
     fn keep(&mut self) {
         let mut shared = lock(&self.broadcasts);
-        for frame in self.taking.drain(..) {
+        for frame in &self.taking {
             self.replay.keep(frame, &mut shared);
         }
         // This route moved on: what only it still held can go.
@@ -929,7 +936,7 @@ mod tests {
             let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
             let mut chunker = super::Chunker::new(&mut buf, &mut chunks);
             for f in frames {
-                chunker.push(f);
+                chunker.push(f.clone());
             }
             chunker.finish();
             // Nothing lost, nothing reordered.
@@ -967,7 +974,7 @@ mod tests {
         let lone = small(9);
         let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
         let mut chunker = super::Chunker::new(&mut buf, &mut chunks);
-        chunker.push(&lone);
+        chunker.push(lone.clone());
         chunker.finish();
         assert_eq!(chunks[0].as_ptr(), lone.as_ptr());
     }
