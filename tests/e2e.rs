@@ -803,6 +803,42 @@ async fn idle_delivery_streams_close_and_reopen_in_order() {
     assert_eq!(got, expected);
 }
 
+/// A sender's broadcasts are kept for replay once, for all its receivers: what the relay holds
+/// for resumes does not grow with the number of receivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_are_kept_for_replay_once_for_all_receivers() {
+    const N: usize = 100;
+    const SIZE: usize = 1000;
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+        // Nothing is let go by an idle stream while the test looks.
+        c.stream_idle = Duration::from_secs(3600);
+    })
+    .await;
+    let (sender, _sender_ev) = relay.join_sender("sender").await;
+    let mut receivers = Vec::new();
+    for i in 0..5 {
+        receivers.push(relay.join(&format!("r{i}")).await);
+    }
+    let data = "x".repeat(SIZE);
+    let mut last = None;
+    for _ in 0..N {
+        last = Some(sender.send(Signal::to_all("b", &data)).await.unwrap());
+    }
+    last.unwrap().accepted().await.unwrap();
+    for (_, events) in &mut receivers {
+        assert_eq!(signals(events, N).await.len(), N);
+    }
+    let (_, replay) = relay.handle.held_bytes();
+    let once = N * SIZE;
+    assert!(replay >= once, "the broadcasts are kept ({replay} bytes)");
+    assert!(
+        replay < 2 * once,
+        "{replay} bytes kept for five receivers of {once} bytes of broadcasts"
+    );
+}
+
 /// A connection that only sends is left out of signals to everyone, but signals addressed
 /// to it and presence still reach it.
 #[tokio::test]

@@ -600,6 +600,12 @@ impl<K: Keep> RouteReplay<K> {
         }
     }
 
+    /// Keeps a frame that is not among the shared broadcasts (a targeted one), which the
+    /// driver knows without looking at them.
+    pub(crate) fn keep_own(&mut self, frame: &Frame) {
+        self.own.push_copied(frame);
+    }
+
     /// After a batch of frames kept: its own ring within its bounds.
     pub(crate) fn settle(&mut self) {
         self.own.settle();

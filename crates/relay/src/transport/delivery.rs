@@ -61,7 +61,14 @@ pub(crate) struct DeliverySettings {
 
 /// A sender's broadcasts, shared by the sender (which adds them) and its routes (which take
 /// from them, and copy what they took when their receiver is away).
-type SharedBroadcasts = Arc<std::sync::Mutex<Broadcasts<Budgets>>>;
+struct SharedBroadcasts {
+    log: std::sync::Mutex<Broadcasts<Budgets>>,
+    /// The seq of the newest broadcast added (0: none yet). It is set before the broadcast is
+    /// queued to any route, so a route that took only later seqs knows without the lock that
+    /// none of them is a broadcast: a sender that only targets never shares that lock among
+    /// its routes.
+    newest: std::sync::atomic::AtomicU64,
+}
 
 struct Route {
     tx: queue::Sender<Frame>,
@@ -79,7 +86,7 @@ pub(crate) struct Fanout {
     tracker: TaskTracker,
     budgets: Budgets,
     /// Its broadcasts, kept once for all its routes' replay.
-    broadcasts: SharedBroadcasts,
+    broadcasts: Arc<SharedBroadcasts>,
     /// Whether its sender waits while the budgets are spent ([`wait_for_room`]) rather than
     /// have a receiver refused.
     waits: bool,
@@ -111,7 +118,10 @@ impl Fanout {
             routes: rustc_hash::FxHashMap::default(),
             settings,
             tracker,
-            broadcasts: Arc::new(std::sync::Mutex::new(Broadcasts::new(budgets.clone()))),
+            broadcasts: Arc::new(SharedBroadcasts {
+                log: std::sync::Mutex::new(Broadcasts::new(budgets.clone())),
+                newest: std::sync::atomic::AtomicU64::new(0),
+            }),
             budgets,
             waits: false,
         }
@@ -401,7 +411,8 @@ pub(crate) fn fan_out(
         }
     };
     if matches!(to, Target::All) && !receivers.is_empty() {
-        lock(&fanout.broadcasts).push((seq, frame.clone()));
+        lock(&fanout.broadcasts.log).push((seq, frame.clone()));
+        fanout.broadcasts.newest.store(seq, Ordering::Relaxed);
     }
     let charge = charge_for(fanout, roster, receivers.len(), len);
     let mut refund = 0;
@@ -565,7 +576,7 @@ async fn run_route(
     prev: Option<JoinHandle<()>>,
     settings: Arc<DeliverySettings>,
     budgets: Budgets,
-    broadcasts: SharedBroadcasts,
+    broadcasts: Arc<SharedBroadcasts>,
 ) {
     route(
         &to, from, header, &mut rx, prev, &settings, &budgets, broadcasts,
@@ -586,7 +597,7 @@ async fn route(
     prev: Option<JoinHandle<()>>,
     settings: &DeliverySettings,
     budgets: &Budgets,
-    broadcasts: SharedBroadcasts,
+    broadcasts: Arc<SharedBroadcasts>,
 ) {
     if let Some(prev) = prev {
         // The previous stream of this pair is finished and acknowledged (or abandoned)
@@ -754,7 +765,7 @@ struct RouteStream<'a> {
     generation: u64,
     /// What it wrote, kept for a resume.
     replay: RouteReplay<Budgets>,
-    broadcasts: SharedBroadcasts,
+    broadcasts: Arc<SharedBroadcasts>,
     /// The frames of the batch being written, kept in `replay` before they are written.
     taking: Vec<Frame>,
     settings: &'a DeliverySettings,
@@ -762,7 +773,7 @@ struct RouteStream<'a> {
 
 impl Drop for RouteStream<'_> {
     fn drop(&mut self) {
-        self.replay.clear(&mut lock(&self.broadcasts));
+        self.replay.clear(&mut lock(&self.broadcasts.log));
     }
 }
 
@@ -770,7 +781,17 @@ impl RouteStream<'_> {
     /// Keeps the frames in `taking` for replay (they stay in `taking`, to be written): under
     /// one lock of the sender's broadcasts, which hold the broadcasts among them.
     fn keep(&mut self) {
-        let mut shared = lock(&self.broadcasts);
+        // Broadcasts are added (and `newest` set) before they are queued, and the queue's
+        // lock orders that before this route took them.
+        let newest = self.broadcasts.newest.load(Ordering::Relaxed);
+        if self.taking.iter().all(|f| f.0 > newest) {
+            for frame in &self.taking {
+                self.replay.keep_own(frame);
+            }
+            self.replay.settle();
+            return;
+        }
+        let mut shared = lock(&self.broadcasts.log);
         for frame in &self.taking {
             self.replay.keep(frame, &mut shared);
         }
@@ -794,7 +815,7 @@ impl RouteStream<'_> {
     async fn resume(&mut self) -> bool {
         // What it took from the sender's shared broadcasts is now its own to keep: while the
         // receiver is away it holds no more than its own ring's bound.
-        self.replay.detach(&mut lock(&self.broadcasts));
+        self.replay.detach(&mut lock(&self.broadcasts.log));
         loop {
             self.stream = None;
             loop {
@@ -904,7 +925,7 @@ impl RouteStream<'_> {
             stream.finish();
             match tokio::time::timeout(self.settings.write_timeout, stream.stopped()).await {
                 Ok(Ok(_)) => {
-                    self.replay.clear(&mut lock(&self.broadcasts));
+                    self.replay.clear(&mut lock(&self.broadcasts.log));
                     return;
                 }
                 Ok(Err(_)) => {
