@@ -688,14 +688,8 @@ async fn route(
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
                 while let Some(frame) = rx.try_recv() {
-                    unqueue(to, budgets, cost(&frame));
-                    route.taking.clear();
-                    route.taking.push(frame);
-                    route.keep();
-                    let Some((_, chunk)) = route.taking.pop() else {
-                        unreachable!("pushed above");
-                    };
-                    if !route.write_or_resume(&mut [chunk]).await {
+                    batch(frame, rx, &mut buf, &mut route, &mut chunks);
+                    if !route.write_or_resume(&mut chunks).await {
                         return;
                     }
                 }
