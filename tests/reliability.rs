@@ -86,11 +86,13 @@ impl Restartable {
     }
 }
 
-/// Collects signals (by sender) until `n` arrived; also returns the other events seen.
+/// Collects signals (by sender) until `n` arrived, each signal's data checked to be `data` of
+/// the number it starts with; also returns the other events seen.
 async fn collect(
     events: &mut Events,
     n: usize,
     within: Duration,
+    data: fn(u64) -> String,
 ) -> (HashMap<Option<ConnectionId>, Vec<u64>>, Vec<Event>) {
     let mut by_sender: HashMap<Option<ConnectionId>, Vec<u64>> = HashMap::new();
     let mut others = Vec::new();
@@ -100,10 +102,13 @@ async fn collect(
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.next()).await {
             Ok(Some(Event::Signal(s))) => {
-                by_sender
-                    .entry(s.from)
-                    .or_default()
-                    .push(s.data.parse().unwrap());
+                let number = s.data.split(' ').next().unwrap().parse().unwrap();
+                assert!(
+                    s.data == data(number),
+                    "signal {number}'s data: {:?}",
+                    s.data
+                );
+                by_sender.entry(s.from).or_default().push(number);
                 got += 1;
             }
             Ok(Some(other)) => others.push(other),
@@ -127,6 +132,34 @@ async fn collect(
         }
     }
     (by_sender, others)
+}
+
+/// What follows signal `i`'s number in its data (after a space when not empty): every fifth
+/// carries 1–3 KiB, so QUIC streams hold large writes (each a segment of its own in quinn's
+/// send buffer) among merged small ones, and their losses are sent again from the middle.
+fn padding(i: u64) -> String {
+    if !i.is_multiple_of(5) {
+        return String::new();
+    }
+    let len = 1024 + (i * 37 % 2048) as usize;
+    (0..len)
+        .map(|k| char::from(b'a' + ((i as usize + k) % 26) as u8))
+        .collect()
+}
+
+/// Signal `i`'s data when it carries its number alone.
+fn plain(i: u64) -> String {
+    i.to_string()
+}
+
+/// Signal `i`'s data: its number, then its [`padding`].
+fn numbered(i: u64) -> String {
+    let pad = padding(i);
+    if pad.is_empty() {
+        i.to_string()
+    } else {
+        format!("{i} {pad}")
+    }
 }
 
 fn in_order(seqs: &[u64], n: u64) {
@@ -169,14 +202,15 @@ async fn exactly_once_in_order_under_loss_reordering_and_duplication() {
     let mut tasks = Vec::new();
     for s in senders.clone() {
         tasks.push(tokio::spawn(async move {
-            send_many(&s, "n", N, |i| i.to_string()).await
+            send_many(&s, "n", N, numbered).await
         }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), N);
     }
     for (_, events) in &mut receivers {
-        let (by_sender, _) = collect(events, 3 * N as usize, Duration::from_secs(120)).await;
+        let (by_sender, _) =
+            collect(events, 3 * N as usize, Duration::from_secs(120), numbered).await;
         for s in &senders {
             in_order(&by_sender[&Some(s.me().id)], N);
         }
@@ -380,7 +414,7 @@ async fn a_sender_blacked_out_keeps_sending_and_nothing_is_lost() {
         receipts.iter().all(Result::is_ok),
         "every signal accepted once back"
     );
-    let (by_sender, _) = collect(&mut r_ev, N as usize, Duration::from_secs(30)).await;
+    let (by_sender, _) = collect(&mut r_ev, N as usize, Duration::from_secs(30), plain).await;
     in_order(&by_sender[&Some(sender.me().id)], N);
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
 }
@@ -441,7 +475,7 @@ async fn a_full_unaccepted_queue_slows_a_connected_sender_and_fails_a_reconnecti
         Err(SendError::QueueFull(4))
     );
     link.blackhole(false);
-    let (by_sender, _) = collect(&mut r_ev, 9, Duration::from_secs(30)).await;
+    let (by_sender, _) = collect(&mut r_ev, 9, Duration::from_secs(30), plain).await;
     in_order(&by_sender[&Some(sender.me().id)], 9);
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
 }
@@ -539,7 +573,7 @@ async fn clients_come_back_by_themselves_after_a_relay_restart() {
     for r in receipts {
         r.accepted().await.unwrap();
     }
-    let (by_sender, _) = collect(&mut r_ev, 10, Duration::from_secs(10)).await;
+    let (by_sender, _) = collect(&mut r_ev, 10, Duration::from_secs(10), plain).await;
     in_order(&by_sender[&Some(sender.me().id)], 10);
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
     relay.shutdown().await;
