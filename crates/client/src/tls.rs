@@ -98,7 +98,7 @@ pub(crate) fn client_crypto(
     fingerprint: Option<Fingerprint>,
     seen: Seen,
 ) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(signalbox_proto::crypto::provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let mut tls = match fingerprint {

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod codec;
+pub mod crypto;
 pub mod discovery;
 pub mod fingerprint;
 pub mod ids;

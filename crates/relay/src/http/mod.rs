@@ -110,7 +110,7 @@ async fn connection<I>(
 pub(crate) fn tls_acceptor(
     identity: &crate::transport::identity::Identity,
 ) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(signalbox_proto::crypto::provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

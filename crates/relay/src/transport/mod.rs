@@ -49,7 +49,7 @@ pub fn server_config(
     identity: &Identity,
     config: &RelayConfig,
 ) -> Result<ServerConfigs, TransportError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(signalbox_proto::crypto::provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -64,7 +64,7 @@ pub(crate) fn relay_server_config(
     config: &RelayConfig,
     web: Arc<ArcSwap<WebCert>>,
 ) -> Result<ServerConfigs, TransportError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(signalbox_proto::crypto::provider());
     let key = provider
         .key_provider
         .load_private_key(identity.key.clone_key())?;
