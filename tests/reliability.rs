@@ -156,7 +156,7 @@ fn plain(i: u64) -> String {
 fn numbered(i: u64) -> String {
     let pad = padding(i);
     if pad.is_empty() {
-        i.to_string()
+        plain(i)
     } else {
         format!("{i} {pad}")
     }

@@ -16,15 +16,16 @@ use rustls::crypto::CryptoProvider;
 /// TLS 1.2's, each in ring's order otherwise).
 pub fn provider() -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
-    // A stable sort: the others keep their order.
+    // A stable sort on (TLS 1.2?, not AES-128-GCM?): TLS 1.3's suites stay first, and the
+    // others keep their order.
     provider.cipher_suites.sort_by_key(|s| {
-        !matches!(
+        let aes_128_gcm = matches!(
             s.suite(),
             CipherSuite::TLS13_AES_128_GCM_SHA256
                 | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
                 | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-        ) as u8
-            + 2 * u8::from(s.version() != &rustls::version::TLS13)
+        );
+        (s.version() != &rustls::version::TLS13, !aes_128_gcm)
     });
     provider
 }
