@@ -58,6 +58,60 @@ async fn per_sender_order_holds_for_concurrent_broadcasters() {
     }
 }
 
+/// One sender's burst that mixes signals to everyone, to one and to a list: the relay takes a
+/// chunk's broadcasts together and queues them before the first targeted signal after them,
+/// so every receiver gets exactly the signals meant for it, in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_mixing_broadcasts_and_targeted_signals_keeps_its_order() {
+    let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
+    let (a, mut a_events) = relay.join("A").await;
+    tokio::spawn(async move { while a_events.next().await.is_some() {} });
+    let mut receivers = Vec::new();
+    for name in ["b", "c", "d"] {
+        receivers.push(relay.join(name).await);
+    }
+    let (b, c) = (receivers[0].0.me().id, receivers[1].0.me().id);
+    const N: u64 = 3000;
+    // Runs of broadcasts of every length between targeted signals.
+    let to = |i: u64| match i % 13 {
+        0 => Target::One(b),
+        5 | 6 => Target::List(vec![b, c]),
+        _ if i % 97 < 3 => Target::One(c),
+        _ => Target::All,
+    };
+    let mut last = None;
+    for i in 1..=N {
+        let signal = match to(i) {
+            Target::All => Signal::to_all("mix", i.to_string()),
+            Target::One(id) => Signal::to_one(id, "mix", i.to_string()),
+            Target::List(ids) => Signal::to_list(ids, "mix", i.to_string()),
+        };
+        last = Some(a.send(signal).await.unwrap());
+    }
+    assert_eq!(last.unwrap().accepted().await.unwrap(), N);
+    for (client, events) in &mut receivers {
+        let me = client.me().id;
+        let want: Vec<u64> = (1..=N)
+            .filter(|&i| match to(i) {
+                Target::All => true,
+                Target::One(id) => id == me,
+                Target::List(ids) => ids.contains(&me),
+            })
+            .collect();
+        let got: Vec<u64> = signals(events, want.len())
+            .await
+            .iter()
+            .map(|s| {
+                let i: u64 = s.data.parse().unwrap();
+                assert_eq!(s.to_all, matches!(to(i), Target::All));
+                i
+            })
+            .collect();
+        assert_eq!(got, want, "{me}: its signals, in order, once each");
+        no_signal(events, Duration::from_millis(100)).await;
+    }
+}
+
 /// Signals of every size up to the limit arrive whole and exact, in order: small ones that
 /// share a QUIC packet (read in place and copied out), large ones spread over several
 /// (gathered, and kept as slices of their own buffer), and frames cut anywhere between.

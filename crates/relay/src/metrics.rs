@@ -175,9 +175,16 @@ impl Metrics {
     }
 
     pub(crate) fn signal(&self, frame_bytes: usize, deliveries: usize) {
-        self.signals_in.inc();
-        self.signal_bytes_in.inc_by(frame_bytes as u64);
-        self.deliveries.inc_by(deliveries as u64);
+        self.signals(1, frame_bytes as u64, deliveries as u64);
+    }
+
+    /// `signals` signals of `bytes` in all, delivered `deliveries` times.
+    pub(crate) fn signals(&self, signals: u64, bytes: u64, deliveries: u64) {
+        if signals > 0 {
+            self.signals_in.inc_by(signals);
+            self.signal_bytes_in.inc_by(bytes);
+            self.deliveries.inc_by(deliveries);
+        }
     }
 
     pub(crate) fn rest_request(&self, status: u16) {

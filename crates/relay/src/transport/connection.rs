@@ -70,21 +70,28 @@ impl Frames {
         self.arrived
     }
 
+    /// The next frame if the chunk in hand completes it (no wait); `None` when it is used
+    /// up.
+    fn next_in_hand(&mut self) -> Result<Option<Bytes>, String> {
+        if self.chunk.is_empty() {
+            return Ok(None);
+        }
+        let frame = self
+            .deframer
+            .next_frame(&mut self.chunk)
+            .map_err(|e| e.to_string())?;
+        if self.chunk.is_empty() {
+            // An empty slice would still hold the chunk's allocation.
+            self.chunk = Bytes::new();
+        }
+        Ok(frame)
+    }
+
     /// The next frame (a slice of the chunk it came in); `None` at the stream's end.
     async fn next(&mut self) -> Result<Option<Bytes>, String> {
         loop {
-            if !self.chunk.is_empty() {
-                let frame = self
-                    .deframer
-                    .next_frame(&mut self.chunk)
-                    .map_err(|e| e.to_string())?;
-                if self.chunk.is_empty() {
-                    // An empty slice would still hold the chunk's allocation.
-                    self.chunk = Bytes::new();
-                }
-                if let Some(frame) = frame {
-                    return Ok(Some(frame));
-                }
+            if let Some(frame) = self.next_in_hand()? {
+                return Ok(Some(frame));
             }
             match self.recv.read_chunk().await {
                 Ok(Some(chunk)) => {
@@ -841,22 +848,120 @@ enum Taken {
     Resent,
 }
 
+/// What a chunk's signals add to the relay's counters, added once for them all.
+#[derive(Default)]
+struct Tally {
+    signals: u64,
+    bytes: u64,
+    deliveries: u64,
+}
+
+/// Why [`take_chunk`] stopped.
+enum Next {
+    /// The chunk in hand is used up: read the next.
+    Read,
+    /// The session's budget is spent: wait for room ([`delivery::wait_for_room`]).
+    Wait,
+    /// [`YIELD_EVERY`] signals taken: let the other tasks run.
+    Yield,
+    /// The stream cannot be read on (a frame too large, say).
+    Broken(String),
+}
+
+/// Takes `first` and every signal after it that the chunk in hand holds whole: the session's
+/// presence news sent, its roster loaded and the member's sender half locked once for them
+/// all, their broadcasts queued together ([`delivery::fan_out_held`]), and the counters
+/// added to once. Synchronous: nothing is held past it. The
+/// chunk's signals are taken as of when the roster was loaded, after the chunk was read: a
+/// member that joins meanwhile gets the signals sent after it joined, as ever.
+fn take_chunk(
+    first: Bytes,
+    frames: &mut Frames,
+    handled: &mut u32,
+    member: &Arc<Member>,
+    session: &Session,
+    shared: &Shared,
+    acceptance: &Acceptance,
+) -> Result<Next, End> {
+    // Presence first (it takes the session's locks, which come before a member's).
+    session.before_signal();
+    let roster = session.roster();
+    let mut sender = lock(&member.sender);
+    let mut tally = Tally::default();
+    let mut newest = None;
+    let mut frame = first;
+    let next = loop {
+        // The frame and the signal in it end here: neither is kept across a wait, which
+        // keeps the reader's task (an idle connection's cost) small.
+        let new = {
+            let out: Outgoing<'_> = match codec::decode(&frame) {
+                Ok(o) => o,
+                Err(e) => break Err(protocol(format!("malformed signal: {e}"))),
+            };
+            let t = take(
+                &out,
+                frame.len(),
+                frames.arrived(),
+                member,
+                &mut sender,
+                &roster,
+                session,
+                shared,
+                &mut tally,
+            );
+            match t {
+                Ok(Taken::New) => Some(out.seq),
+                Ok(Taken::Resent) => None,
+                Err(end) => break Err(end),
+            }
+        };
+        if let Some(seq) = new {
+            newest = Some(seq);
+            if !session.budgets.session.has_room(0) {
+                break Ok(Next::Wait);
+            }
+            *handled = handled.wrapping_add(1);
+            if handled.is_multiple_of(YIELD_EVERY) {
+                break Ok(Next::Yield);
+            }
+        }
+        frame = match frames.next_in_hand() {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(Next::Read),
+            Err(e) => break Ok(Next::Broken(e)),
+        };
+    };
+    // The broadcasts held for the chunk's next signals go out now: nothing is held past it.
+    if let Some(f) = sender.fanout.as_mut() {
+        f.flush();
+    }
+    drop(sender);
+    shared
+        .metrics
+        .signals(tally.signals, tally.bytes, tally.deliveries);
+    if let Some(seq) = newest {
+        acceptance.up_to.store(seq, Ordering::Release);
+        acceptance.notify.notify_one();
+    }
+    next
+}
+
 /// Takes one signal: drops it if its seq was taken already (a resend after a reconnect; a
 /// rejection is told again, in case that notice was lost with the connection); otherwise
 /// admits it (or rejects it, told to the sender), and delivers it, here and to other nodes.
-/// Synchronous: the member's sender half is locked once, for this signal only.
+/// Synchronous, with the member's sender half locked by the caller ([`take_chunk`]).
+#[allow(clippy::too_many_arguments)]
 fn take(
     out: &Outgoing<'_>,
     wire_len: usize,
     arrived: Instant,
     member: &Arc<Member>,
+    sender: &mut crate::registry::Sender,
+    roster: &Arc<Roster>,
     session: &Session,
     shared: &Shared,
+    tally: &mut Tally,
 ) -> Result<Taken, End> {
-    // Presence first (it takes the session's locks, which come before a member's).
-    session.before_signal();
-    let roster = session.roster();
-    let mut sender = lock(&member.sender);
     // The rule (crates/proto/README.md, "seq"): seqs start at 1 and rise; one at or below
     // the last taken is a resend (after a reconnect); 0 is an error.
     match sender.sequence.check(out.seq) {
@@ -878,7 +983,7 @@ fn take(
         out,
         member,
         &session.id,
-        &roster,
+        roster,
         &mut sender.allowance,
         shared,
         arrived,
@@ -917,8 +1022,12 @@ fn take(
             shared
                 .others
                 .signal(&session.id, member.id(), out.seq, &out.to, &bytes);
-            let delivered = delivery::fan_out(fanout, &roster, &out.to, out.seq, bytes);
-            shared.metrics.signal(wire_len, delivered);
+            // A broadcast may be held to go out with the chunk's next ones: queued before
+            // [`take_chunk`] returns.
+            let delivered = delivery::fan_out_held(fanout, roster, &out.to, out.seq, bytes);
+            tally.signals += 1;
+            tally.bytes += wire_len as u64;
+            tally.deliveries += delivered as u64;
         }
     }
     Ok(Taken::New)
@@ -942,52 +1051,50 @@ async fn signal_reader(
     // each signal is decoded where it arrived and re-encoded once for its receivers, so a
     // slice holds the chunk only while its signal is taken.
     let mut frames = Frames::new(recv, shared.limits.max_frame_bytes());
+    let broken = |e: String| {
+        if conn.is_closed() {
+            End::Lost
+        } else {
+            protocol(format!("send stream: {e}"))
+        }
+    };
     let mut handled = 0u32;
     loop {
         let frame = match frames.next().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => {
-                if conn.is_closed() {
-                    return End::Lost;
+            Err(e) => return broken(e),
+        };
+        match take_chunk(
+            frame,
+            &mut frames,
+            &mut handled,
+            member,
+            session,
+            shared,
+            acceptance,
+        ) {
+            Err(end) => return end,
+            Ok(Next::Read) => {}
+            Ok(Next::Broken(e)) => return broken(e),
+            Ok(Next::Wait) => {
+                // The session's budget is spent: read nothing more until it has room.
+                // (Boxed: a rare wait, and inline it would enlarge every idle connection's
+                // task.)
+                Box::pin(delivery::wait_for_room(
+                    session,
+                    shared.delivery.write_timeout,
+                ))
+                .await;
+            }
+            Ok(Next::Yield) => {
+                if handled.is_multiple_of(YIELD_EVERY * 64)
+                    && let Some(f) = lock(&member.sender).fanout.as_mut()
+                {
+                    f.prune();
                 }
-                return protocol(format!("send stream: {e}"));
+                tokio::task::yield_now().await;
             }
-        };
-        // The frame and the signal in it end here: neither is kept across the waits below,
-        // which keeps the task (an idle connection's cost) small.
-        let seq = {
-            let out: Outgoing<'_> = match codec::decode(&frame) {
-                Ok(o) => o,
-                Err(e) => return protocol(format!("malformed signal: {e}")),
-            };
-            match take(&out, frame.len(), frames.arrived(), member, session, shared) {
-                Ok(Taken::New) => {}
-                Ok(Taken::Resent) => continue,
-                Err(end) => return end,
-            }
-            out.seq
-        };
-        drop(frame);
-        acceptance.up_to.store(seq, Ordering::Release);
-        acceptance.notify.notify_one();
-        if !session.budgets.session.has_room(0) {
-            // The session's budget is spent: read nothing more until it has room. (Boxed: a
-            // rare wait, and inline it would enlarge every idle connection's task.)
-            Box::pin(delivery::wait_for_room(
-                session,
-                shared.delivery.write_timeout,
-            ))
-            .await;
-        }
-        handled = handled.wrapping_add(1);
-        if handled.is_multiple_of(YIELD_EVERY) {
-            if handled.is_multiple_of(YIELD_EVERY * 64)
-                && let Some(f) = lock(&member.sender).fanout.as_mut()
-            {
-                f.prune();
-            }
-            tokio::task::yield_now().await;
         }
     }
     // The client finished its send stream: it sends no more, but stays connected.

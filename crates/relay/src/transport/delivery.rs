@@ -90,7 +90,14 @@ pub(crate) struct Fanout {
     /// Whether its sender waits while the budgets are spent ([`wait_for_room`]) rather than
     /// have a receiver refused.
     waits: bool,
+    /// Broadcasts taken and charged but not queued yet ([`broadcast_later`]), with the roster
+    /// they were taken in.
+    run: Vec<Frame>,
+    run_roster: Option<Arc<Roster>>,
 }
+
+/// The most broadcasts held for one [`Fanout::flush`].
+const MAX_RUN: usize = 128;
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +131,8 @@ impl Fanout {
             }),
             budgets,
             waits: false,
+            run: Vec::new(),
+            run_roster: None,
         }
     }
 
@@ -240,9 +249,87 @@ impl Fanout {
         false
     }
 
+    /// Queues the broadcasts held by [`broadcast_later`] to their receivers: each receiver's
+    /// backlog, route lookup and queue lock once for them all, not once per signal.
+    pub(crate) fn flush(&mut self) {
+        let Some(roster) = self.run_roster.take() else {
+            return;
+        };
+        let mut run = std::mem::take(&mut self.run);
+        let Some(&(newest, _)) = run.last() else {
+            return;
+        };
+        {
+            let mut log = lock(&self.broadcasts.log);
+            for frame in &run {
+                log.push(frame.clone());
+            }
+        }
+        self.broadcasts.newest.store(newest, Ordering::Relaxed);
+        let run_cost: usize = run.iter().map(cost).sum();
+        let mut refund = 0;
+        if let Some((last, others)) = roster.broadcast.split_last() {
+            for m in others {
+                refund += self.deliver_run(m, &mut run, run_cost, false);
+            }
+            refund += self.deliver_run(last, &mut run, run_cost, true);
+        }
+        if refund > 0 {
+            self.budgets.unqueue(refund);
+        }
+        run.clear();
+        self.run = run;
+    }
+
+    /// Queues a run of broadcasts (charged with their signals) for `to`, moving them out of
+    /// `run` if `take`; returns the bytes of those not delivered, for the caller to give
+    /// back. Whole or frame by frame: where the run does not fit at once (a backlog or queue
+    /// near its bound, a route to start), each frame goes through [`Fanout::deliver`], with
+    /// its rules.
+    fn deliver_run(
+        &mut self,
+        to: &Arc<Member>,
+        run: &mut Vec<Frame>,
+        run_cost: usize,
+        take: bool,
+    ) -> usize {
+        if to.is_closing() {
+            return run_cost;
+        }
+        let backlog = to
+            .receiver
+            .queued_bytes
+            .fetch_add(run_cost, Ordering::Relaxed);
+        if backlog & RELEASED == 0
+            && backlog + run_cost <= self.settings.queue_bytes
+            && let Some(route) = self.routes.get(&to.id())
+            && route.tx.try_send_all(run, take).is_ok()
+        {
+            return 0;
+        }
+        if to
+            .receiver
+            .queued_bytes
+            .fetch_sub(run_cost, Ordering::Relaxed)
+            & RELEASED
+            != 0
+        {
+            // Its queue left the budgets meanwhile, this run's cost with it: settled.
+            return 0;
+        }
+        let mut refund = 0;
+        for frame in run.iter() {
+            if !self.deliver(to, frame.0, frame.1.clone(), Charge::Done) {
+                refund += cost(frame);
+            }
+        }
+        refund
+    }
+
     /// Lets every route end once it has written what it holds (its queue closes); returns
     /// their tasks.
-    pub(crate) fn close(self) -> Vec<JoinHandle<()>> {
+    pub(crate) fn close(mut self) -> Vec<JoinHandle<()>> {
+        self.flush();
         self.routes.into_values().map(|r| r.task).collect()
     }
 
@@ -386,6 +473,8 @@ pub(crate) fn fan_out(
     seq: u64,
     frame: Bytes,
 ) -> usize {
+    // What was held before goes first: a sender's signals keep their order on every route.
+    fanout.flush();
     let len = frame.len();
     let receivers: &[Arc<Member>] = match to {
         Target::All => &roster.broadcast,
@@ -430,6 +519,38 @@ pub(crate) fn fan_out(
     }
     settle(fanout, charge, refund, len);
     receivers.len()
+}
+
+/// As [`fan_out`], but a broadcast that the budgets have room for is only charged here, and
+/// held to be queued with the sender's next ones by [`Fanout::flush`] — which the caller
+/// calls before it waits for anything (for a client's signals, at the end of the chunk they
+/// came in), so holding adds no delay. Every other signal, and a broadcast taken in another
+/// roster or after [`MAX_RUN`] held, flushes what is held first.
+pub(crate) fn fan_out_held(
+    fanout: &mut Fanout,
+    roster: &Arc<Roster>,
+    to: &Target,
+    seq: u64,
+    frame: Bytes,
+) -> usize {
+    let same = match &fanout.run_roster {
+        Some(held) => Arc::ptr_eq(held, roster),
+        None => true,
+    };
+    let n = roster.broadcast.len();
+    if !matches!(to, Target::All) || !same || n == 0 || fanout.run.len() >= MAX_RUN {
+        return fan_out(fanout, roster, to, seq, frame);
+    }
+    let total = n * (frame.len() + ENTRY_OVERHEAD);
+    if !fanout.budgets.has_room(total) {
+        return fan_out(fanout, roster, to, seq, frame);
+    }
+    fanout.budgets.charge(total);
+    if fanout.run_roster.is_none() {
+        fanout.run_roster = Some(roster.clone());
+    }
+    fanout.run.push((seq, frame));
+    n
 }
 
 /// Charges the budgets for `n` deliveries of a frame of `len` bytes at once if they have room.

@@ -118,6 +118,37 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T: Clone> Sender<T> {
+    /// Queues all of `items` under one lock, or none of them (the queue is closed, or has
+    /// room for fewer: [`TrySendError`] holds nothing then). `take`: move them out of
+    /// `items` (left empty) rather than clone them. Never waits.
+    pub(crate) fn try_send_all(
+        &self,
+        items: &mut Vec<T>,
+        take: bool,
+    ) -> Result<(), TrySendError<()>> {
+        let mut state = lock(&self.0.state);
+        if state.closed {
+            return Err(TrySendError::Closed(()));
+        }
+        if state.items.len() + self.0.taken.load(Ordering::Relaxed) + items.len() > self.0.capacity
+        {
+            return Err(TrySendError::Full(()));
+        }
+        let first = state.items.is_empty();
+        if take {
+            state.items.extend(items.drain(..));
+        } else {
+            state.items.extend(items.iter().cloned());
+        }
+        drop(state);
+        if first {
+            self.0.ready.wake();
+        }
+        Ok(())
+    }
+}
+
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         lock(&self.0.state).sender_gone = true;
@@ -229,6 +260,36 @@ mod tests {
         drop(tx);
         assert_eq!(rx.recv().await, Some(4));
         assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_run_is_queued_whole_or_not_at_all() {
+        let (tx, mut rx) = queue(4);
+        tx.try_send(0).unwrap();
+        let mut run = vec![1, 2, 3];
+        tx.try_send_all(&mut run, false).unwrap();
+        assert_eq!(run, [1, 2, 3], "cloned, not taken");
+        // Full: one more does not fit, and nothing of the run is queued.
+        let mut more = vec![4, 5];
+        assert_eq!(
+            tx.try_send_all(&mut more, true),
+            Err(TrySendError::Full(()))
+        );
+        assert_eq!(more, [4, 5]);
+        assert_eq!(rx.recv().await, Some(0));
+        assert_eq!(rx.recv().await, Some(1));
+        tx.try_send_all(&mut more, true).unwrap();
+        assert!(more.is_empty(), "taken");
+        for i in 2..6 {
+            assert_eq!(rx.recv().await, Some(i));
+        }
+        rx.close();
+        let mut last = vec![6];
+        assert_eq!(
+            tx.try_send_all(&mut last, true),
+            Err(TrySendError::Closed(()))
+        );
+        assert_eq!(last, [6]);
     }
 
     #[tokio::test]
