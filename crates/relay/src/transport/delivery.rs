@@ -90,7 +90,7 @@ pub(crate) struct Fanout {
     /// Whether its sender waits while the budgets are spent ([`wait_for_room`]) rather than
     /// have a receiver refused.
     waits: bool,
-    /// Broadcasts taken and charged but not queued yet ([`broadcast_later`]), with the roster
+    /// Broadcasts taken and charged but not queued yet ([`fan_out_held`]), with the roster
     /// they were taken in.
     run: Vec<Frame>,
     run_roster: Option<Arc<Roster>>,
@@ -249,7 +249,7 @@ impl Fanout {
         false
     }
 
-    /// Queues the broadcasts held by [`broadcast_later`] to their receivers: each receiver's
+    /// Queues the broadcasts held by [`fan_out_held`] to their receivers: each receiver's
     /// backlog, route lookup and queue lock once for them all, not once per signal.
     pub(crate) fn flush(&mut self) {
         let Some(roster) = self.run_roster.take() else {
@@ -300,8 +300,14 @@ impl Fanout {
             .receiver
             .queued_bytes
             .fetch_add(run_cost, Ordering::Relaxed);
-        if backlog & RELEASED == 0
-            && backlog + run_cost <= self.settings.queue_bytes
+        if backlog & RELEASED != 0 {
+            // Closed for the budget a moment ago: not delivered, the caller gives it back.
+            to.receiver
+                .queued_bytes
+                .fetch_sub(run_cost, Ordering::Relaxed);
+            return run_cost;
+        }
+        if backlog + run_cost <= self.settings.queue_bytes
             && let Some(route) = self.routes.get(&to.id())
             && route.tx.try_send_all(run, take).is_ok()
         {
@@ -314,7 +320,8 @@ impl Fanout {
             & RELEASED
             != 0
         {
-            // Its queue left the budgets meanwhile, this run's cost with it: settled.
+            // Its queue left the budgets between the add and now, this run's cost with it
+            // (`release` counted it): settled.
             return 0;
         }
         let mut refund = 0;
