@@ -11,8 +11,8 @@
 //!   (`.` in a session id is written `%`). A node subscribes while it has members in the
 //!   session, so it receives traffic only for those sessions.
 //! - `signalbox.hb` — heartbeats: that a node is alive, and its presence changes since its
-//!   previous heartbeat (the [`roster`] module: deltas, and snapshots in pages when a node
-//!   missed some). A node from which neither heartbeats nor signals of its members arrive
+//!   previous heartbeat ([`crate::engine::roster`]: deltas, and snapshots in pages when a
+//!   node missed some). A node from which neither heartbeats nor signals of its members arrive
 //!   for [`NODE_TIMEOUT`] has died: its members are reported `Left networkDisconnected`.
 //!   (Under load a node's heartbeats can wait seconds behind its signals in its one NATS
 //!   connection; its signals still show it is alive.) No message is ever larger than NATS's
@@ -23,7 +23,7 @@
 //! **Remote input is input.** Every envelope is sealed with an HMAC under the cluster key
 //! ([`wire`]): a NATS user without it can refuse to carry messages, and read them, but not
 //! inject, forge, replay or move one to another subject. Then a message is checked as a local
-//! client's would be ([`inbox`], without I/O, with property tests over random
+//! client's would be ([`inbox`](mod@inbox), without I/O, with property tests over random
 //! interleavings): a remote signal's sender must be a member of the publishing node in that
 //! session, its seq must rise, its frame must decode and obey this node's limits; a node's
 //! roster may not claim ids that are members elsewhere, and is bounded like a session. Refused messages are counted (`signalbox_cluster_refused_messages`).

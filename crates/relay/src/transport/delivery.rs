@@ -4,7 +4,9 @@
 //! and is used only by that sender's task, so it needs no lock. For each receiver it has a
 //! *route*: a bounded queue and a task that owns the QUIC stream toward that receiver.
 //!
-//! - The signal is encoded once; every route gets a clone of the same `Bytes`.
+//! - The signal is encoded once; every route gets a clone of the same `Bytes`. A client's
+//!   broadcasts from one chunk of its stream go to each route together ([`fan_out_held`]):
+//!   one backlog update, route lookup and queue lock per receiver for the run.
 //! - A route's task takes everything already queued and writes it as one chunk: quinn keeps
 //!   one buffer segment per write and scans them when it builds packets, so merging small
 //!   frames is the biggest single saving on the write path.

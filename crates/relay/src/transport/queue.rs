@@ -2,8 +2,8 @@
 //! control frames wait in one too.
 //!
 //! A bounded single-producer, single-consumer queue built for how routes use it. The sender
-//! adds frames one at a time (one uncontended lock and a `VecDeque` push: a frame to each of
-//! a session's receivers is as many pushes per signal); the route takes *everything* queued
+//! adds frames one at a time (one uncontended lock and a `VecDeque` push), or a chunk's run of
+//! broadcasts under one lock ([`Sender::try_send_all`]); the route takes *everything* queued
 //! under one lock, when what it took before is used up, so its side costs one lock per batch
 //! of writes rather than one synchronisation per frame. The route is woken only when the
 //! queue turns non-empty. (A tokio `mpsc` channel did a semaphore permit, a slot in its block
