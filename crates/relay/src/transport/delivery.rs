@@ -152,16 +152,10 @@ impl Fanout {
     /// queue (see [`Fanout::take_back`]); if not, a frame charged with its signal is the
     /// caller's to give back.
     fn deliver(&mut self, to: &Arc<Member>, seq: u64, frame: Bytes, charge: Charge) -> bool {
-        if to.is_closing() {
-            return false;
-        }
         let cost = frame.len() + ENTRY_OVERHEAD;
-        let backlog = to.receiver.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-        if backlog & RELEASED != 0 {
-            // Closed for the budget a moment ago.
-            to.receiver.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        let Some(backlog) = add_backlog(to, cost) else {
             return false;
-        }
+        };
         if backlog + cost > self.settings.queue_bytes {
             if self.take_back(to, cost, charge, false) {
                 return true;
@@ -295,36 +289,17 @@ impl Fanout {
         run_cost: usize,
         take: bool,
     ) -> usize {
-        if to.is_closing() {
-            return run_cost;
-        }
-        let backlog = to
-            .receiver
-            .queued_bytes
-            .fetch_add(run_cost, Ordering::Relaxed);
-        if backlog & RELEASED != 0 {
-            // Closed for the budget a moment ago: not delivered, the caller gives it back.
-            to.receiver
-                .queued_bytes
-                .fetch_sub(run_cost, Ordering::Relaxed);
-            return run_cost;
-        }
+        let Some(backlog) = add_backlog(to, run_cost) else {
+            return run_cost; // not delivered: the caller gives it back
+        };
         if backlog + run_cost <= self.settings.queue_bytes
             && let Some(route) = self.routes.get(&to.id())
             && route.tx.try_send_all(run, take).is_ok()
         {
             return 0;
         }
-        if to
-            .receiver
-            .queued_bytes
-            .fetch_sub(run_cost, Ordering::Relaxed)
-            & RELEASED
-            != 0
-        {
-            // Its queue left the budgets between the add and now, this run's cost with it
-            // (`release` counted it): settled.
-            return 0;
+        if self.take_back(to, run_cost, Charge::Done, true) {
+            return 0; // its queue left the budgets meanwhile, this run's cost with it
         }
         let mut refund = 0;
         for frame in run.iter() {
@@ -346,6 +321,20 @@ impl Fanout {
     pub(crate) fn prune(&mut self) {
         self.routes.retain(|_, r| !r.task.is_finished());
     }
+}
+
+/// Adds `cost` to `to`'s backlog and returns the backlog before it; `None` (nothing added)
+/// when `to` is closing, or its queue was just closed for the budget.
+fn add_backlog(to: &Member, cost: usize) -> Option<usize> {
+    if to.is_closing() {
+        return None;
+    }
+    let backlog = to.receiver.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+    if backlog & RELEASED != 0 {
+        to.receiver.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        return None;
+    }
+    Some(backlog)
 }
 
 /// A receiver's queue is full: a slow consumer is disconnected; one that is away (its
