@@ -158,8 +158,9 @@ impl SendBuffer {
         let (mut number, mut segment_offset) = self.cursor;
         // The cursor is stale once its segment was dropped or trimmed at the front (its
         // offset is then below the base), and of no use for a range that starts before it.
-        if number < self.popped || segment_offset < base_offset || offsets.start < segment_offset
-        {
+        let stale = number < self.popped || segment_offset < base_offset;
+        let behind = offsets.start < segment_offset;
+        if stale || behind {
             number = self.popped;
             segment_offset = base_offset;
         }
@@ -167,7 +168,11 @@ impl SendBuffer {
         while let Some(segment) = self.unacked_segments.get(index) {
             let segment_end = segment_offset + segment.len() as u64;
             if offsets.start < segment_end {
-                self.cursor = (self.popped + index as u64, segment_offset);
+                // A range before a valid cursor is a retransmission: the cursor stays where
+                // new data is read, or the next read of new data would walk from here again.
+                if stale || !behind {
+                    self.cursor = (self.popped + index as u64, segment_offset);
+                }
                 let segment = &self.unacked_segments[index];
                 let start = (offsets.start - segment_offset) as usize;
                 let end = (offsets.end - segment_offset) as usize;
@@ -435,6 +440,38 @@ mod tests {
                 assert_eq!(aggregate_unacked(&buf), &written[base as usize..]);
             }
         }
+    }
+
+    #[test]
+    fn a_retransmission_leaves_the_cursor_where_new_data_is_read() {
+        let mut buf = SendBuffer::new();
+        for i in 0..100u8 {
+            buf.write(vec![i; 10].into());
+        }
+        let read = |buf: &mut SendBuffer, mut offsets: Range<u64>| {
+            let mut out = Vec::new();
+            while offsets.start != offsets.end {
+                let data = buf.get(offsets.clone());
+                assert!(!data.is_empty());
+                offsets.start += data.len() as u64;
+                out.extend_from_slice(data);
+            }
+            out
+        };
+        let (range, _) = buf.poll_transmit(2000);
+        assert_eq!(range, 0..1000);
+        read(&mut buf, range);
+        assert_eq!(buf.cursor, (99, 990));
+        // The first segment is lost and sent again: its search starts at the front, and the
+        // cursor stays with the newest data read.
+        buf.retransmit(0..10);
+        let (range, _) = buf.poll_transmit(2000);
+        assert_eq!(read(&mut buf, range), vec![0; 10]);
+        assert_eq!(buf.cursor, (99, 990));
+        buf.write(vec![100; 10].into());
+        let (range, _) = buf.poll_transmit(2000);
+        assert_eq!(read(&mut buf, range), vec![100; 10]);
+        assert_eq!(buf.cursor, (100, 1000));
     }
 
     #[test]
