@@ -917,10 +917,12 @@ fn take_chunk(
         };
         if let Some(seq) = new {
             newest = Some(seq);
+            // Counted before the budget check: a wait for room may find room at once and not
+            // yield, so the signals that end on it count toward the next yield as others do.
+            *handled = handled.wrapping_add(1);
             if !session.budgets.session.has_room(0) {
                 break Ok(Next::Wait);
             }
-            *handled = handled.wrapping_add(1);
             if handled.is_multiple_of(YIELD_EVERY) {
                 break Ok(Next::Yield);
             }
@@ -1086,19 +1088,28 @@ async fn signal_reader(
                     shared.delivery.write_timeout,
                 ))
                 .await;
-            }
-            Ok(Next::Yield) => {
-                if handled.is_multiple_of(YIELD_EVERY * 64)
-                    && let Some(f) = lock(&member.sender).fanout.as_mut()
-                {
-                    f.prune();
+                // A wait that found room at once did not yield: the yield this signal was
+                // due comes now.
+                if handled.is_multiple_of(YIELD_EVERY) {
+                    pause(handled, member).await;
                 }
-                tokio::task::yield_now().await;
             }
+            Ok(Next::Yield) => pause(handled, member).await,
         }
     }
     // The client finished its send stream: it sends no more, but stays connected.
     std::future::pending().await
+}
+
+/// Lets the connection's other work run after [`YIELD_EVERY`] signals, and now and then has
+/// the sender's routes let go of what they no longer need.
+async fn pause(handled: u32, member: &Member) {
+    if handled.is_multiple_of(YIELD_EVERY * 64)
+        && let Some(f) = lock(&member.sender).fanout.as_mut()
+    {
+        f.prune();
+    }
+    tokio::task::yield_now().await;
 }
 
 #[cfg(test)]
