@@ -539,11 +539,9 @@ pub(crate) fn fan_out_held(
     if !matches!(to, Target::All) || !same || n == 0 || fanout.run.len() >= MAX_RUN {
         return fan_out(fanout, roster, to, seq, frame);
     }
-    let total = n * (frame.len() + ENTRY_OVERHEAD);
-    if !fanout.budgets.has_room(total) {
+    if !charge_all(fanout, n, frame.len()) {
         return fan_out(fanout, roster, to, seq, frame);
     }
-    fanout.budgets.charge(total);
     if fanout.run_roster.is_none() {
         fanout.run_roster = Some(roster.clone());
     }
@@ -551,13 +549,23 @@ pub(crate) fn fan_out_held(
     n
 }
 
+/// Charges the budgets for `n` deliveries of a frame of `len` bytes if they have room for all
+/// of them; false (nothing charged) if not.
+fn charge_all(fanout: &Fanout, n: usize, len: usize) -> bool {
+    let total = n * (len + ENTRY_OVERHEAD);
+    let room = fanout.budgets.has_room(total);
+    if room {
+        fanout.budgets.charge(total);
+    }
+    room
+}
+
 /// Charges the budgets for `n` deliveries of a frame of `len` bytes at once if they have room.
 fn charge_for(fanout: &Fanout, roster: &Roster, n: usize, len: usize) -> Charge {
-    let total = n * (len + ENTRY_OVERHEAD);
-    if fanout.budgets.has_room(total) {
-        fanout.budgets.charge(total);
+    if charge_all(fanout, n, len) {
         return Charge::Done;
     }
+    let total = n * (len + ENTRY_OVERHEAD);
     if fanout.waits && fanout.budgets.global.has_room(total) {
         // Only the session's budget is spent: the sender waits after this signal.
         return Charge::Past;
