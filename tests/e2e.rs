@@ -861,7 +861,10 @@ async fn idle_delivery_streams_close_and_reopen_in_order() {
 /// for resumes does not grow with the number of receivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_are_kept_for_replay_once_for_all_receivers() {
-    const N: usize = 100;
+    // Under an eighth of a client's stream window in all: a client grants no new credit for
+    // it, so the relay never learns that any of it was read and keeps it all (see
+    // `what_a_receiver_has_read_is_not_kept_for_a_resume`).
+    const N: usize = 30;
     const SIZE: usize = 1000;
     let relay = TestRelay::start_with(|c| {
         c.signals_per_second = 0;
@@ -890,6 +893,60 @@ async fn broadcasts_are_kept_for_replay_once_for_all_receivers() {
     assert!(
         replay < 2 * once,
         "{replay} bytes kept for five receivers of {once} bytes of broadcasts"
+    );
+}
+
+/// What a receiver has surely read is not kept for its resume: its stream's flow-control
+/// credit tells the relay, so the relay holds about what is still unread rather than the
+/// whole replay bound (half a megabyte per route) — for the broadcasts kept once for all
+/// receivers, only when every receiver has read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_receiver_has_read_is_not_kept_for_a_resume() {
+    const N: usize = 1000;
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+        c.stream_idle = Duration::from_secs(3600);
+    })
+    .await;
+    let (sender, _sender_ev) = relay.join_sender("sender").await;
+    let (a, mut a_ev) = relay.join("a").await;
+    let (_b, mut b_ev) = relay.join("b").await;
+    let data = "x".repeat(1000);
+    // Two megabytes: broadcasts to both, and as many signals to `a` alone.
+    let mut last = None;
+    for _ in 0..N {
+        sender.send(Signal::to_all("b", &data)).await.unwrap();
+        last = Some(
+            sender
+                .send(Signal::to_one(a.me().id, "t", &data))
+                .await
+                .unwrap(),
+        );
+    }
+    last.unwrap().accepted().await.unwrap();
+    assert_eq!(signals(&mut a_ev, 2 * N).await.len(), 2 * N);
+    assert_eq!(signals(&mut b_ev, N).await.len(), N);
+    // The relay learns of a read at its next write to that stream, and lets go at the one
+    // after: two more of each, each read before the next.
+    for _ in 0..2 {
+        sender.send(Signal::to_all("b", "x")).await.unwrap();
+        let r = sender
+            .send(Signal::to_one(a.me().id, "t", "x"))
+            .await
+            .unwrap();
+        r.accepted().await.unwrap();
+        signals(&mut a_ev, 2).await;
+        signals(&mut b_ev, 1).await;
+    }
+    let (_, replay) = relay.handle.held_bytes();
+    // What may be unread: what a client reads before it grants new credit (an eighth of its
+    // window) on each of the two routes and the shared broadcasts, and the reservations'
+    // slack (16 KiB at a time).
+    let bound = 3 * (signalbox_proto::CLIENT_STREAM_WINDOW as usize / 8 + 4096) + 6 * 16384;
+    assert!(
+        replay < bound,
+        "{replay} bytes kept after everything was read (bound {bound})"
     );
 }
 

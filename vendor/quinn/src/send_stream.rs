@@ -35,6 +35,9 @@ pub struct SendStream {
     conn: ConnectionRef,
     stream: StreamId,
     is_0rtt: bool,
+    /// The peer's flow-control limit on the stream as of the last write (see
+    /// [`SendStream::peer_limit`]).
+    peer_limit: u64,
 }
 
 impl SendStream {
@@ -43,7 +46,17 @@ impl SendStream {
             conn,
             stream,
             is_0rtt,
+            peer_limit: 0,
         }
+    }
+
+    /// The peer's flow-control limit on this stream (the offset up to which it lets data be
+    /// sent) as it was at the last write that took data, 0 before one. It is read under the
+    /// lock each write takes anyway, so asking costs nothing; it can only be behind. A peer
+    /// that grants credit as its application reads, with a receive window of at most `w`,
+    /// has read at least this minus `w`.
+    pub fn peer_limit(&self) -> u64 {
+        self.peer_limit
     }
 
     /// Write a buffer into this stream, returning how many bytes were written
@@ -148,8 +161,14 @@ impl SendStream {
             return Poll::Ready(Err(WriteError::ConnectionLost(x.clone())));
         }
 
-        let result = match write_fn(&mut conn.inner.send_stream(self.stream)) {
-            Ok(result) => result,
+        let mut stream = conn.inner.send_stream(self.stream);
+        let result = match write_fn(&mut stream) {
+            Ok(result) => {
+                if let Ok(limit) = stream.max_data() {
+                    self.peer_limit = limit;
+                }
+                result
+            }
             Err(Blocked) => {
                 conn.blocked_writers.insert(self.stream, cx.waker().clone());
                 return Poll::Pending;

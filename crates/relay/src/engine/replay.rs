@@ -1,9 +1,14 @@
 //! Replay rings: what a route keeps of the frames it wrote, so a resume loses nothing.
 //!
 //! A client's stream receive window bounds what it can have been sent but not read; a route
-//! keeps at least that much of what it wrote most recently (`REPLAY_BYTES`). When a client
-//! resumes it says the last seq it has from each sender, and the route replays the kept frames
-//! after it. A frame pushed out of a ring (by its own bound, or because the session's or the
+//! keeps at least that much of what it wrote most recently (`REPLAY_BYTES`), and less when it
+//! knows the client has read more: a QUIC client grants a delivery stream credit as it reads,
+//! so the stream's limit minus that window is read, and the frames below it go
+//! ([`RouteReplay::read_through`]). On loopback a client reads within a few hundred
+//! microseconds, and a route then holds tens of KiB instead of half a megabyte: its frames are
+//! freed while their memory is still in the processor's caches, and the relay's memory no
+//! longer grows with senders × receivers × the bound. When a client resumes it says the last
+//! seq it has from each sender, and the route replays the kept frames after it. A frame pushed out of a ring (by its own bound, or because the session's or the
 //! relay's replay budget is spent) is remembered by its seq, so a resume that needs it is told
 //! exactly what it lost (`Missed`) instead of seeing a silent gap.
 //!
@@ -13,7 +18,8 @@
 //! which of them it took — a range of seqs — besides its own ring for the rest (targeted
 //! frames, and broadcasts the shared ring no longer had when the route took them). The shared
 //! ring keeps a frame until every route that takes from it has written `REPLAY_BYTES` of
-//! broadcasts after it, so a slow route holds what it will need (within the budgets). A route
+//! broadcasts after it or knows its client has read it, so a slow route holds what it will
+//! need (within the budgets). A route
 //! whose connection is lost copies what it took out of the shared ring into its own and lets
 //! go, so a receiver that is away holds no more than its own bound, as before.
 //!
@@ -294,6 +300,21 @@ impl<K: Keep> Ring<K> {
         true
     }
 
+    /// The client has read every frame up to `seq`: they go, counted as pushed out, so that a
+    /// resume that asks for one after all (a client whose window broke the protocol's bound)
+    /// is told it is lost instead of shown a gap.
+    pub(crate) fn forget_through(&mut self, seq: u64) {
+        while self.frames.front().is_some_and(|e| e.seq <= seq) {
+            self.evict();
+        }
+        self.settle();
+    }
+
+    /// The seq of the newest frame kept.
+    pub(crate) fn newest(&self) -> Option<u64> {
+        self.frames.back().map(|e| e.seq)
+    }
+
     /// After a batch of pushes: keeps the ring within its own bound, then within what it can
     /// reserve on the budgets (dropping its oldest frames when they are spent), and gives
     /// back a reservation it no longer needs.
@@ -417,6 +438,8 @@ pub(crate) struct Broadcasts<K: Keep> {
     pushed: u64,
     /// The routes that take from it, by key: where the last frame each took ends.
     cursors: Vec<Option<u64>>,
+    /// By key too: where the last frame each route's client has read ends (0: none known).
+    reads: Vec<u64>,
     free: Vec<usize>,
 }
 
@@ -439,13 +462,15 @@ impl<K: Keep> Broadcasts<K> {
             gone: 0,
             pushed: 0,
             cursors: Vec::new(),
+            reads: Vec::new(),
             free: Vec::new(),
         }
     }
 
     /// Keeps a broadcast its sender is about to hand to its routes, and lets go of what no
-    /// route needs any more: frames `REPLAY_BYTES` behind the newest and behind every route
-    /// that takes from it — or whatever the budgets cannot cover, oldest first.
+    /// route needs any more: frames that every route taking from it either wrote
+    /// `REPLAY_BYTES` before its last, or knows its client has read — or whatever the budgets
+    /// cannot cover, oldest first.
     pub(crate) fn push(&mut self, frame: Frame) {
         self.pushed += frame.1.len() as u64;
         self.ends.push_back(self.pushed);
@@ -457,17 +482,40 @@ impl<K: Keep> Broadcasts<K> {
     /// push, and whenever a route moves on or stops taking from it — a slow route catching up
     /// frees what it held even if the sender broadcasts nothing more.
     pub(crate) fn settle(&mut self) {
+        // A frame may go when it ends at or before every route's floor: `REPLAY_BYTES` behind
+        // the route's last frame, or where its client has read, whichever is further.
+        let behind = |end: u64| end.saturating_sub(REPLAY_BYTES as u64);
         let floor = self
             .cursors
             .iter()
-            .flatten()
-            .fold(self.pushed, |m, &c| m.min(c));
+            .zip(&self.reads)
+            .filter_map(|(c, &read)| c.map(|c| behind(c).max(read)))
+            .min()
+            .unwrap_or(behind(self.pushed));
         let pushed = self.pushed;
         self.ring.settle_with(|oldest, kept| {
             let end = pushed - kept as u64 + oldest as u64;
-            end + REPLAY_BYTES as u64 <= floor
+            end <= floor
         });
         self.trim();
+    }
+
+    /// The client of the route `key`, which took the kept frames with seqs in
+    /// `(after, upto]`, has read every frame up to `seq`.
+    fn read_through(&mut self, key: usize, after: u64, upto: u64, seq: u64) {
+        let seq = seq.min(upto);
+        let i = self.ring.frames.partition_point(|e| e.seq <= seq);
+        let Some(last) = i.checked_sub(1) else {
+            return;
+        };
+        if self.ring.frames[last].seq <= after {
+            return;
+        }
+        let end = self.ends[last];
+        if end > self.reads[key] {
+            self.reads[key] = end;
+            self.settle();
+        }
     }
 
     /// Forgets the ends of frames the ring pushed out.
@@ -494,10 +542,12 @@ impl<K: Keep> Broadcasts<K> {
         match self.free.pop() {
             Some(key) => {
                 self.cursors[key] = Some(end);
+                self.reads[key] = 0;
                 key
             }
             None => {
                 self.cursors.push(Some(end));
+                self.reads.push(0);
                 self.cursors.len() - 1
             }
         }
@@ -609,6 +659,34 @@ impl<K: Keep> RouteReplay<K> {
     /// After a batch of frames kept: its own ring within its bounds.
     pub(crate) fn settle(&mut self) {
         self.own.settle();
+    }
+
+    /// Whether it holds a range of its sender's shared broadcasts (then
+    /// [`RouteReplay::read_through`] needs them).
+    pub(crate) fn takes_shared(&self) -> bool {
+        self.taken.is_some()
+    }
+
+    /// Its client has read every frame up to `seq` that the route wrote: those need not be
+    /// kept for a resume (see [`Ring::forget_through`]), here or in the shared broadcasts.
+    pub(crate) fn read_through(&mut self, seq: u64, log: &mut Broadcasts<K>) {
+        self.own.forget_through(seq);
+        if let Some(t) = &self.taken {
+            log.read_through(t.key, t.after, t.upto, seq);
+        }
+    }
+
+    /// [`RouteReplay::read_through`] for a route that takes nothing from the shared
+    /// broadcasts ([`RouteReplay::takes_shared`]).
+    pub(crate) fn read_through_own(&mut self, seq: u64) {
+        debug_assert!(self.taken.is_none());
+        self.own.forget_through(seq);
+    }
+
+    /// The seq of the newest frame it keeps of its own (call [`RouteReplay::detach`] first to
+    /// count the shared ones).
+    pub(crate) fn newest(&self) -> Option<u64> {
+        self.own.newest()
     }
 
     /// The route's connection is lost (or the route ends): what it took from the shared ring
@@ -901,6 +979,52 @@ mod tests {
         assert_eq!(budget.used.get(), 0);
     }
 
+    #[test]
+    fn what_every_client_has_read_is_let_go_and_a_resume_before_it_is_told_it_was_lost() {
+        let budget = Limit::new(usize::MAX / 4);
+        let mut log = Broadcasts::new(&budget);
+        let (mut a, mut b) = (RouteReplay::new(&budget), RouteReplay::new(&budget));
+        // 100 broadcasts of 1 KiB to both routes, and 100 frames of 100 bytes to `a` alone:
+        // all within `REPLAY_BYTES`, so nothing goes by the bound.
+        for seq in 1..=200 {
+            if seq % 2 == 1 {
+                let f = frame(seq, 1024);
+                log.push(f.clone());
+                a.keep(&f, &mut log);
+                b.keep(&f, &mut log);
+            } else {
+                a.keep_own(&frame(seq, 100));
+            }
+        }
+        a.settle();
+        b.settle();
+        assert_eq!(log.bytes(), 100 * 1024);
+        assert_eq!(a.own.len(), 100);
+        // `a`'s client read up to 150: its own frames up to there go; the broadcasts stay,
+        // `b` still needs them.
+        a.read_through(150, &mut log);
+        assert_eq!(a.own.len(), 25);
+        assert_eq!(log.bytes(), 100 * 1024);
+        // `b`'s client read up to 101: the broadcasts both have read (1..=101) go.
+        b.read_through(101, &mut log);
+        assert_eq!(log.bytes(), 49 * 1024);
+        // A resume at what `a`'s client read loses nothing.
+        a.detach(&mut log);
+        let (replay, lost) = a.after(150);
+        assert_eq!(seqs(&replay), (151..=200).collect::<Vec<_>>());
+        assert_eq!(lost, None);
+        // One from before it (a client that broke the window's bound) gets what is still
+        // kept (the broadcasts, which `b` has not read) and is told what is gone (`a`'s own).
+        let (replay, lost) = a.after(140);
+        let kept: Vec<u64> = (141..150).step_by(2).chain(151..=200).collect();
+        assert_eq!(seqs(&replay), kept);
+        assert_eq!(lost, Some((142, 150, 5)));
+        a.clear(&mut log);
+        b.clear(&mut log);
+        drop(log);
+        assert_eq!(budget.used.get(), 0);
+    }
+
     /// What a model route does in [`routes_sharing_broadcasts`].
     #[derive(Debug, Clone)]
     enum Step {
@@ -916,6 +1040,8 @@ mod tests {
         Lose(usize, usize),
         /// Route `r`'s stream is acknowledged whole: it keeps nothing.
         Clear(usize),
+        /// Route `r`'s client has read everything it wrote up to one of the frames it wrote.
+        Read(usize, usize),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -927,16 +1053,18 @@ mod tests {
             1 => (0usize..3).prop_map(Step::Skip),
             1 => (0usize..3, 0usize..10_000).prop_map(|(r, at)| Step::Lose(r, at)),
             1 => (0usize..3).prop_map(Step::Clear),
+            2 => (0usize..3, 0usize..10_000).prop_map(|(r, at)| Step::Read(r, at)),
         ]
     }
 
     proptest! {
         /// Three routes of one sender take broadcasts (kept once, shared) and frames of their
-        /// own, at their own pace, with gaps, losses and acknowledgements between. Whenever a
-        /// route's connection is lost, a client that has any seq it wrote gets exactly the
-        /// frames it wrote after that seq — replayed in order or counted lost, none it did not
-        /// write, none twice — and with budget to spare, nothing within `REPLAY_BYTES` of the
-        /// newest it wrote is lost. The budget is never exceeded and is all given back.
+        /// own, at their own pace, with gaps, losses, acknowledgements and their clients'
+        /// reads between. Whenever a route's connection is lost, a client that has any seq it
+        /// wrote (at least what it read) gets exactly the frames it wrote after that seq —
+        /// replayed in order or counted lost, none it did not write, none twice — and with
+        /// budget to spare, nothing within `REPLAY_BYTES` of the newest it wrote is lost. The
+        /// budget is never exceeded and is all given back.
         #[test]
         fn routes_sharing_broadcasts_replay_what_each_wrote(
             steps in proptest::collection::vec(step(), 1..300),
@@ -949,6 +1077,8 @@ mod tests {
             let mut queues: Vec<VecDeque<Frame>> = vec![VecDeque::new(); 3];
             // What each route wrote since it last kept nothing: (seq, bytes).
             let mut written: Vec<Vec<(u64, usize)>> = vec![Vec::new(); 3];
+            // What each route's client has read (every frame up to this seq).
+            let mut read = [0u64; 3];
             let mut seq = 0;
             for step in steps {
                 match step {
@@ -980,6 +1110,8 @@ mod tests {
                         routes[r].detach(&mut log);
                         let w = &written[r];
                         let seen = if w.is_empty() { 0 } else { w[at % w.len()].0 };
+                        // A client has at least what it read.
+                        let seen = seen.max(read[r]);
                         let (replay, lost) = routes[r].after(seen);
                         let replayed = seqs(&replay);
                         let after: Vec<u64> =
@@ -1012,6 +1144,15 @@ mod tests {
                     Step::Clear(r) => {
                         routes[r].clear(&mut log);
                         written[r].clear();
+                    }
+                    Step::Read(r, at) => {
+                        let w = &written[r];
+                        if !w.is_empty() {
+                            let s = w[at % w.len()].0;
+                            read[r] = read[r].max(s);
+                            routes[r].read_through(s, &mut log);
+                            prop_assert_eq!(pinned(&routes[r].own, false), routes[r].own.held);
+                        }
                     }
                 }
                 prop_assert!(budget.used.get() <= limit);

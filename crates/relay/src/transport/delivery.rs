@@ -18,15 +18,16 @@
 //!   sender; past either bound, or when its stream takes nothing for `write_timeout`, the
 //!   receiver is disconnected as a slow consumer. The sender never waits for a receiver —
 //!   only, when its session's memory budget is spent, for the budget ([`wait_for_room`]).
-//! - Each route keeps the frames it wrote most recently (at least as many bytes as a client's
-//!   stream window, so every frame the client has not read yet is among them); a sender's
-//!   broadcasts are kept once for all its routes, each route knowing which it took
-//!   ([`crate::engine::replay`]). When the
+//! - Each route keeps the frames it wrote that its client may not have read yet: up to twice
+//!   a client's stream window of the newest, fewer once the stream's flow-control credit says
+//!   the client read them ([`RouteStream::wrote`]). A sender's broadcasts are kept once for
+//!   all its routes, each route knowing which it took ([`crate::engine::replay`]). When the
 //!   receiver's connection is lost, the route keeps its queue and waits; when the client
 //!   resumes, it replays the kept frames newer than what the client says it has, then goes on.
 //!   While the receiver is away, what does not fit its queue is counted and reported to it
 //!   (`Missed`) when it comes back — never dropped silently.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -629,6 +630,9 @@ fn batch(
     route.to.receiver.drained();
     unqueue(route.to, route.replay.budgets(), taken);
     route.keep();
+    if let Some((seq, _)) = route.taking.last() {
+        route.last = *seq;
+    }
     let mut chunker = Chunker::new(buf, chunks);
     for (_, frame) in route.taking.drain(..) {
         chunker.push(frame);
@@ -740,6 +744,10 @@ async fn route(
         replay: RouteReplay::new(budgets.clone()),
         broadcasts,
         taking: Vec::new(),
+        last: 0,
+        written: 0,
+        marks: VecDeque::new(),
+        read: None,
         settings,
     };
     let mut buf = BytesMut::new();
@@ -889,8 +897,22 @@ struct RouteStream<'a> {
     broadcasts: Arc<SharedBroadcasts>,
     /// The frames of the batch being written, kept in `replay` before they are written.
     taking: Vec<Frame>,
+    /// The seq of the newest frame in the next write.
+    last: u64,
+    /// Bytes written to the current stream (with its header).
+    written: u64,
+    /// Where each write to the current stream ended, and the seq of its newest frame: once
+    /// the client has read to that point it has every frame of the route up to that seq.
+    marks: VecDeque<(u64, u64)>,
+    /// The client has read every frame up to this seq: the next [`RouteStream::keep`] lets
+    /// them go.
+    read: Option<u64>,
     settings: &'a DeliverySettings,
 }
+
+/// Write marks a route keeps at most; past that the oldest go (frames are then let go a
+/// little later, never sooner).
+const MARKS: usize = 1024;
 
 impl Drop for RouteStream<'_> {
     fn drop(&mut self) {
@@ -902,10 +924,16 @@ impl RouteStream<'_> {
     /// Keeps the frames in `taking` for replay (they stay in `taking`, to be written): under
     /// one lock of the sender's broadcasts, which hold the broadcasts among them.
     fn keep(&mut self) {
+        let read = self.read.take();
         // Broadcasts are added (and `newest` set) before they are queued, and the queue's
         // lock orders that before this route took them.
         let newest = self.broadcasts.newest.load(Ordering::Relaxed);
-        if self.taking.iter().all(|f| f.0 > newest) {
+        if self.taking.iter().all(|f| f.0 > newest)
+            && (read.is_none() || !self.replay.takes_shared())
+        {
+            if let Some(seq) = read {
+                self.replay.read_through_own(seq);
+            }
             for frame in &self.taking {
                 self.replay.keep_own(frame);
             }
@@ -913,6 +941,9 @@ impl RouteStream<'_> {
             return;
         }
         let mut shared = lock(&self.broadcasts.log);
+        if let Some(seq) = read {
+            self.replay.read_through(seq, &mut shared);
+        }
         for frame in &self.taking {
             self.replay.keep(frame, &mut shared);
         }
@@ -957,6 +988,7 @@ impl RouteStream<'_> {
             if replay.is_empty() {
                 return true;
             }
+            self.last = self.replay.newest().unwrap_or(0);
             match self.write(&mut [replay]).await {
                 Written::Done => return true,
                 Written::Stop => return false,
@@ -967,56 +999,66 @@ impl RouteStream<'_> {
 
     /// Writes `chunks`, opening the stream (and sending its header) first if needed.
     async fn write(&mut self, chunks: &mut [Bytes]) -> Written {
+        if self.stream.is_none() {
+            self.written = self.header.len() as u64;
+            self.marks.clear();
+        }
+        let bytes: usize = chunks.iter().map(Bytes::len).sum();
         let to = self.to;
-        let stream = &mut self.stream;
-        let header = &self.header;
         let conn = to.conn();
-        let write = async {
-            let s = match stream {
-                Some(s) => s,
-                None => {
-                    let mut s = conn.open_uni().await?;
-                    s.write_chunk(header.clone()).await?;
-                    stream.insert(s)
-                }
+        let result = {
+            let stream = &mut self.stream;
+            let header = &self.header;
+            let write = async {
+                let s = match stream {
+                    Some(s) => s,
+                    None => {
+                        let mut s = conn.open_uni().await?;
+                        s.write_chunk(header.clone()).await?;
+                        stream.insert(s)
+                    }
+                };
+                s.write_chunks(chunks).await?;
+                Ok::<(), LinkError>(())
             };
-            s.write_chunks(chunks).await?;
-            Ok::<(), LinkError>(())
+            tokio::pin!(write);
+            // A write may wait long while the receiver reads its other senders' streams (QUIC
+            // shares the connection among them): that is a busy receiver, not a slow one. It is a
+            // slow consumer only when it read nothing at all — granted no new flow-control credit
+            // on any stream — for a whole `write_timeout`. Most writes finish at once (the stream
+            // has credit): those arm no timer and read no statistics. One that waits is polled
+            // once per wake-up, as it would be alone.
+            let patience = self.settings.write_timeout;
+            let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+            let mut credit = 0;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = write.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(done));
+                }
+                if timer.is_none() {
+                    credit = conn.read_credit();
+                    timer.set(Some(tokio::time::sleep(patience)));
+                }
+                let Some(mut timer) = timer.as_mut().as_pin_mut() else {
+                    unreachable!("set above");
+                };
+                while timer.as_mut().poll(cx).is_ready() {
+                    let now = conn.read_credit();
+                    if now == credit {
+                        return Poll::Ready(Err(()));
+                    }
+                    credit = now;
+                    timer.as_mut().reset(tokio::time::Instant::now() + patience);
+                }
+                Poll::Pending
+            })
+            .await
         };
-        tokio::pin!(write);
-        // A write may wait long while the receiver reads its other senders' streams (QUIC
-        // shares the connection among them): that is a busy receiver, not a slow one. It is a
-        // slow consumer only when it read nothing at all — granted no new flow-control credit
-        // on any stream — for a whole `write_timeout`. Most writes finish at once (the stream
-        // has credit): those arm no timer and read no statistics. One that waits is polled
-        // once per wake-up, as it would be alone.
-        let patience = self.settings.write_timeout;
-        let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
-        let mut credit = 0;
-        let result = std::future::poll_fn(|cx| {
-            if let Poll::Ready(done) = write.as_mut().poll(cx) {
-                return Poll::Ready(Ok(done));
-            }
-            if timer.is_none() {
-                credit = conn.read_credit();
-                timer.set(Some(tokio::time::sleep(patience)));
-            }
-            let Some(mut timer) = timer.as_mut().as_pin_mut() else {
-                unreachable!("set above");
-            };
-            while timer.as_mut().poll(cx).is_ready() {
-                let now = conn.read_credit();
-                if now == credit {
-                    return Poll::Ready(Err(()));
-                }
-                credit = now;
-                timer.as_mut().reset(tokio::time::Instant::now() + patience);
-            }
-            Poll::Pending
-        })
-        .await;
         match result {
-            Ok(Ok(())) => Written::Done,
+            Ok(Ok(())) => {
+                self.wrote(bytes);
+                Written::Done
+            }
             Ok(Err(e)) => {
                 tracing::debug!(conn = %to.id(), error = %e.0, "delivery stream failed");
                 if to.is_closing() {
@@ -1033,6 +1075,25 @@ impl RouteStream<'_> {
                 to.close(CloseCode::SlowConsumer, "slow consumer: no progress");
                 Written::Stop
             }
+        }
+    }
+
+    /// After a write of `bytes` (frames up to `last`) to the current stream: marks where it
+    /// ended, and notes up to which seq the client has read, as far as the stream tells.
+    fn wrote(&mut self, bytes: usize) {
+        self.written += bytes as u64;
+        if self.marks.len() == MARKS {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((self.written, self.last));
+        let Some(read) = self.stream.as_ref().and_then(LinkSend::read_at_least) else {
+            return;
+        };
+        while let Some(&(end, seq)) = self.marks.front()
+            && end <= read
+        {
+            self.read = Some(seq);
+            self.marks.pop_front();
         }
     }
 

@@ -197,6 +197,22 @@ impl LinkSend {
         Ok(())
     }
 
+    /// How much of the stream the client has surely read (its application took), in bytes
+    /// from the stream's start; `None` where the transport does not say. A QUIC client grants
+    /// a delivery stream credit as it reads, with a receive window of at most
+    /// `CLIENT_STREAM_WINDOW` (the protocol's rule), so it has read at least its limit minus
+    /// that; as of the stream's last write. A browser's WebTransport stack sizes its windows
+    /// itself, and a WebSocket says nothing of reads.
+    pub(crate) fn read_at_least(&self) -> Option<u64> {
+        match self {
+            LinkSend::Quic(s) => Some(
+                s.peer_limit()
+                    .saturating_sub(signalbox_proto::CLIENT_STREAM_WINDOW.into()),
+            ),
+            LinkSend::WebTransport(_) | LinkSend::WebSocket(_) => None,
+        }
+    }
+
     /// Ends the stream after what was written.
     pub(crate) fn finish(&mut self) {
         match self {

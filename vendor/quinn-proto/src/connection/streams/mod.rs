@@ -291,6 +291,18 @@ impl<'a> SendStream<'a> {
         Ok(written)
     }
 
+    /// The peer's flow-control limit on this stream: the offset up to which it lets data be
+    /// sent. A receiver that grants credit only as its application reads (as quinn does: what
+    /// was read plus its stream receive window) has read at least this limit minus its
+    /// window.
+    pub fn max_data(&self) -> Result<u64, ClosedStream> {
+        match self.state.send.get(&self.id) {
+            Some(Some(s)) => Ok(s.max_data),
+            Some(None) => Ok(self.state.max_send_data(self.id).into_inner()),
+            None => Err(ClosedStream { _private: () }),
+        }
+    }
+
     /// Check if this stream was stopped, get the reason if it was
     pub fn stopped(&self) -> Result<Option<VarInt>, ClosedStream> {
         match self.state.send.get(&self.id).as_ref() {
