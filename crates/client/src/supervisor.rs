@@ -338,27 +338,52 @@ async fn serve_link(
                 Err(_) => break,
             },
             Some(header) = headers.next() => {
-                streams.known.send_modify(|n| *n += 1);
-                let Some((from, frames)) = header else { continue };
-                // A new stream from the same sender is read only after the previous one, so
-                // order holds.
-                let (done_tx, done_rx) = watch::channel(false);
-                let prev = {
-                    let mut chains = lock(&streams.chains);
-                    if chains.len() > 1024 {
-                        chains.retain(|_, done| !*done.borrow() && done.has_changed().is_ok());
-                    }
-                    chains.insert(from, done_rx)
-                };
-                readers.spawn(read_deliveries(inner.clone(), from, frames, prev, done_tx, events.clone()));
+                start_reader(inner, &streams, &mut readers, header, events);
             },
             Some(_) = readers.join_next(), if !readers.is_empty() => {},
             _ = &mut control_done => break,
         }
     }
-    // Let the readers hand over what they already have.
+    // Let the readers hand over what they already have, and read the streams whose header
+    // was on its way: the signals after a header may have come with it, and what this client
+    // has taken from a stream the relay counts as read (the stream's flow-control credit
+    // says so) and may no longer keep for the resume.
+    while let Some(header) = headers.next().await {
+        start_reader(inner, &streams, &mut readers, header, events);
+    }
     while readers.join_next().await.is_some() {}
     describe_close(conn.closed().await)
+}
+
+/// Starts reading a delivery stream whose header was read (`None`: it failed).
+fn start_reader(
+    inner: &Arc<Inner>,
+    streams: &Streams,
+    readers: &mut JoinSet<()>,
+    header: Option<(Option<ConnectionId>, DeliveryFrames)>,
+    events: &EventTx,
+) {
+    streams.known.send_modify(|n| *n += 1);
+    let Some((from, frames)) = header else {
+        return;
+    };
+    // A new stream from the same sender is read only after the previous one, so order holds.
+    let (done_tx, done_rx) = watch::channel(false);
+    let prev = {
+        let mut chains = lock(&streams.chains);
+        if chains.len() > 1024 {
+            chains.retain(|_, done| !*done.borrow() && done.has_changed().is_ok());
+        }
+        chains.insert(from, done_rx)
+    };
+    readers.spawn(read_deliveries(
+        inner.clone(),
+        from,
+        frames,
+        prev,
+        done_tx,
+        events.clone(),
+    ));
 }
 
 /// One link's delivery streams, as the control stream's reader needs to know them.

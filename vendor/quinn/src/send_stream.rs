@@ -52,9 +52,9 @@ impl SendStream {
 
     /// The peer's flow-control limit on this stream (the offset up to which it lets data be
     /// sent) as it was at the last write that took data, 0 before one. It is read under the
-    /// lock each write takes anyway, so asking costs nothing; it can only be behind. A peer
-    /// that grants credit as its application reads, with a receive window of at most `w`,
-    /// has read at least this minus `w`.
+    /// lock each write takes anyway (one more lookup of the stream), and asking costs nothing.
+    /// A peer that grants credit as its application reads, with a receive window of at most
+    /// `w`, has read at least this minus `w`.
     pub fn peer_limit(&self) -> u64 {
         self.peer_limit
     }

@@ -2,15 +2,19 @@
 //!
 //! A client's stream receive window bounds what it can have been sent but not read; a route
 //! keeps at least that much of what it wrote most recently (`REPLAY_BYTES`), and less when it
-//! knows the client has read more: a QUIC client grants a delivery stream credit as it reads,
-//! so the stream's limit minus that window is read, and the frames below it go
-//! ([`RouteReplay::read_through`]). On loopback a client reads within a few hundred
+//! knows the client has read more: a client on the native QUIC link grants a delivery stream
+//! credit as it reads, so the stream's limit minus that window is read, and the frames below
+//! it go ([`RouteReplay::read_through`]). On loopback a client reads within a few hundred
 //! microseconds, and a route then holds tens of KiB instead of half a megabyte: its frames are
 //! freed while their memory is still in the processor's caches, and the relay's memory no
 //! longer grows with senders × receivers × the bound. When a client resumes it says the last
-//! seq it has from each sender, and the route replays the kept frames after it. A frame pushed out of a ring (by its own bound, or because the session's or the
-//! relay's replay budget is spent) is remembered by its seq, so a resume that needs it is told
-//! exactly what it lost (`Missed`) instead of seeing a silent gap.
+//! seq it has from each sender, and the route replays the kept frames after it.
+//!
+//! A frame pushed out of a ring (by its own bound, because the session's or the relay's
+//! replay budget is spent, or because its client read it) is remembered by its seq, so a
+//! resume that needs it is told what it lost (`Missed`) instead of seeing a silent gap: a
+//! client that read it never needs it, and one that broke the window's rule is told. Past
+//! [`EVICTED_KEPT`] seqs the oldest are remembered as one range, counted whole.
 //!
 //! A broadcast goes to every route of its sender, and each route keeping its own entry for it
 //! cost as many entries as receivers (100 routes on a 10→10 session). So a sender's
@@ -128,6 +132,10 @@ pub(crate) struct Ring<K: Keep> {
     reserved: usize,
     /// Seqs of frames pushed out (bounded), to count what a resume cannot replay.
     evicted: VecDeque<u64>,
+    /// The frames pushed out of `evicted` in turn: their lowest and highest seq and how many.
+    /// A resume that needs any of them is told all of them (a count that may be too high,
+    /// never a gap).
+    forgotten: Option<Lost>,
     /// The buffers its copied frames are in, oldest first (the one it fills last).
     chunks: VecDeque<Chunk>,
     /// Whether the last of `chunks` is the one it copies the next small frame into.
@@ -145,6 +153,7 @@ impl<K: Keep> Ring<K> {
             held: 0,
             reserved: 0,
             evicted: VecDeque::new(),
+            forgotten: None,
             chunks: VecDeque::new(),
             filling: false,
             next_chunk: 0,
@@ -293,11 +302,18 @@ impl<K: Keep> Ring<K> {
                 self.release_empty();
             }
         }
-        if self.evicted.len() == EVICTED_KEPT {
-            self.evicted.pop_front();
+        if self.evicted.len() == EVICTED_KEPT
+            && let Some(seq) = self.evicted.pop_front()
+        {
+            self.forget(seq);
         }
         self.evicted.push_back(entry.seq);
         true
+    }
+
+    /// Counts a lost frame's seq in `forgotten`.
+    fn forget(&mut self, seq: u64) {
+        self.forgotten = merge(self.forgotten, Some((seq, seq, 1)));
     }
 
     /// The client has read every frame up to `seq`: they go, counted as pushed out, so that a
@@ -348,6 +364,7 @@ impl<K: Keep> Ring<K> {
     pub(crate) fn clear(&mut self) {
         self.frames.clear();
         self.evicted.clear();
+        self.forgotten = None;
         self.chunks.clear();
         self.filling = false;
         self.bytes = 0;
@@ -360,9 +377,11 @@ impl<K: Keep> Ring<K> {
         self.frames.len()
     }
 
-    /// Takes in frames and lost seqs from elsewhere (a shared ring): everything stays in seq
-    /// order, a seq it now keeps is not counted lost, and its bounds apply at once.
-    pub(crate) fn absorb(&mut self, frames: Vec<Frame>, lost: Vec<u64>) {
+    /// Takes in frames and lost seqs from elsewhere (a shared ring), and a range of lost ones
+    /// it no longer knows one by one: everything stays in seq order, a seq it now keeps is not
+    /// counted lost, and its bounds apply at once.
+    pub(crate) fn absorb(&mut self, frames: Vec<Frame>, lost: Vec<u64>, forgotten: Option<Lost>) {
+        self.forgotten = merge(self.forgotten, forgotten);
         if frames.is_empty() && lost.is_empty() {
             return;
         }
@@ -394,12 +413,17 @@ impl<K: Keep> Ring<K> {
         evicted.sort_unstable();
         evicted.dedup();
         let from = evicted.len().saturating_sub(EVICTED_KEPT);
-        self.evicted = evicted.drain(from..).collect();
+        for seq in evicted.drain(..from) {
+            self.forget(seq);
+        }
+        self.evicted = evicted.into();
         self.settle();
     }
 
     /// The kept frames newer than `seen`, as one chunk, and the newer ones that were pushed
-    /// out (lost): their lowest and highest seq and how many.
+    /// out (lost): their lowest and highest seq and how many. The count is exact unless more
+    /// than [`EVICTED_KEPT`] frames were pushed out and `seen` falls among the oldest of them:
+    /// then it counts them all (too many, never too few).
     pub(crate) fn after(&self, seen: u64) -> (Bytes, Option<Lost>) {
         let mut buf = BytesMut::new();
         for e in &self.frames {
@@ -417,7 +441,19 @@ impl<K: Keep> Ring<K> {
                     Some((lo, hi, n)) => (u64::min(lo, s), u64::max(hi, s), n + 1),
                 })
             });
-        (buf.freeze(), lost)
+        let forgotten = self
+            .forgotten
+            .filter(|&(_, hi, _)| hi > seen)
+            .map(|(lo, hi, n)| (lo.max(seen + 1), hi, n));
+        (buf.freeze(), merge(lost, forgotten))
+    }
+}
+
+/// Two counts of lost frames as one.
+fn merge(a: Option<Lost>, b: Option<Lost>) -> Option<Lost> {
+    match (a, b) {
+        (Some((lo, hi, n)), Some((lo2, hi2, n2))) => Some((lo.min(lo2), hi.max(hi2), n + n2)),
+        (x, None) | (None, x) => x,
     }
 }
 
@@ -501,7 +537,8 @@ impl<K: Keep> Broadcasts<K> {
     }
 
     /// The client of the route `key`, which took the kept frames with seqs in
-    /// `(after, upto]`, has read every frame up to `seq`.
+    /// `(after, upto]`, has read every frame up to `seq` (taken into account at the next
+    /// [`Broadcasts::settle`]).
     fn read_through(&mut self, key: usize, after: u64, upto: u64, seq: u64) {
         let seq = seq.min(upto);
         let i = self.ring.frames.partition_point(|e| e.seq <= seq);
@@ -512,10 +549,7 @@ impl<K: Keep> Broadcasts<K> {
             return;
         }
         let end = self.ends[last];
-        if end > self.reads[key] {
-            self.reads[key] = end;
-            self.settle();
-        }
+        self.reads[key] = self.reads[key].max(end);
     }
 
     /// Forgets the ends of frames the ring pushed out.
@@ -571,8 +605,9 @@ impl<K: Keep> Broadcasts<K> {
         self.ring.bytes()
     }
 
-    /// The kept frames with a seq in `(after, upto]`, and the seqs in it pushed out.
-    fn range(&self, after: u64, upto: u64) -> (Vec<Frame>, Vec<u64>) {
+    /// The kept frames with a seq in `(after, upto]`, the seqs in it pushed out, and those
+    /// pushed out it no longer knows one by one (see [`Ring::after`]).
+    fn range(&self, after: u64, upto: u64) -> (Vec<Frame>, Vec<u64>, Option<Lost>) {
         let within = |s: u64| s > after && s <= upto;
         let frames = self
             .ring
@@ -588,7 +623,12 @@ impl<K: Keep> Broadcasts<K> {
             .copied()
             .filter(|&s| within(s))
             .collect();
-        (frames, lost)
+        let forgotten = self
+            .ring
+            .forgotten
+            .filter(|&(lo, hi, _)| lo <= upto && hi > after)
+            .map(|(lo, hi, n)| (lo.max(after + 1), hi.min(upto), n));
+        (frames, lost, forgotten)
     }
 }
 
@@ -668,7 +708,8 @@ impl<K: Keep> RouteReplay<K> {
     }
 
     /// Its client has read every frame up to `seq` that the route wrote: those need not be
-    /// kept for a resume (see [`Ring::forget_through`]), here or in the shared broadcasts.
+    /// kept for a resume (see [`Ring::forget_through`]), here or in the shared broadcasts
+    /// (which let go of them at their next [`Broadcasts::settle`]).
     pub(crate) fn read_through(&mut self, seq: u64, log: &mut Broadcasts<K>) {
         self.own.forget_through(seq);
         if let Some(t) = &self.taken {
@@ -693,9 +734,9 @@ impl<K: Keep> RouteReplay<K> {
     /// is copied into its own, and it takes from the shared ring no more until it writes again.
     pub(crate) fn detach(&mut self, log: &mut Broadcasts<K>) {
         if let Some(t) = self.taken.take() {
-            let (frames, lost) = log.range(t.after, t.upto);
+            let (frames, lost, forgotten) = log.range(t.after, t.upto);
             log.unregister(t.key);
-            self.own.absorb(frames, lost);
+            self.own.absorb(frames, lost, forgotten);
         }
     }
 
@@ -1007,6 +1048,8 @@ mod tests {
         assert_eq!(log.bytes(), 100 * 1024);
         // `b`'s client read up to 101: the broadcasts both have read (1..=101) go.
         b.read_through(101, &mut log);
+        assert_eq!(log.bytes(), 100 * 1024, "until the next settle");
+        log.settle();
         assert_eq!(log.bytes(), 49 * 1024);
         // A resume at what `a`'s client read loses nothing.
         a.detach(&mut log);
@@ -1023,6 +1066,30 @@ mod tests {
         b.clear(&mut log);
         drop(log);
         assert_eq!(budget.used.get(), 0);
+    }
+
+    #[test]
+    fn a_resume_from_before_more_frames_than_are_remembered_is_told_all_of_them() {
+        let budget = Limit::new(usize::MAX / 4);
+        let mut ring = Ring::new(&budget);
+        let n = EVICTED_KEPT as u64 + 100;
+        for seq in 1..=n + 10 {
+            ring.push_copied(&frame(seq, 20));
+        }
+        ring.settle();
+        // A client that said it had read them all (its window broke the rule).
+        ring.forget_through(n);
+        // From the start: every one, exactly.
+        let (replay, lost) = ring.after(0);
+        assert_eq!(seqs(&replay), (n + 1..=n + 10).collect::<Vec<_>>());
+        assert_eq!(lost, Some((1, n, n)));
+        // From among the oldest: all that are not remembered one by one counted (too many,
+        // never too few), from just after what it has.
+        let (_, lost) = ring.after(50);
+        assert_eq!(lost, Some((51, n, n)));
+        // From among those remembered: exact.
+        let (_, lost) = ring.after(n - 10);
+        assert_eq!(lost, Some((n - 9, n, 10)));
     }
 
     /// What a model route does in [`routes_sharing_broadcasts`].
@@ -1110,8 +1177,10 @@ mod tests {
                         routes[r].detach(&mut log);
                         let w = &written[r];
                         let seen = if w.is_empty() { 0 } else { w[at % w.len()].0 };
-                        // A client has at least what it read.
-                        let seen = seen.max(read[r]);
+                        // A client has at least what it read — unless it broke the window's
+                        // rule (one resume in four here): then what it lacks and was let go
+                        // must be counted lost.
+                        let seen = if at % 4 == 0 { seen } else { seen.max(read[r]) };
                         let (replay, lost) = routes[r].after(seen);
                         let replayed = seqs(&replay);
                         let after: Vec<u64> =
@@ -1123,10 +1192,17 @@ mod tests {
                             after.iter().copied().filter(|s| !replayed.contains(s)).collect();
                         match lost {
                             None => prop_assert!(missing.is_empty(), "silently lost {missing:?}"),
-                            Some((first, last, count)) => {
+                            Some((first, last, count))
+                                if routes[r].own.forgotten.is_none() =>
+                            {
                                 prop_assert_eq!(count as usize, missing.len());
                                 prop_assert_eq!(Some(&first), missing.first());
                                 prop_assert_eq!(Some(&last), missing.last());
+                            }
+                            // Past the seqs it remembers one by one: too many, never too few.
+                            Some((first, last, count)) => {
+                                prop_assert!(count as usize >= missing.len());
+                                prop_assert!(missing.iter().all(|&s| first <= s && s <= last));
                             }
                         }
                         if limit == usize::MAX / 4 {
@@ -1134,7 +1210,7 @@ mod tests {
                             let mut bytes = 0;
                             for &(s, len) in w.iter().rev() {
                                 bytes += len;
-                                if bytes > REPLAY_BYTES || s <= seen {
+                                if bytes > REPLAY_BYTES || s <= seen.max(read[r]) {
                                     break;
                                 }
                                 prop_assert!(replayed.contains(&s), "{s} within the bound was lost");
@@ -1151,6 +1227,7 @@ mod tests {
                             let s = w[at % w.len()].0;
                             read[r] = read[r].max(s);
                             routes[r].read_through(s, &mut log);
+                            log.settle();
                             prop_assert_eq!(pinned(&routes[r].own, false), routes[r].own.held);
                         }
                     }

@@ -1082,13 +1082,14 @@ impl RouteStream<'_> {
     /// ended, and notes up to which seq the client has read, as far as the stream tells.
     fn wrote(&mut self, bytes: usize) {
         self.written += bytes as u64;
+        let Some(read) = self.stream.as_ref().and_then(LinkSend::read_at_least) else {
+            // A stream that never tells needs no marks.
+            return;
+        };
         if self.marks.len() == MARKS {
             self.marks.pop_front();
         }
         self.marks.push_back((self.written, self.last));
-        let Some(read) = self.stream.as_ref().and_then(LinkSend::read_at_least) else {
-            return;
-        };
         while let Some(&(end, seq)) = self.marks.front()
             && end <= read
         {
