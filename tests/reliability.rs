@@ -832,3 +832,81 @@ async fn a_signal_sent_into_a_blackout_is_sent_again_after_the_resume() {
     assert_eq!(next_signal(&mut r_ev).await.data, "once");
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
 }
+
+/// A delivery stream whose header the client read while an earlier stream's header was still
+/// on its way: when the connection ends there, the signals that came with the header are read
+/// and handed over, not dropped. The relay counts what a client took off a stream as read
+/// (the stream's flow-control credit says so) and does not keep it for the resume. A stand-in
+/// relay opens two streams and writes to the second only (QUIC opens the first with it), so
+/// the first header never comes; then it closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_read_with_a_header_are_kept_when_the_connection_ends() {
+    use signalbox_proto::{
+        ConnectionInfo, DeliveryHeader, Incoming, Limits, ResumeTicket, SessionId, Welcome, codec,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let identity = signalbox_relay::Identity::load_or_create(dir.path()).unwrap();
+    let configs =
+        signalbox_relay::server_config(&identity, &RelayConfig::local(dir.path())).unwrap();
+    let endpoint =
+        quinn::Endpoint::server(configs.endpoint_default(), "127.0.0.1:0".parse().unwrap())
+            .unwrap();
+    let port = endpoint.local_addr().unwrap().port();
+    let session: SessionId = "stand-in".parse().unwrap();
+    let relay = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut control, mut hello) = conn.accept_bi().await.unwrap();
+        hello.read_chunk(usize::MAX, true).await.unwrap();
+        let me = ConnectionInfo {
+            id: ConnectionId::random(),
+            name: "me".into(),
+            role: Role::Publisher,
+            data: String::new(),
+            joined_at: 0,
+        };
+        let welcome = RelayMessage::Welcome(Welcome {
+            resume: ResumeTicket {
+                connection: me.id,
+                secret: [7; 16],
+            },
+            me,
+            peers: Vec::new(),
+            limits: Limits::default(),
+            accepted_up_to: 0,
+        });
+        control
+            .write_all(&codec::frame(&welcome, 1 << 20).unwrap())
+            .await
+            .unwrap();
+        // The first stream is opened and never written; the second has its header and three
+        // signals in one write, so the client reads them with the header.
+        let first = conn.open_uni().await.unwrap();
+        let mut second = conn.open_uni().await.unwrap();
+        let from = Some(ConnectionId::random());
+        let mut bytes = codec::frame(&DeliveryHeader { from }, 64).unwrap();
+        for seq in 1..=3 {
+            let signal = Incoming {
+                seq,
+                to_all: true,
+                r#type: "t".into(),
+                data: format!("signal {seq}").into(),
+            };
+            bytes.extend_from_slice(&codec::frame(&signal, 1024).unwrap());
+        }
+        second.write_all(&bytes).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.close(quinn::VarInt::from_u32(CloseCode::Normal.as_u32()), b"bye");
+        drop(first);
+        conn.closed().await;
+    });
+    let mut options =
+        ConnectOptions::new("127.0.0.1", port, session).with_fingerprint(identity.fingerprint);
+    options.reconnect = false;
+    let (_client, mut events) = Client::connect(options).await.unwrap();
+    let got = signals(&mut events, 3).await;
+    assert_eq!(
+        got.iter().map(|s| &*s.data).collect::<Vec<_>>(),
+        ["signal 1", "signal 2", "signal 3"]
+    );
+    relay.await.unwrap();
+}
