@@ -857,6 +857,17 @@ async fn idle_delivery_streams_close_and_reopen_in_order() {
     assert_eq!(got, expected);
 }
 
+/// A relay without rate limits whose delivery streams stay open while a test looks at what
+/// it keeps (nothing is let go by an idle stream).
+async fn unlimited_relay() -> TestRelay {
+    TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+        c.stream_idle = Duration::from_secs(3600);
+    })
+    .await
+}
+
 /// A sender's broadcasts are kept for replay once, for all its receivers: what the relay holds
 /// for resumes does not grow with the number of receivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -866,13 +877,7 @@ async fn broadcasts_are_kept_for_replay_once_for_all_receivers() {
     // `what_a_receiver_has_read_is_not_kept_for_a_resume`).
     const N: usize = 30;
     const SIZE: usize = 1000;
-    let relay = TestRelay::start_with(|c| {
-        c.signals_per_second = 0;
-        c.fanout_bytes_per_second = 0;
-        // Nothing is let go by an idle stream while the test looks.
-        c.stream_idle = Duration::from_secs(3600);
-    })
-    .await;
+    let relay = unlimited_relay().await;
     let (sender, _sender_ev) = relay.join_sender("sender").await;
     let mut receivers = Vec::new();
     for i in 0..5 {
@@ -903,12 +908,7 @@ async fn broadcasts_are_kept_for_replay_once_for_all_receivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_receiver_has_read_is_not_kept_for_a_resume() {
     const N: usize = 1000;
-    let relay = TestRelay::start_with(|c| {
-        c.signals_per_second = 0;
-        c.fanout_bytes_per_second = 0;
-        c.stream_idle = Duration::from_secs(3600);
-    })
-    .await;
+    let relay = unlimited_relay().await;
     let (sender, _sender_ev) = relay.join_sender("sender").await;
     let (a, mut a_ev) = relay.join("a").await;
     let (_b, mut b_ev) = relay.join("b").await;

@@ -756,6 +756,72 @@ impl<K: Keep> RouteReplay<K> {
     }
 }
 
+/// Write marks a route keeps at most; past that the oldest go (frames are then let go a
+/// little later, never sooner).
+const MARKS: usize = 1024;
+/// The stream bytes one mark stands for at most. A client grants credit every eighth of its
+/// window (32 KiB), so finer marks would let nothing go sooner; a mark per write of small
+/// targeted signals was hundreds per route, and 2 500 routes on a 50→50 session.
+const MARK_SPAN: u64 = 4096;
+
+/// How far a route's client has read its current stream, in frames: where the route's writes
+/// ended (one mark for the writes of up to [`MARK_SPAN`] bytes) and the seq of the newest frame
+/// written by then. Once the stream says the client has read to a mark, it has every frame of
+/// the route up to that mark's seq ([`RouteReplay::read_through`]).
+#[derive(Debug, Default)]
+pub(crate) struct ReadMarks {
+    /// Bytes written to the current stream (with its header).
+    written: u64,
+    marks: VecDeque<(u64, u64)>,
+    /// Where the newest mark began: writes within [`MARK_SPAN`] of it move that mark instead
+    /// of adding one.
+    mark_from: u64,
+    /// Every frame up to this seq has been read, and nobody has taken that news yet.
+    read: Option<u64>,
+}
+
+impl ReadMarks {
+    /// A new stream, which starts with a header of `header` bytes.
+    pub(crate) fn restart(&mut self, header: usize) {
+        self.written = header as u64;
+        self.marks.clear();
+        self.mark_from = 0;
+    }
+
+    /// A write of `bytes`, frames up to `newest`, after which the stream says its client has
+    /// read at least `read` bytes of it (`None`: it does not say, and marks are of no use).
+    pub(crate) fn wrote(&mut self, bytes: usize, newest: u64, read: Option<u64>) {
+        self.written += bytes as u64;
+        let Some(read) = read else {
+            return;
+        };
+        match self.marks.back_mut() {
+            // Moved later: its frames are let go when the client has read this far.
+            Some(back) if self.written - self.mark_from < MARK_SPAN => {
+                *back = (self.written, newest);
+            }
+            _ => {
+                if self.marks.len() == MARKS {
+                    self.marks.pop_front();
+                }
+                self.mark_from = self.written;
+                self.marks.push_back((self.written, newest));
+            }
+        }
+        while let Some(&(end, seq)) = self.marks.front()
+            && end <= read
+        {
+            self.read = Some(seq);
+            self.marks.pop_front();
+        }
+    }
+
+    /// The seq up to which the client has read everything, if that is news.
+    pub(crate) fn take_read(&mut self) -> Option<u64> {
+        self.read.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1090,6 +1156,51 @@ mod tests {
         // From among those remembered: exact.
         let (_, lost) = ring.after(n - 10);
         assert_eq!(lost, Some((n - 9, n, 10)));
+    }
+
+    #[test]
+    fn read_marks_claim_no_frame_past_what_was_read_and_stay_few() {
+        let mut marks = ReadMarks::default();
+        marks.restart(10);
+        // 10 000 writes of 80 bytes (frame `seq` ends at 10 + 80 * seq), nothing read.
+        let end = |seq: u64| 10 + 80 * seq;
+        for seq in 1..=10_000 {
+            marks.wrote(80, seq, Some(0));
+        }
+        assert_eq!(marks.take_read(), None);
+        // One mark per `MARK_SPAN` bytes, not per write.
+        assert!(
+            marks.marks.len() <= (800_000 / MARK_SPAN + 1) as usize,
+            "{}",
+            marks.marks.len()
+        );
+        // The client has read 500 000 bytes: every frame it names ended by then, and it is at
+        // most a mark's span short of the newest that did.
+        marks.wrote(80, 10_001, Some(500_000));
+        let seq = marks.take_read().expect("a read to take");
+        assert!(end(seq) <= 500_000, "frame {seq} was not read");
+        assert!(
+            end(seq) + MARK_SPAN + 80 > 500_000,
+            "frame {seq} is far behind the read"
+        );
+        assert_eq!(marks.take_read(), None, "taken once");
+        // A new stream forgets the old one's marks.
+        marks.restart(10);
+        marks.wrote(80, 10_002, Some(50));
+        assert_eq!(
+            marks.take_read(),
+            None,
+            "its write ends at 90, not read yet"
+        );
+        // The next writes move that mark on (let go a little later, never sooner).
+        marks.wrote(80, 10_003, Some(90));
+        assert_eq!(marks.take_read(), None);
+        marks.wrote(80, 10_004, Some(250));
+        assert_eq!(marks.take_read(), Some(10_004));
+        // A stream that does not say what was read keeps no marks.
+        let mut silent = ReadMarks::default();
+        silent.wrote(80, 1, None);
+        assert!(silent.marks.is_empty());
     }
 
     /// What a model route does in [`routes_sharing_broadcasts`].

@@ -20,14 +20,13 @@
 //!   only, when its session's memory budget is spent, for the budget ([`wait_for_room`]).
 //! - Each route keeps the frames it wrote that its client may not have read yet: up to twice
 //!   a client's stream window of the newest, fewer once the stream's flow-control credit says
-//!   the client read them ([`RouteStream::wrote`]). A sender's broadcasts are kept once for
+//!   the client read them ([`ReadMarks`]). A sender's broadcasts are kept once for
 //!   all its routes, each route knowing which it took ([`crate::engine::replay`]). When the
 //!   receiver's connection is lost, the route keeps its queue and waits; when the client
 //!   resumes, it replays the kept frames newer than what the client says it has, then goes on.
 //!   While the receiver is away, what does not fit its queue is counted and reported to it
 //!   (`Missed`) when it comes back — never dropped silently.
 
-use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budgets, ENTRY_OVERHEAD};
-use crate::engine::replay::{Broadcasts, Frame, RouteReplay, cost};
+use crate::engine::replay::{Broadcasts, Frame, ReadMarks, RouteReplay, cost};
 use crate::engine::stalls::{Observed, SCAN, StallWatch};
 use crate::registry::{Member, Roster, Session, lock};
 use crate::transport::link::{LinkError, LinkSend};
@@ -615,7 +614,7 @@ fn batch(
     buf: &mut BytesMut,
     route: &mut RouteStream<'_>,
     chunks: &mut Vec<Bytes>,
-) {
+) -> u64 {
     let (mut taken, mut bytes) = (0, 0);
     let mut next = Some(first);
     route.taking.clear();
@@ -630,14 +629,13 @@ fn batch(
     route.to.receiver.drained();
     unqueue(route.to, route.replay.budgets(), taken);
     route.keep();
-    if let Some((seq, _)) = route.taking.last() {
-        route.last = *seq;
-    }
+    let newest = route.taking.last().map_or(0, |f| f.0);
     let mut chunker = Chunker::new(buf, chunks);
     for (_, frame) in route.taking.drain(..) {
         chunker.push(frame);
     }
     chunker.finish();
+    newest
 }
 
 /// Turns frames into the chunks of one write: a run of small frames merged into one buffer
@@ -744,11 +742,7 @@ async fn route(
         replay: RouteReplay::new(budgets.clone()),
         broadcasts,
         taking: Vec::new(),
-        last: 0,
-        written: 0,
-        marks: VecDeque::new(),
-        mark_from: 0,
-        read: None,
+        marks: ReadMarks::default(),
         settings,
     };
     let mut buf = BytesMut::new();
@@ -824,8 +818,8 @@ async fn route(
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
                 while let Some(frame) = rx.try_recv() {
-                    batch(frame, rx, &mut buf, &mut route, &mut chunks);
-                    if !route.write_or_resume(&mut chunks).await {
+                    let newest = batch(frame, rx, &mut buf, &mut route, &mut chunks);
+                    if !route.write_or_resume(&mut chunks, newest).await {
                         return;
                     }
                 }
@@ -833,8 +827,8 @@ async fn route(
             }
         };
         active = true;
-        batch(first, rx, &mut buf, &mut route, &mut chunks);
-        if !route.write_or_resume(&mut chunks).await {
+        let newest = batch(first, rx, &mut buf, &mut route, &mut chunks);
+        if !route.write_or_resume(&mut chunks, newest).await {
             return;
         }
     }
@@ -898,30 +892,10 @@ struct RouteStream<'a> {
     broadcasts: Arc<SharedBroadcasts>,
     /// The frames of the batch being written, kept in `replay` before they are written.
     taking: Vec<Frame>,
-    /// The seq of the newest frame in the next write.
-    last: u64,
-    /// Bytes written to the current stream (with its header).
-    written: u64,
-    /// Where writes to the current stream ended (one mark for the writes of up to
-    /// [`MARK_SPAN`] bytes), and the seq of the newest frame written by then: once the client
-    /// has read to that point it has every frame of the route up to that seq.
-    marks: VecDeque<(u64, u64)>,
-    /// Where the newest mark began: writes within [`MARK_SPAN`] of it move that mark instead of
-    /// adding one.
-    mark_from: u64,
-    /// The client has read every frame up to this seq: the next [`RouteStream::keep`] lets
-    /// them go.
-    read: Option<u64>,
+    /// How far its client has read the current stream, in frames.
+    marks: ReadMarks,
     settings: &'a DeliverySettings,
 }
-
-/// Write marks a route keeps at most; past that the oldest go (frames are then let go a
-/// little later, never sooner).
-const MARKS: usize = 1024;
-/// The stream bytes one mark stands for at most. A client grants credit every eighth of its
-/// window (32 KiB), so finer marks would let nothing go sooner; a mark per write of small
-/// targeted signals was hundreds per route, and 2 500 routes on a 50→50 session.
-const MARK_SPAN: u64 = 4096;
 
 impl Drop for RouteStream<'_> {
     fn drop(&mut self) {
@@ -933,7 +907,7 @@ impl RouteStream<'_> {
     /// Keeps the frames in `taking` for replay (they stay in `taking`, to be written): under
     /// one lock of the sender's broadcasts, which hold the broadcasts among them.
     fn keep(&mut self) {
-        let read = self.read.take();
+        let read = self.marks.take_read();
         // Broadcasts are added (and `newest` set) before they are queued, and the queue's
         // lock orders that before this route took them.
         let newest = self.broadcasts.newest.load(Ordering::Relaxed);
@@ -964,8 +938,8 @@ impl RouteStream<'_> {
 
     /// Writes `chunks` (already in the ring); if the receiver's connection is lost, waits
     /// for it to resume and replays what it has not seen. False when the route should end.
-    async fn write_or_resume(&mut self, chunks: &mut [Bytes]) -> bool {
-        match self.write(chunks).await {
+    async fn write_or_resume(&mut self, chunks: &mut [Bytes], newest: u64) -> bool {
+        match self.write(chunks, newest).await {
             Written::Done => true,
             Written::Stop => false,
             Written::Lost => self.resume().await,
@@ -997,8 +971,8 @@ impl RouteStream<'_> {
             if replay.is_empty() {
                 return true;
             }
-            self.last = self.replay.newest().unwrap_or(0);
-            match self.write(&mut [replay]).await {
+            let newest = self.replay.newest().unwrap_or(0);
+            match self.write(&mut [replay], newest).await {
                 Written::Done => return true,
                 Written::Stop => return false,
                 Written::Lost => continue,
@@ -1006,12 +980,11 @@ impl RouteStream<'_> {
         }
     }
 
-    /// Writes `chunks`, opening the stream (and sending its header) first if needed.
-    async fn write(&mut self, chunks: &mut [Bytes]) -> Written {
+    /// Writes `chunks` (frames up to `newest`), opening the stream (and sending its header)
+    /// first if needed.
+    async fn write(&mut self, chunks: &mut [Bytes], newest: u64) -> Written {
         if self.stream.is_none() {
-            self.written = self.header.len() as u64;
-            self.marks.clear();
-            self.mark_from = 0;
+            self.marks.restart(self.header.len());
         }
         let bytes: usize = chunks.iter().map(Bytes::len).sum();
         let to = self.to;
@@ -1066,7 +1039,8 @@ impl RouteStream<'_> {
         };
         match result {
             Ok(Ok(())) => {
-                self.wrote(bytes);
+                let read = self.stream.as_ref().and_then(LinkSend::read_at_least);
+                self.marks.wrote(bytes, newest, read);
                 Written::Done
             }
             Ok(Err(e)) => {
@@ -1085,35 +1059,6 @@ impl RouteStream<'_> {
                 to.close(CloseCode::SlowConsumer, "slow consumer: no progress");
                 Written::Stop
             }
-        }
-    }
-
-    /// After a write of `bytes` (frames up to `last`) to the current stream: marks where it
-    /// ended, and notes up to which seq the client has read, as far as the stream tells.
-    fn wrote(&mut self, bytes: usize) {
-        self.written += bytes as u64;
-        let Some(read) = self.stream.as_ref().and_then(LinkSend::read_at_least) else {
-            // A stream that never tells needs no marks.
-            return;
-        };
-        match self.marks.back_mut() {
-            // Moved later: its frames are let go when the client has read this far.
-            Some(back) if self.written - self.mark_from < MARK_SPAN => {
-                *back = (self.written, self.last);
-            }
-            _ => {
-                if self.marks.len() == MARKS {
-                    self.marks.pop_front();
-                }
-                self.mark_from = self.written;
-                self.marks.push_back((self.written, self.last));
-            }
-        }
-        while let Some(&(end, seq)) = self.marks.front()
-            && end <= read
-        {
-            self.read = Some(seq);
-            self.marks.pop_front();
         }
     }
 
