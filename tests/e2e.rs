@@ -778,10 +778,16 @@ async fn a_receiver_that_takes_nothing_for_the_write_timeout_is_a_slow_consumer(
     // stream's window are full (about 2 400 signals of 1 KiB), well inside the queue bounds.
     let data = "x".repeat(1024);
     for _ in 0..4_000 {
-        sender
+        match sender
             .send_unconfirmed(Signal::to_one(slow.me().id, "bulk", data.clone()))
             .await
-            .unwrap();
+        {
+            Ok(_) => {}
+            // On a slow machine the relay may close `slow` before the last of these is sent;
+            // then the sender's roster no longer has it (and `Left` says why, below).
+            Err(SendError::Invalid(SignalError::TargetNotFound { .. })) => break,
+            Err(e) => panic!("send failed: {e}"),
+        }
     }
     let left = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
