@@ -29,6 +29,12 @@ const dataDir = path.join(home, 'data');
 const env = { ...process.env, SIGNALBOX_HOME: home, RUST_LOG: process.env.RUST_LOG || 'warn,web_transport_quinn=error' };
 const children = [];
 
+/** The step under way, told if the run fails (an error from the browser names no line). */
+let step = 'starting';
+const at = (what) => {
+  step = what;
+};
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(what, check, ms = 20000) {
@@ -161,6 +167,8 @@ async function main() {
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
+    // A page that stops answering fails the step in a minute (puppeteer's default is 3).
+    protocolTimeout: 60000,
     args: ['--no-sandbox', '--disable-dev-shm-usage'],
   });
   try {
@@ -180,6 +188,7 @@ async function main() {
  * over, not a promise that never settles, and `auto` gives up on it and joins over WebSocket. */
 async function silentTest({ base, invite, tokenOf, browser }) {
   console.log('== a WebTransport that never answers');
+  at('joining where WebTransport never answers');
   const silent = dgram.createSocket('udp4');
   silent.on('message', () => {});
   await new Promise((r) => silent.bind(0, '127.0.0.1', r));
@@ -237,6 +246,7 @@ async function silentTest({ base, invite, tokenOf, browser }) {
  * WebSocket is served over TLS too (an https page cannot open ws://). */
 async function tlsTest() {
   console.log('== the web page over --http-tls');
+  at('the web page over --http-tls');
   const quic = await freePort('udp');
   const http = await freePort('tcp');
   const relay = run([
@@ -252,6 +262,7 @@ async function tlsTest() {
     executablePath: CHROMIUM,
     headless: true,
     acceptInsecureCerts: true,
+    protocolTimeout: 60000,
     args: ['--no-sandbox', '--disable-dev-shm-usage'],
   });
   try {
@@ -290,6 +301,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   const cut = transport === 'websocket' ? await proxy(new URL(base).port) : null;
   const page = await browser.newPage();
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
+  at(`${transport}: joining`);
   await page.goto(`${base}/join`, { waitUntil: 'load' });
   const joined = await page.evaluate(
     async (o) => {
@@ -344,6 +356,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   );
 
   // 300 numbered signals from the page, to everyone.
+  at(`${transport}: 300 signals from the page`);
   await page.evaluate((n) => {
     window.acks = 0;
     for (let i = 1; i <= n; i++) {
@@ -358,6 +371,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   await waitFor('every signal acknowledged', () => page.evaluate((n) => window.acks === n, COUNT));
 
   // 300 from the command line to everyone: in order, through both handlers.
+  at(`${transport}: 300 signals from the command line`);
   const lines = Array.from({ length: COUNT }, (_, i) => String(i + 1));
   await sendLines(invite(session, 'cli-sender'), lines);
   const fromOthers = async () => (await state()).nums.filter(([from]) => from !== me);
@@ -369,8 +383,15 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   assert.equal(t1.any, t1.nums.length, "'signal' and 'signal:num' saw the same signals");
 
   // Errors come to the callback with OpenTok's codes and names.
+  at(`${transport}: errors`);
   const errors = await page.evaluate(async () => {
-    const ask = (sig) => new Promise((r) => s.signal(sig, (e) => r(e ? [e.code, e.name] : null)));
+    // The relay's answer, or 'no answer' after 10 s (a lost answer fails the assertion
+    // below, naming the signal, instead of hanging the page).
+    const ask = (sig) =>
+      new Promise((r) => {
+        setTimeout(() => r('no answer'), 10000);
+        s.signal(sig, (e) => r(e ? [e.code, e.name] : null));
+      });
     return {
       tooLong: await ask({ type: 'num', data: 'x'.repeat(9000) }),
       badType: await ask({ type: 'no spaces', data: '' }),
@@ -390,7 +411,10 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
     async (o) => {
       const sub = Signalbox.initSession('', o.session, { transport: o.transport, relay: o.relay });
       await sub.connect(o.token);
-      const got = await new Promise((r) => sub.signal({ type: 'num', data: '0' }, (e) => r(e ? [e.code, e.name] : null)));
+      const got = await new Promise((r) => {
+        setTimeout(() => r('no answer'), 10000);
+        sub.signal({ type: 'num', data: '0' }, (e) => r(e ? [e.code, e.name] : null));
+      });
       sub.disconnect();
       return got;
     },
@@ -399,6 +423,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   assert.deepEqual(forbidden, [403, 'OT_PERMISSION_DENIED']);
 
   // A second listener comes and goes: created, then destroyed as clientDisconnected.
+  at(`${transport}: a listener comes and goes`);
   const visitor = listen(invite(session, 'visitor'), 'visitor');
   const visitorId = (await waitFor('the visitor', () => visitor.events.find((e) => e.event === 'connected'))).me.id;
   await waitFor('connectionCreated for the visitor', async () =>
@@ -410,6 +435,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   );
   assert.equal(destroyed[2], 'clientDisconnected');
 
+  at(`${transport}: a resume`);
   // The relay (WebTransport) or the network to it (WebSocket) is blocked for 2 s while both
   // sides keep sending: the page resumes, and nothing is lost or doubled.
   const block = cut
@@ -454,6 +480,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   assert.equal(await page.evaluate(() => s.connection.connectionId), me, 'the same connection');
 
   // The page leaves: the listener sees `left` as clientDisconnected at once.
+  at(`${transport}: leaving`);
   await page.evaluate(() => s.disconnect());
   const left = await waitFor('the listener to see the page leave', () =>
     watcher.events.find((e) => e.event === 'left' && e.connection === me),
@@ -467,6 +494,7 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
 
 async function pageTest({ base, invite, browser }) {
   console.log('== the web page');
+  at('the web page');
   const shots = process.env.SCREENSHOTS;
   const link = invite('lobby', 'Ann');
   const open = async (width, height, name, inviteLink) => {
@@ -545,6 +573,7 @@ try {
   await main();
   console.log('browser tests passed');
 } catch (e) {
+  console.error(`failed while ${step}:`);
   console.error(e);
   process.exitCode = 1;
 } finally {
