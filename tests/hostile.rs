@@ -863,6 +863,114 @@ async fn a_resume_in_another_protocol_is_refused() {
     assert!(matches!(answer, RelayMessage::Welcome(_)), "{answer:?}");
 }
 
+/// A client that grants its delivery streams credit far ahead of what it reads breaks the
+/// rule the relay relies on to let go of what was read (credit only for bytes read, within a
+/// 256 KiB window): the relay lets go of frames the client never read, and the client's own
+/// resume is told so with `Missed`. Every seq is then either in that notice or replayed, in
+/// order: never a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_granting_credit_ahead_of_reading_is_told_what_it_missed() {
+    use futures_util::StreamExt;
+    use signalbox_client::Signal;
+    use signalbox_proto::codec;
+    use signalbox_proto::{
+        CloseCode, DeliveryHeader, Hello, Incoming, PROTOCOL_VERSION, RelayMessage, Role,
+    };
+    const N: u64 = 1000;
+    let relay = TestRelay::start_with(|c| {
+        c.signals_per_second = 0;
+        c.fanout_bytes_per_second = 0;
+    })
+    .await;
+    let (sender, _sender_ev) = relay.join_sender("sender").await;
+    // 16 MiB of credit on every stream before it reads a byte; and it reads none.
+    let mut greedy = quinn::TransportConfig::default();
+    greedy
+        .stream_receive_window((16u32 << 20).into())
+        .receive_window((64u32 << 20).into());
+    let token = || Some(relay.token(Role::Publisher, "greedy"));
+    let hello = |resume| Hello {
+        protocol: PROTOCOL_VERSION,
+        session: TestRelay::session(),
+        token: token(),
+        name: Some("greedy".into()),
+        resume,
+        receive_broadcasts: true,
+        seen: vec![],
+    };
+    let (raw, _) = Raw::join_with_transport(&relay, hello(None), Some(greedy)).await;
+    let welcome = raw.welcome.clone().expect("welcome");
+    let data = "x".repeat(1000);
+    let mut last = None;
+    for _ in 0..N {
+        let to = Signal::to_one(welcome.me.id, "t", &data);
+        last = Some(sender.send(to).await.unwrap());
+    }
+    last.unwrap().accepted().await.unwrap();
+    // The relay lets a frame go at a write after the one that learned of the (claimed) read:
+    // a few more, until what it keeps is well under the megabyte sent.
+    let mut sent = N;
+    while relay.handle.held_bytes().1 > 256 << 10 {
+        assert!(
+            sent < N + 100,
+            "the relay kept {:?}",
+            relay.handle.held_bytes()
+        );
+        let to = Signal::to_one(welcome.me.id, "t", "x");
+        sender.send(to).await.unwrap().accepted().await.unwrap();
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Away (not a leave), then back with nothing read.
+    raw.conn
+        .close(CloseCode::Abandoned.as_u32().into(), b"away");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (mut again, answer) = Raw::join_with(&relay, hello(Some(welcome.resume))).await;
+    assert!(matches!(answer, RelayMessage::Welcome(_)), "{answer:?}");
+    let (first, last, count) = loop {
+        match again.next_control().await.expect("a Missed notice") {
+            RelayMessage::Missed {
+                from,
+                first,
+                last,
+                count,
+            } => {
+                assert_eq!(from, Some(sender.me().id));
+                break (first, last, count);
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(first, 1, "the oldest were let go");
+    assert!(count > last - first, "{count} lost of {first}..={last}");
+    assert!(
+        last > N / 2,
+        "most of the megabyte was let go, lost {first}..={last}"
+    );
+    // The rest, replayed in order from just after the notice.
+    let stream = tokio::time::timeout(WAIT, again.conn.accept_uni())
+        .await
+        .expect("a delivery stream")
+        .unwrap();
+    let mut frames = tokio_util::codec::FramedRead::new(stream, codec::codec(1 << 20));
+    let mut header = None;
+    let mut replayed = vec![];
+    while replayed.last() != Some(&sent) {
+        let frame = tokio::time::timeout(WAIT, frames.next())
+            .await
+            .expect("the replay")
+            .unwrap()
+            .unwrap();
+        match header {
+            None => header = Some(codec::decode::<DeliveryHeader>(&frame).unwrap()),
+            Some(_) => replayed.push(codec::decode::<Incoming<'_>>(&frame).unwrap().seq),
+        }
+    }
+    assert_eq!(header.unwrap().from, Some(sender.me().id));
+    let want: Vec<u64> = (last + 1..=sent).collect();
+    assert_eq!(replayed, want, "every seq after the notice, in order");
+}
+
 // ---------------------------------------------------------------------------------------
 // Browser links: the same protocol over a WebSocket, and WebTransport on the QUIC port.
 

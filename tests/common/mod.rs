@@ -197,13 +197,25 @@ impl Raw {
 
     /// Connects and sends this `Hello`, whatever it says.
     pub async fn join_with(relay: &TestRelay, hello: Hello) -> (Self, RelayMessage) {
+        Self::join_with_transport(relay, hello, None).await
+    }
+
+    /// As `join_with`, with QUIC settings of its own (`None`: the client library's).
+    pub async fn join_with_transport(
+        relay: &TestRelay,
+        hello: Hello,
+        transport: Option<quinn::TransportConfig>,
+    ) -> (Self, RelayMessage) {
         // The client library's endpoint and settings, as a real client has them.
         let endpoint = signalbox_client::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
-        let config = signalbox_client::client_config(
+        let mut config = signalbox_client::client_config(
             Some(relay.handle.fingerprint()),
             relay.handle.quic_addr().ip(),
         )
         .unwrap();
+        if let Some(t) = transport {
+            config.transport_config(std::sync::Arc::new(t));
+        }
         let conn = endpoint
             .connect_with(config, relay.handle.quic_addr(), "localhost")
             .unwrap()
