@@ -1218,6 +1218,87 @@ mod browser {
         }
     }
 
+    /// A browser that resumes on a new WebTransport session gets the member's control
+    /// messages there at once. The session it left, which it no longer reads, stops taking
+    /// them when the resume comes — not when WebTransport's goodbye on it is over, which waits
+    /// 100 ms or more for a browser that never answers. (Taken by the old session, a
+    /// `Joined`, an `Accepted` or a `Rejected` was lost: a page could wait for ever for a
+    /// signal's answer.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_webtransport_resume_gets_the_members_messages_at_once() {
+        use base64::Engine;
+        use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
+        let relay = web_relay().await;
+        let info: serde_json::Value = reqwest::get(format!(
+            "http://{}/v1/webtransport",
+            relay.handle.http_addr().unwrap()
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(
+                info["serverCertificateHashes"][0]["value"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        let open = |port: u16, hello: Vec<u8>| {
+            let hash = hash.clone();
+            async move {
+                let url = url::Url::parse(&format!("https://127.0.0.1:{port}/v1/wt")).unwrap();
+                let session = web_transport_quinn::ClientBuilder::new()
+                    .with_server_certificate_hashes(vec![hash])
+                    .unwrap()
+                    .connect(url)
+                    .await
+                    .unwrap();
+                let (mut send, recv) = session.open_bi().await.unwrap();
+                send.write_all(&hello).await.unwrap();
+                let mut frames = tokio_util::codec::FramedRead::new(recv, codec::codec(1 << 20));
+                let first = frames.next().await.unwrap().unwrap();
+                let welcome = match codec::decode::<RelayMessage>(&first).unwrap() {
+                    RelayMessage::Welcome(w) => w,
+                    other => panic!("{other:?}"),
+                };
+                (session, send, frames, welcome)
+            }
+        };
+        // The first session goes through a path that then goes silent, as a browser's does
+        // when the network drops: the relay's goodbye on it is never answered.
+        let path = FaultyLink::start(relay.handle.quic_addr(), 5, Faults::default()).await;
+        let (_old, _old_send, _old_frames, welcome) = open(path.addr().port(), hello(&relay)).await;
+        path.blackhole(true);
+        let resume = frame(&ClientMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            session: TestRelay::session(),
+            token: None,
+            name: None,
+            resume: Some(welcome.resume.clone()),
+            receive_broadcasts: true,
+            seen: vec![],
+        }))
+        .to_vec();
+        let (_new, _new_send, mut frames, again) =
+            open(relay.handle.quic_addr().port(), resume).await;
+        assert_eq!(again.me.id, welcome.me.id, "resumed");
+        // Someone joins right after: the resumed session is told.
+        let (newcomer, _ev) = relay.join("newcomer").await;
+        let joined = tokio::time::timeout(WAIT, async {
+            loop {
+                let f = frames.next().await.unwrap().unwrap();
+                if let RelayMessage::Joined(info) = codec::decode::<RelayMessage>(&f).unwrap() {
+                    break info;
+                }
+            }
+        })
+        .await
+        .expect("the resumed session is told of the newcomer");
+        assert_eq!(joined.id, newcomer.me().id);
+    }
+
     /// A browser's WebTransport handshake gets the short-lived certificate whose hash the
     /// HTTP listener publishes (a native client still gets the pinned identity); only
     /// `/v1/wt` is served.

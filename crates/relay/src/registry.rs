@@ -246,7 +246,8 @@ impl Member {
         }
         lock(&self.receiver.resume).resumed(seen);
         let old = self.conn.swap(Arc::new(conn));
-        old.close(CloseCode::Normal, "resumed on another connection");
+        // At once: the old connection's tasks stop taking the member's messages now.
+        old.close_now(CloseCode::Normal, "resumed on another connection");
         self.away.store(false, Ordering::Release);
         let generation = self.attached.fetch_add(1, Ordering::AcqRel) + 1;
         self.reattached.notify_waiters();

@@ -888,7 +888,8 @@ fn take_chunk(
     let roster = session.roster();
     let mut sender = lock(&member.sender);
     let mut tally = Tally::default();
-    let mut newest = None;
+    // A signal taken, or a resend of one taken already: either is answered.
+    let mut answered = false;
     let mut frame = first;
     let next = loop {
         // The frame and the signal in it end here: neither is kept across a wait, which
@@ -910,13 +911,16 @@ fn take_chunk(
                 &mut tally,
             );
             match t {
-                Ok(Taken::New) => Some(out.seq),
-                Ok(Taken::Resent) => None,
+                Ok(Taken::New) => true,
+                Ok(Taken::Resent) => {
+                    answered = true;
+                    false
+                }
                 Err(end) => break Err(end),
             }
         };
-        if let Some(seq) = new {
-            newest = Some(seq);
+        if new {
+            answered = true;
             // Counted before the budget check: a wait for room may find room at once and not
             // yield, so the signals that end on it count toward the next yield as others do.
             *handled = handled.wrapping_add(1);
@@ -937,12 +941,17 @@ fn take_chunk(
     if let Some(f) = sender.fanout.as_mut() {
         f.flush();
     }
+    // The newest seq taken, read under the sender's lock: every rejection up to it is queued
+    // already, so it is told before the `Accepted` that covers it. A resend counts too: the
+    // connection a client left may have taken it after the resume's `Welcome` was written,
+    // and this connection must still say so.
+    let up_to = answered.then(|| sender.sequence.last());
     drop(sender);
     shared
         .metrics
         .signals(tally.signals, tally.bytes, tally.deliveries);
-    if let Some(seq) = newest {
-        acceptance.up_to.store(seq, Ordering::Release);
+    if let Some(seq) = up_to {
+        acceptance.up_to.fetch_max(seq, Ordering::AcqRel);
         acceptance.notify.notify_one();
     }
     next

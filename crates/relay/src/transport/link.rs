@@ -116,6 +116,24 @@ impl Link {
         }
     }
 
+    /// Closes the connection at once, for a connection its client has left for another (a
+    /// resume): the same as [`Link::close`] but for WebTransport, whose own close first says
+    /// goodbye on the session's stream and waits for the browser's answer (100 ms or more,
+    /// until the idle timeout if nobody is there), with the connection open meanwhile. Nobody
+    /// reads that goodbye here, and while it lasts the connection's tasks would go on taking
+    /// the member's control messages, which the new connection needs.
+    pub(crate) fn close_now(&self, code: CloseCode, reason: &str) {
+        match self {
+            Link::WebTransport(w) => {
+                let conn: &quinn::Connection = w;
+                let code = web_transport_quinn::proto::error_to_http3(code.as_u32());
+                let code = quinn::VarInt::try_from(code).unwrap_or(quinn::VarInt::MAX);
+                conn.close(code, reason.as_bytes());
+            }
+            _ => self.close(code, reason),
+        }
+    }
+
     /// Waits until the connection has ended.
     pub(crate) async fn closed(&self) {
         match self {
