@@ -403,6 +403,17 @@ async function sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, a
   assert.deepEqual(errors.badType, [400, 'OT_INVALID_PARAMETER']);
   assert.deepEqual(errors.typeTooLong, [413, 'OT_INVALID_PARAMETER']);
   assert.deepEqual(errors.unknown, [404, 'OT_NOT_FOUND'], 'the relay names an unknown target');
+  // A page's callback that throws is the page's error: the answers after it still come.
+  const after = await page.evaluate(() => {
+    s.signal({ type: 'thrower', data: '' }, () => {
+      throw new Error('a callback that throws (expected)');
+    });
+    return new Promise((r) => {
+      setTimeout(() => r('no answer'), 10000);
+      s.signal({ type: 'thrower', data: '' }, (e) => r(e ? e.message : 'answered'));
+    });
+  });
+  assert.equal(after, 'answered', 'a callback that throws does not stop the next');
   // A subscriber may only receive: the relay refuses its signal with 403.
   const subscriber = execFileSync(BIN, ['invite', '--session', session, '--data-dir', dataDir, '--host', '127.0.0.1:1', '--role', 'subscriber'], { env })
     .toString()

@@ -579,6 +579,25 @@
     }
   }
 
+  /**
+   * A page's completion callback, called so that one that throws is reported as an uncaught
+   * error (as an event handler's is) instead of stopping the link's reading midway: the
+   * answers after it, in the same message or later ones, still come.
+   * @param {?Function} callback
+   */
+  function guarded(callback) {
+    if (!callback) return () => {};
+    return (...args) => {
+      try {
+        callback(...args);
+      } catch (e) {
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    };
+  }
+
   function keyOf(from) {
     return from === null ? '' : from;
   }
@@ -648,7 +667,7 @@
      * @returns {Promise<void>}
      */
     connect(token, callback) {
-      const done = callback || (() => {});
+      const done = guarded(callback);
       if (this._state !== 'disconnected') {
         const e = new SignalboxError(400, 'already connected or connecting');
         setTimeout(() => done(e));
@@ -706,7 +725,7 @@
      * @param {(error?: Error) => void} [callback]
      */
     forceDisconnect(connection, callback) {
-      const done = callback || (() => {});
+      const done = guarded(callback);
       if (!this.isConnected()) {
         setTimeout(() => done(new SignalboxError(500, 'not connected to the session')));
         return;
@@ -724,7 +743,7 @@
      * @param {(error?: Error) => void} [callback]
      */
     signal(signal, callback) {
-      const done = callback || (() => {});
+      const done = guarded(callback);
       const fail = (code, message) => setTimeout(() => done(new SignalboxError(code, message)));
       const s = signal || {};
       const type = s.type === undefined ? '' : s.type;
