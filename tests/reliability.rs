@@ -779,6 +779,65 @@ async fn a_dial_the_client_gave_up_on_is_not_a_leave() {
     );
 }
 
+/// A `Rejected` lost with a connection is told again when the client resumes, before the
+/// repeated `Accepted` that covers its seq: without it, that `Accepted` would read as the
+/// signal's success.
+#[tokio::test]
+async fn a_rejection_lost_with_the_connection_is_told_again_on_resume() {
+    use signalbox_proto::{Outgoing, SignalError, Target};
+    let relay = relay_with(Duration::from_secs(15), |_| {}).await;
+    let token = || Some(relay.token(Role::Publisher, "sender"));
+    let (mut raw, _) = Raw::join(&relay, token()).await;
+    let welcome = raw.welcome.clone().expect("welcome");
+    let mut send = raw.open_send().await;
+    let signal = |seq, r#type: &str| Outgoing {
+        seq,
+        to: Target::All,
+        r#type: r#type.to_owned().into(),
+        data: "".into(),
+    };
+    send.write_all(&frame(&signal(1, "no spaces")))
+        .await
+        .unwrap();
+    send.write_all(&frame(&signal(2, "fine"))).await.unwrap();
+    // The relay took both (this connection is told so, but its client is gone before it reads).
+    loop {
+        match raw.next_control().await.expect("the relay's answers") {
+            RelayMessage::Accepted { up_to: 2 } => break,
+            _ => continue,
+        }
+    }
+    raw.conn
+        .close(CloseCode::Abandoned.as_u32().into(), b"network gone");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut again, answer) = Raw::join_resuming(&relay, token(), Some(welcome.resume)).await;
+    match answer {
+        RelayMessage::Welcome(w) => assert_eq!(w.accepted_up_to, 2),
+        other => panic!("{other:?}"),
+    }
+    let mut told = vec![];
+    loop {
+        match again.next_control().await.expect("the answers told again") {
+            RelayMessage::Rejected { seq, error } => {
+                told.push(format!("rejected {seq}: {error:?}"))
+            }
+            RelayMessage::Accepted { up_to } => {
+                told.push(format!("accepted {up_to}"));
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let invalid = SignalError::InvalidType {
+        found: ' ',
+        position: 2,
+    };
+    assert_eq!(
+        told,
+        [format!("rejected 1: {invalid:?}"), "accepted 2".to_owned()]
+    );
+}
+
 /// A dial whose handshake packets are lost (the path blacked out as it starts) is dialed
 /// anew after `handshake_attempt`, instead of waiting on QUIC's retransmissions, which back
 /// off to seconds apart (about 1, 3 and 7 s after the first Initial here).

@@ -62,12 +62,13 @@ impl SendState {
         }
     }
 
-    /// The relay refused `seq`: it is not sent again.
-    pub(crate) fn rejected(&mut self, seq: u64) -> Option<Waiter> {
-        if let Ok(at) = self.unacked.binary_search_by_key(&seq, |(s, _)| *s) {
-            self.unacked.remove(at);
-        }
-        self.waiting.remove(&seq)
+    /// The relay refused `seq`: it is not sent again. `Some` with its receipt's waiter, if
+    /// anyone waits; `None` if the client does not hold `seq` (accepted, or refused before:
+    /// after a resume the relay tells its recent rejections again), which is nothing new.
+    pub(crate) fn rejected(&mut self, seq: u64) -> Option<Option<Waiter>> {
+        let at = self.unacked.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+        self.unacked.remove(at);
+        Some(self.waiting.remove(&seq))
     }
 
     /// Every pending receipt fails (the client will not send them).
@@ -550,18 +551,26 @@ mod tests {
     }
 
     /// A rejection removes exactly its signal, wherever it is, and gives back its receipt;
-    /// a seq not waiting (already accepted, or unknown) changes nothing.
+    /// a seq not held (already accepted or refused, or unknown) changes nothing.
     #[test]
     fn a_rejection_removes_only_its_signal() {
         let mut s = state(1..=5);
         let (tx, _rx) = tokio::sync::oneshot::channel();
         s.waiting.insert(3, tx);
-        assert!(s.rejected(3).is_some());
+        assert!(
+            matches!(s.rejected(3), Some(Some(_))),
+            "its receipt's waiter"
+        );
         assert_eq!(seqs(&s), [1, 2, 4, 5]);
+        // Held but nobody waits: reported, as an event.
+        assert!(matches!(s.rejected(2), Some(None)));
+        assert_eq!(seqs(&s), [1, 4, 5]);
+        // Told again (after a resume), unknown, or accepted already: nothing new.
         assert!(s.rejected(3).is_none());
         assert!(s.rejected(7).is_none());
-        assert_eq!(seqs(&s), [1, 2, 4, 5]);
+        assert_eq!(seqs(&s), [1, 4, 5]);
         s.accepted(4);
+        assert!(s.rejected(1).is_none());
         assert_eq!(seqs(&s), [5]);
         assert_eq!(&s.unacked[0].1[..], b"5");
     }

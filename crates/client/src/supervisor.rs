@@ -575,15 +575,17 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
                 None
             }
             RelayMessage::Rejected { seq, error } => {
-                let waiter = lock(&inner.send_state).rejected(seq);
+                let held = lock(&inner.send_state).rejected(seq);
                 inner.room.notify_waiters();
-                match waiter {
+                match held {
                     // Nobody awaits the receipt any more: report it as an event instead.
-                    Some(w) => match w.send(Err(error)) {
+                    Some(Some(w)) => match w.send(Err(error)) {
                         Ok(()) => None,
                         Err(back) => back.err().map(|error| Event::Rejected { seq, error }),
                     },
-                    None => Some(Event::Rejected { seq, error }),
+                    Some(None) => Some(Event::Rejected { seq, error }),
+                    // Told again after a resume: known already.
+                    None => None,
                 }
             }
             RelayMessage::Denied { message } => Some(Event::Denied { message }),

@@ -4,7 +4,8 @@
 //! never reuses a number. After a reconnect it resends every signal the relay had not
 //! acknowledged, so the relay sees some numbers twice; it takes each number once. A resent
 //! signal that was *rejected* is told again (the notice may have been lost with the
-//! connection). The numbers live with the member, not the connection, so a resume keeps them.
+//! connection), and so is every remembered rejection when the client resumes. The numbers live
+//! with the member, not the connection, so a resume keeps them.
 
 use std::collections::VecDeque;
 
@@ -62,6 +63,13 @@ impl Sequencer {
     /// The highest seq taken (told to a client that resumes: everything up to it was taken).
     pub(crate) fn last(&self) -> u64 {
         self.last
+    }
+
+    /// The rejections it remembers, oldest first: told again to a client that resumes, before
+    /// the `Accepted` that covers them (their first telling may have been lost with the
+    /// connection).
+    pub(crate) fn rejections(&self) -> impl Iterator<Item = &(u64, SignalError)> {
+        self.rejections.iter()
     }
 }
 

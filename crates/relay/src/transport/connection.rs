@@ -564,8 +564,23 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
         notify: Notify::new(),
     };
     if accepted > 0 {
-        // After a resume, tell again how far the relay got (after any rejections queued
-        // meanwhile): the client may have lost the last notice with its connection.
+        // After a resume, tell again the recent rejections and how far the relay got, in that
+        // order: the client may have lost the last notices with its connection, and a lost
+        // `Rejected` under a repeated `Accepted` would read as a success. (A client ignores a
+        // `Rejected` for a seq it no longer holds.)
+        let told: Vec<Bytes> = lock(&member.sender)
+            .sequence
+            .rejections()
+            .filter_map(|(seq, error)| {
+                frames::control(&RelayMessage::Rejected {
+                    seq: *seq,
+                    error: error.clone(),
+                })
+            })
+            .collect();
+        for frame in told {
+            member.send_control(frame);
+        }
         acceptance.notify.notify_one();
     }
     let end = if welcomed {
