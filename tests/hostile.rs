@@ -1281,22 +1281,108 @@ mod browser {
             seen: vec![],
         }))
         .to_vec();
-        let (_new, _new_send, mut frames, again) =
+        let (resumed, _resumed_send, mut frames, again) =
             open(relay.handle.quic_addr().port(), resume).await;
         assert_eq!(again.me.id, welcome.me.id, "resumed");
-        // Someone joins right after: the resumed session is told.
-        let (newcomer, _ev) = relay.join("newcomer").await;
-        let joined = tokio::time::timeout(WAIT, async {
+        // A signal the relay refuses, right after: the resumed session is told.
+        let mut send = resumed.open_uni().await.unwrap();
+        send.write_all(&refused(1)).await.unwrap();
+        let told = tokio::time::timeout(WAIT, async {
             loop {
                 let f = frames.next().await.unwrap().unwrap();
-                if let RelayMessage::Joined(info) = codec::decode::<RelayMessage>(&f).unwrap() {
-                    break info;
+                if let RelayMessage::Rejected { seq, .. } = codec::decode(&f).unwrap() {
+                    break seq;
                 }
             }
         })
         .await
-        .expect("the resumed session is told of the newcomer");
-        assert_eq!(joined.id, newcomer.me().id);
+        .expect("the resumed session is told of the refusal");
+        assert_eq!(told, 1);
+    }
+
+    /// A signal the relay refuses (its type has a space), as a frame.
+    fn refused(seq: u64) -> Vec<u8> {
+        frame(&Outgoing {
+            seq,
+            to: Target::All,
+            r#type: "no spaces".into(),
+            data: "".into(),
+        })
+        .to_vec()
+    }
+
+    /// The control messages on a WebSocket until an `Accepted`, as words, and the `Welcome`
+    /// among them.
+    async fn answers(ws: &mut Ws) -> (Vec<String>, Option<signalbox_proto::Welcome>) {
+        let (mut told, mut welcome) = (vec![], None);
+        loop {
+            let (id, frames) = next(ws).await;
+            if id != 0 {
+                continue;
+            }
+            for f in frames {
+                match codec::decode::<RelayMessage>(&f).unwrap() {
+                    RelayMessage::Welcome(w) => {
+                        told.push("welcome".to_owned());
+                        welcome = Some(w);
+                    }
+                    RelayMessage::Rejected { seq, .. } => told.push(format!("rejected {seq}")),
+                    RelayMessage::Accepted { up_to } => {
+                        told.push(format!("accepted {up_to}"));
+                        return (told, welcome);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A browser that resumes on a new WebSocket while the relay still has its old one open
+    /// (its client stopped reading it) is told on the new one what is due: the refusal sent
+    /// to the old socket again, before the `Accepted` that covers it, and the answers to what
+    /// it sends next. The old socket's writer takes nothing once the member has moved on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_websocket_resume_gets_its_answers_while_the_old_socket_is_open() {
+        let relay = web_relay().await;
+        let mut old = ws(&relay).await;
+        old.send(tagged(0, &hello(&relay))).await.unwrap();
+        old.send(tagged(1, &refused(1))).await.unwrap();
+        let (told, welcome) = answers(&mut old).await;
+        assert_eq!(told, ["welcome", "rejected 1", "accepted 1"]);
+        let resume = frame(&ClientMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            session: TestRelay::session(),
+            token: None,
+            name: None,
+            resume: Some(welcome.unwrap().resume),
+            receive_broadcasts: true,
+            seen: vec![],
+        }))
+        .to_vec();
+        for round in 0..20 {
+            // The old socket stays open at the relay; the page resumes on a new one.
+            let mut new = ws(&relay).await;
+            new.send(tagged(0, &resume)).await.unwrap();
+            let (told, _) = answers(&mut new).await;
+            let last = round + 1;
+            let mut want = vec!["welcome".to_owned()];
+            want.extend((1..=last).map(|seq| format!("rejected {seq}")));
+            want.push(format!("accepted {last}"));
+            assert_eq!(told, want, "round {round}");
+            // What it sends now is answered there.
+            new.send(tagged(1, &refused(last + 1))).await.unwrap();
+            let (told, _) = answers(&mut new).await;
+            assert_eq!(
+                told,
+                [
+                    format!("rejected {}", last + 1),
+                    format!("accepted {}", last + 1)
+                ]
+            );
+            // And it goes quiet in turn: the next round resumes while this one is open.
+            old = new;
+        }
+        drop(old);
     }
 
     /// A browser's WebTransport handshake gets the short-lived certificate whose hash the

@@ -800,7 +800,8 @@ async fn a_rejection_lost_with_the_connection_is_told_again_on_resume() {
         .await
         .unwrap();
     send.write_all(&frame(&signal(2, "fine"))).await.unwrap();
-    // The relay took both (this connection is told so, but its client is gone before it reads).
+    // The relay took both. (This client reads the answers, to know; one whose network failed
+    // would not have had them.)
     loop {
         match raw.next_control().await.expect("the relay's answers") {
             RelayMessage::Accepted { up_to: 2 } => break,

@@ -503,6 +503,11 @@ async fn resume(
         return None;
     };
     tracing::info!(session = %hello.session, "resumed");
+    // The connection left behind is closed, and its control writer ends with it (taking
+    // nothing more: see `control_writer`). Whatever it took from the member's control queue
+    // before that — news, answers — is in what follows: the peers and the acceptance level
+    // read below, and the rejections told again after the `Welcome`.
+    drop(member.receiver.control_rx.lock().await);
     let mut peers: Vec<ConnectionInfo> = session
         .roster()
         .members
@@ -584,7 +589,7 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
         acceptance.notify.notify_one();
     }
     let end = if welcomed {
-        let writer = control_writer(send, &member, &acceptance, 0);
+        let writer = control_writer(send, &member, generation, &acceptance, 0);
         let reader = control_reader(&mut frames, &member, &conn, &session, &shared);
         let send_stream = Notify::new();
         let signals = signal_reader(&conn, &member, &session, &shared, &acceptance, &send_stream);
@@ -594,11 +599,13 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
             biased;
             _ = shared.cancel.cancelled() => End::Close(CloseCode::RelayShutdown, "relay shutting down".into()),
             _ = member.gone.cancelled() => End::Lost,
+            // Before the writer: a connection closed because its client resumed on another
+            // stops here, without the writer taking what the new one is owed.
+            _ = conn.closed() => End::Lost,
             end = &mut reader => end,
             end = &mut signals => end,
             _ = &mut writer => End::Lost,
             end = &mut extra => end,
-            _ = conn.closed() => End::Lost,
         }
     } else {
         End::Lost
@@ -712,11 +719,16 @@ const LEFT_AFTER_ROUTES: Duration = Duration::from_secs(2);
 async fn control_writer(
     mut send: LinkSend,
     member: &Member,
+    generation: u64,
     acceptance: &Acceptance,
     reported: u64,
 ) {
-    // The member's control queue: whichever connection serves the member now holds it.
+    // The member's control queue: whichever connection serves the member now holds it. A
+    // connection the member has left for another (a resume) takes nothing more from it.
     let mut rx = member.receiver.control_rx.lock().await;
+    if member.generation() != generation {
+        return;
+    }
     let mut reported = reported;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut next_notice = tokio::time::Instant::now();
