@@ -3,6 +3,8 @@
 // connect; 300 numbered signals each way in order; `signal:TYPE` handlers; 400, 404 and 413
 // errors in callbacks; connectionCreated / connectionDestroyed; a resume after the relay (or
 // the network to it) is blocked for 2 s, with nothing lost; a disconnect seen as `left`.
+// A page that signals and leaves over WebTransport twenty times and still answers; a
+// WebTransport that never answers; a resume whose answer comes after `connectTimeout`.
 // Then the web page itself, at a phone size and a desktop size, and over `--http-tls`.
 //
 // Run by scripts/browser_test.sh (SIGNALBOX_BIN: the binary; CHROMIUM: the browser;
@@ -85,10 +87,12 @@ async function sendLines(invite, lines) {
   assert.equal(code, 0, 'signalbox send exits 0');
 }
 
-/** A TCP proxy to the relay's HTTP listener that the test can cut for a while. */
+/** A TCP proxy to the relay's HTTP listener that the test can cut for a while, or make slow
+ * to answer. */
 async function proxy(target) {
   const sockets = new Set();
   let blocked = false;
+  let slow = 0;
   const server = net.createServer((client) => {
     if (blocked) return client.resetAndDestroy();
     const up = net.connect(target, '127.0.0.1');
@@ -101,7 +105,18 @@ async function proxy(target) {
     };
     client.on('error', drop).on('close', drop);
     up.on('error', drop).on('close', drop);
-    client.pipe(up).pipe(client);
+    client.pipe(up);
+    const delay = slow;
+    slow = 0;
+    if (!delay) return up.pipe(client);
+    // The relay's first bytes (the WebSocket upgrade) at once, the rest `delay` ms late.
+    let first = true;
+    up.on('data', (d) => {
+      const write = () => !client.destroyed && client.write(d);
+      if (first) write();
+      else setTimeout(write, delay);
+      first = false;
+    });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   return {
@@ -111,6 +126,10 @@ async function proxy(target) {
       for (const s of sockets) s.resetAndDestroy();
       await sleep(ms);
       blocked = false;
+    },
+    /** The next connection gets the relay's answers `ms` late. */
+    slowNext(ms) {
+      slow = ms;
     },
     close: () => server.close(),
   };
@@ -175,7 +194,9 @@ async function main() {
     for (const transport of ['webtransport', 'websocket']) {
       await sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, apiKey, browser });
     }
+    await leaveTest({ base, invite, tokenOf, browser });
     await silentTest({ base, invite, tokenOf, browser });
+    await lateResumeTest({ base, invite, tokenOf, browser });
     await pageTest({ base, invite, browser });
   } finally {
     await browser.close();
@@ -240,6 +261,84 @@ async function silentTest({ base, invite, tokenOf, browser }) {
     await page.close();
     silent.close();
   }
+}
+
+/** A page that joins over WebTransport, signals to everyone (its own signal comes back on a
+ * delivery stream it reads) and leaves, twenty times: the page answers after each. (When the
+ * relay closed such a session with WebTransport's own goodbye, Chromium's renderer hung for
+ * good within a few rounds: no timer ran, and every evaluation timed out.) */
+async function leaveTest({ base, invite, tokenOf, browser }) {
+  console.log('== joining, signalling and leaving over WebTransport, twenty times');
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${base}/join`, { waitUntil: 'load' });
+    for (let round = 0; round < 20; round++) {
+      at(`joining, signalling and leaving, round ${round}`);
+      const got = await page.evaluate(async (token) => {
+        const s = Signalbox.initSession('', 'leaving', { transport: 'webtransport' });
+        await s.connect(token);
+        const echo = await new Promise((r) => {
+          setTimeout(() => r('no signal'), 10000);
+          s.on('signal:hello', (e) => r(e.data));
+          s.signal({ type: 'hello', data: 'to all' });
+        });
+        s.disconnect();
+        return echo;
+      }, tokenOf(invite('leaving', `round-${round}`)));
+      assert.equal(got, 'to all');
+      // The page still answers, its timers run.
+      for (let i = 0; i < 5; i++) {
+        await sleep(60);
+        assert.equal(await page.evaluate(() => new Promise((r) => setTimeout(() => r(7), 10))), 7);
+      }
+    }
+  } finally {
+    await page.close();
+  }
+  console.log('   ok: twenty rounds, the page answering after each');
+}
+
+/** A resume whose `Welcome` comes after `connectTimeout`: the page gives that attempt up, and
+ * its next one resumes the same connection (a resume given up on is not a leave, though the
+ * relay may have taken it over already). */
+async function lateResumeTest({ base, invite, tokenOf, browser }) {
+  console.log('== a resume whose answer comes late');
+  at('a resume whose answer comes late');
+  const cut = await proxy(new URL(base).port);
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${base}/join`, { waitUntil: 'load' });
+    const me = await page.evaluate(
+      async (o) => {
+        const events = (window.events = []);
+        const s = (window.s = Signalbox.initSession('', 'late-resume', {
+          transport: 'websocket',
+          relay: o.relay,
+          connectTimeout: 1000,
+        }));
+        for (const name of ['sessionReconnecting', 'sessionReconnected', 'sessionDisconnected']) {
+          s.on(name, () => events.push(name));
+        }
+        await s.connect(o.token);
+        return s.connection.connectionId;
+      },
+      { relay: `http://127.0.0.1:${cut.port}`, token: tokenOf(invite('late-resume', 'late')) },
+    );
+    // The network drops; the first resume's answer then comes 2 s late.
+    cut.slowNext(2000);
+    await cut.block(0);
+    const events = await waitFor('the page to resume or give up', async () => {
+      const e = await page.evaluate(() => window.events);
+      return e.includes('sessionReconnected') || e.includes('sessionDisconnected') ? e : null;
+    });
+    assert.deepEqual(events, ['sessionReconnecting', 'sessionReconnected']);
+    assert.equal(await page.evaluate(() => s.connection.connectionId), me, 'the same connection');
+    await page.evaluate(() => s.disconnect());
+  } finally {
+    await page.close();
+    cut.close();
+  }
+  console.log('   ok: a resume given up on is not a leave; the next attempt resumed');
 }
 
 /** `--http-tls`: the page over https is a secure context, so it uses WebTransport; and the

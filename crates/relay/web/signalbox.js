@@ -839,6 +839,10 @@
     _attempt(kind, resume) {
       let link = null;
       let abandoned = false;
+      // A resume given up on is not a leave: closed with `Abandoned` (7), the member waits for
+      // the next attempt (the relay may have taken this one over already). A first join given
+      // up on leaves (0), so nobody sees a member that never was.
+      const gaveUp = resume ? 7 : 0;
       const handlers = {
         control: (chunk) => link && this._onControl(link, chunk),
         stream: () => new DeliveryStream(this, link),
@@ -850,7 +854,7 @@
             ? await openWebTransport(this.relay, handlers)
             : await openWebSocket(this.relay, handlers);
         if (abandoned) {
-          opened.close(0, 'gave up connecting');
+          opened.close(gaveUp, 'gave up connecting');
           throw new Error('gave up connecting');
         }
         link = opened;
@@ -864,7 +868,7 @@
           this._welcomed = null;
           if (welcomed) welcomed.reject(new Error('gave up connecting'));
         }
-        if (link) link.close(0, 'gave up connecting');
+        if (link) link.close(gaveUp, 'gave up connecting');
       };
       // Settled by the race in `_open` when abandoned.
       joined.catch(() => {});

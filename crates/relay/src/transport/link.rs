@@ -108,9 +108,17 @@ impl Link {
     }
 
     /// Closes the connection with `code` and `reason`.
+    ///
+    /// A WebTransport session whose client left (`Normal`: it sent `Leave`) is closed at the
+    /// QUIC level, as by [`Link::close_now`]: the page knows why already, and Chromium's
+    /// renderer can hang for good when the session's own close (the goodbye on its stream)
+    /// ends a session while the page reads a stream of it — a page that signalled to everyone
+    /// and left hung within a few rounds. Other closes keep the goodbye, which carries the code
+    /// and reason a page reports (`forceDisconnected`, a slow consumer).
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         match self {
             Link::Quic(c) => c.close(code.as_u32().into(), reason.as_bytes()),
+            Link::WebTransport(_) if code == CloseCode::Normal => self.close_now(code, reason),
             Link::WebTransport(w) => w.close(code.as_u32(), reason.as_bytes()),
             Link::WebSocket(w) => w.close(code, reason),
         }
