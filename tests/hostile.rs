@@ -1218,17 +1218,9 @@ mod browser {
         }
     }
 
-    /// A browser that resumes on a new WebTransport session gets the member's control
-    /// messages there at once. The session it left, which it no longer reads, stops taking
-    /// them when the resume comes — not when WebTransport's goodbye on it is over, which waits
-    /// 100 ms or more for a browser that never answers. (Taken by the old session, a
-    /// `Joined`, an `Accepted` or a `Rejected` was lost: a page could wait for ever for a
-    /// signal's answer.)
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_webtransport_resume_gets_the_members_messages_at_once() {
+    /// What the HTTP listener publishes for WebTransport, and the certificate hash in it.
+    async fn published(relay: &TestRelay) -> (serde_json::Value, Vec<u8>) {
         use base64::Engine;
-        use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
-        let relay = web_relay().await;
         let info: serde_json::Value = reqwest::get(format!(
             "http://{}/v1/webtransport",
             relay.handle.http_addr().unwrap()
@@ -1245,6 +1237,20 @@ mod browser {
                     .unwrap(),
             )
             .unwrap();
+        (info, hash)
+    }
+
+    /// A browser that resumes on a new WebTransport session gets the member's control
+    /// messages there at once. The session it left, which it no longer reads, stops taking
+    /// them when the resume comes — not when WebTransport's goodbye on it is over, which waits
+    /// 100 ms or more for a browser that never answers. (Taken by the old session, a
+    /// `Joined`, an `Accepted` or a `Rejected` was lost: a page could wait for ever for a
+    /// signal's answer.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_webtransport_resume_gets_the_members_messages_at_once() {
+        use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
+        let relay = web_relay().await;
+        let (_, hash) = published(&relay).await;
         let open = |port: u16, hello: Vec<u8>| {
             let hash = hash.clone();
             async move {
@@ -1390,26 +1396,10 @@ mod browser {
     /// `/v1/wt` is served.
     #[tokio::test]
     async fn webtransport_uses_the_published_certificate_hash() {
-        use base64::Engine;
         let relay = web_relay().await;
-        let info: serde_json::Value = reqwest::get(format!(
-            "http://{}/v1/webtransport",
-            relay.handle.http_addr().unwrap()
-        ))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let (info, hash) = published(&relay).await;
         assert_eq!(info["port"], relay.handle.quic_addr().port());
         assert_eq!(info["path"], "/v1/wt");
-        let hash = base64::engine::general_purpose::STANDARD
-            .decode(
-                info["serverCertificateHashes"][0]["value"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap();
         let wt = |hashes: Vec<Vec<u8>>| {
             web_transport_quinn::ClientBuilder::new()
                 .with_server_certificate_hashes(hashes)
