@@ -1240,6 +1240,77 @@ mod browser {
         (info, hash)
     }
 
+    /// A WebTransport session as a page opens one (on `port`, trusting the certificate
+    /// `hash`): its control stream after `hello`, and the `Welcome` read from it.
+    async fn open_webtransport(
+        port: u16,
+        hash: Vec<u8>,
+        hello: Vec<u8>,
+    ) -> (
+        web_transport_quinn::Session,
+        web_transport_quinn::SendStream,
+        tokio_util::codec::FramedRead<
+            web_transport_quinn::RecvStream,
+            tokio_util::codec::LengthDelimitedCodec,
+        >,
+        signalbox_proto::Welcome,
+    ) {
+        let url = url::Url::parse(&format!("https://127.0.0.1:{port}/v1/wt")).unwrap();
+        let session = web_transport_quinn::ClientBuilder::new()
+            .with_server_certificate_hashes(vec![hash])
+            .unwrap()
+            .connect(url)
+            .await
+            .unwrap();
+        let (mut send, recv) = session.open_bi().await.unwrap();
+        send.write_all(&hello).await.unwrap();
+        let mut frames = tokio_util::codec::FramedRead::new(recv, codec::codec(1 << 20));
+        let first = frames.next().await.unwrap().unwrap();
+        let welcome = match codec::decode::<RelayMessage>(&first).unwrap() {
+            RelayMessage::Welcome(w) => w,
+            other => panic!("{other:?}"),
+        };
+        (session, send, frames, welcome)
+    }
+
+    /// A member removed by a moderator over WebTransport is told why (`Closing`, the last
+    /// control message) before its connection closes: a browser reports the close itself as
+    /// "Connection lost", with no code. A page that then closes the session ends it at once;
+    /// one that does not is closed by the relay within a second or so.
+    #[tokio::test]
+    async fn a_webtransport_member_removed_is_told_why_before_the_close() {
+        let relay = web_relay().await;
+        let (_, hash) = published(&relay).await;
+        let (moderator, _m_ev) = relay.join_as(Role::Moderator, "mod").await;
+        let port = relay.handle.quic_addr().port();
+        for page_closes in [true, false] {
+            let (session, _send, mut frames, welcome) =
+                open_webtransport(port, hash.clone(), hello(&relay)).await;
+            moderator.kick(welcome.me.id).await.unwrap();
+            let last = tokio::time::timeout(WAIT, async {
+                let mut last = None;
+                while let Some(Ok(f)) = frames.next().await {
+                    last = Some(codec::decode::<RelayMessage>(&f).unwrap());
+                    if page_closes && matches!(last, Some(RelayMessage::Closing { .. })) {
+                        session.close(3, b"told");
+                    }
+                }
+                last
+            })
+            .await
+            .expect("the control stream ends");
+            match last {
+                Some(RelayMessage::Closing { code, .. }) => {
+                    assert_eq!(code, signalbox_proto::CloseCode::Kicked.as_u32());
+                }
+                other => panic!("the last control message was {other:?}"),
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(3), session.closed())
+                .await
+                .expect("the connection closes");
+        }
+    }
+
     /// A browser that resumes on a new WebTransport session gets the member's control
     /// messages there at once. The session it left, which it no longer reads, stops taking
     /// them when the resume comes — not when WebTransport's goodbye on it is over, which waits
@@ -1251,27 +1322,7 @@ mod browser {
         use signalbox_relay::test_utils::faulty::{Faults, FaultyLink};
         let relay = web_relay().await;
         let (_, hash) = published(&relay).await;
-        let open = |port: u16, hello: Vec<u8>| {
-            let hash = hash.clone();
-            async move {
-                let url = url::Url::parse(&format!("https://127.0.0.1:{port}/v1/wt")).unwrap();
-                let session = web_transport_quinn::ClientBuilder::new()
-                    .with_server_certificate_hashes(vec![hash])
-                    .unwrap()
-                    .connect(url)
-                    .await
-                    .unwrap();
-                let (mut send, recv) = session.open_bi().await.unwrap();
-                send.write_all(&hello).await.unwrap();
-                let mut frames = tokio_util::codec::FramedRead::new(recv, codec::codec(1 << 20));
-                let first = frames.next().await.unwrap().unwrap();
-                let welcome = match codec::decode::<RelayMessage>(&first).unwrap() {
-                    RelayMessage::Welcome(w) => w,
-                    other => panic!("{other:?}"),
-                };
-                (session, send, frames, welcome)
-            }
-        };
+        let open = |port: u16, hello: Vec<u8>| open_webtransport(port, hash.clone(), hello);
         // The first session goes through a path that then goes silent, as a browser's does
         // when the network drops: the relay's goodbye on it is never answered.
         let path = FaultyLink::start(relay.handle.quic_addr(), 5, Faults::default()).await;

@@ -163,8 +163,8 @@ async function main() {
   relay.stdout.resume();
   const base = `http://127.0.0.1:${http}`;
   await waitFor('the relay', async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok);
-  const invite = (session, name) =>
-    execFileSync(BIN, ['invite', '--session', session, '--data-dir', dataDir, '--host', `127.0.0.1:${quic}`, '--name', name], { env })
+  const invite = (session, name, ...more) =>
+    execFileSync(BIN, ['invite', '--session', session, '--data-dir', dataDir, '--host', `127.0.0.1:${quic}`, '--name', name, ...more], { env })
       .toString()
       .trim();
   const tokenOf = (inv) => new URL(inv.replace(/^signalbox:/, 'http:')).searchParams.get('token');
@@ -195,6 +195,9 @@ async function main() {
       await sdkTest({ transport, base, relay, invite, tokenOf, vonageToken, apiKey, browser });
     }
     await leaveTest({ base, invite, tokenOf, browser });
+    for (const transport of ['websocket', 'webtransport']) {
+      await kickTest({ transport, base, invite, tokenOf, browser });
+    }
     await silentTest({ base, invite, tokenOf, browser });
     await lateResumeTest({ base, invite, tokenOf, browser });
     await pageTest({ base, invite, browser });
@@ -263,6 +266,14 @@ async function silentTest({ base, invite, tokenOf, browser }) {
   }
 }
 
+/** The page still answers, and its timers run: five evaluations, each through a timer. */
+async function stillAnswers(page) {
+  for (let i = 0; i < 5; i++) {
+    await sleep(60);
+    assert.equal(await page.evaluate(() => new Promise((r) => setTimeout(() => r(7), 10))), 7);
+  }
+}
+
 /** A page that joins over WebTransport, signals to everyone (its own signal comes back on a
  * delivery stream it reads) and leaves, twenty times: the page answers after each. (When the
  * relay closed such a session with WebTransport's own goodbye, Chromium's renderer hung for
@@ -286,16 +297,59 @@ async function leaveTest({ base, invite, tokenOf, browser }) {
         return echo;
       }, tokenOf(invite('leaving', `round-${round}`)));
       assert.equal(got, 'to all');
-      // The page still answers, its timers run.
-      for (let i = 0; i < 5; i++) {
-        await sleep(60);
-        assert.equal(await page.evaluate(() => new Promise((r) => setTimeout(() => r(7), 10))), 7);
-      }
+      await stillAnswers(page);
     }
   } finally {
     await page.close();
   }
   console.log('   ok: twenty rounds, the page answering after each');
+}
+
+/** A moderator removes a WebTransport member while its page reads the member's delivery
+ * stream, twenty times: the page is told `forceDisconnected` and goes on answering (the close
+ * that comes with a kick must not hang the page, as the one after a leave once did). */
+async function kickTest({ transport, base, invite, tokenOf, browser }) {
+  console.log(`== a moderator removes a member on ${transport}, twenty times`);
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${base}/join`, { waitUntil: 'load' });
+    for (let round = 0; round < 20; round++) {
+      at(`a moderator removes a member, round ${round}`);
+      const got = await page.evaluate(
+        async (o) => {
+          const m = Signalbox.initSession('', 'kicking', { transport: 'websocket' });
+          await m.connect(o.moderator);
+          const s = Signalbox.initSession('', 'kicking', { transport: o.transport });
+          await s.connect(o.member);
+          const out = {};
+          out.echo = await new Promise((r) => {
+            setTimeout(() => r('no signal'), 10000);
+            s.on('signal:hello', (e) => r(e.data));
+            s.signal({ type: 'hello', data: 'to all' });
+          });
+          out.reason = await new Promise((r) => {
+            setTimeout(() => r('not disconnected'), 10000);
+            s.on('sessionDisconnected', (e) => r(e.reason));
+            // The member keeps its delivery streams busy while it is removed.
+            for (let i = 0; i < 20; i++) m.signal({ type: 'busy', data: 'x'.repeat(1000) });
+            m.forceDisconnect(s.connection.connectionId);
+          });
+          m.disconnect();
+          return out;
+        },
+        {
+          moderator: tokenOf(invite('kicking', `moderator-${round}`, '--role', 'moderator')),
+          member: tokenOf(invite('kicking', `member-${round}`)),
+          transport,
+        },
+      );
+      assert.deepEqual(got, { echo: 'to all', reason: 'forceDisconnected' });
+      await stillAnswers(page);
+    }
+  } finally {
+    await page.close();
+  }
+  console.log('   ok: twenty rounds, the page told and answering after each');
 }
 
 /** A resume whose `Welcome` comes after `connectTimeout`: the page gives that attempt up, and

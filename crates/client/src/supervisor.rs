@@ -600,7 +600,10 @@ async fn control_reader(inner: &Inner, frames: &mut Frames, events: &EventTx, st
                 last,
                 count,
             }),
-            RelayMessage::Welcome(_) | RelayMessage::Refused(_) => None,
+            // Sent over WebTransport only: a native connection's close carries its code.
+            RelayMessage::Welcome(_) | RelayMessage::Refused(_) | RelayMessage::Closing { .. } => {
+                None
+            }
         };
         if let Some(event) = event {
             if let Event::Left { peer, .. } = &event {

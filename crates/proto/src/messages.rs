@@ -296,6 +296,18 @@ pub enum RelayMessage {
         /// are not counted).
         count: u64,
     },
+    /// The relay is closing this connection, and why: the last message on the control
+    /// stream, sent over WebTransport only. Browsers do not report the close code of a
+    /// WebTransport session reliably (Chromium reports "Connection lost" for a QUIC-level
+    /// close, and can hang a page that reads a stream when the session's own close arrives),
+    /// so the relay says it here and then closes the connection at the QUIC level. Native
+    /// clients get the code with the QUIC close, and WebSocket clients with the close frame.
+    Closing {
+        /// A [`CloseCode`]'s number (a code this version does not know is still told).
+        code: u32,
+        /// The reason text, as the close would carry it.
+        reason: String,
+    },
 }
 
 /// A signal as its sender sends it, on its send stream.

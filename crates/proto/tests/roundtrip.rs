@@ -188,6 +188,8 @@ fn relay_message() -> impl Strategy<Value = RelayMessage> {
                 last,
                 count
             }),
+        (any::<u32>(), ".{0,100}")
+            .prop_map(|(code, reason)| RelayMessage::Closing { code, reason }),
     ]
 }
 

@@ -299,6 +299,14 @@ fn relay_messages() {
         },
         format!("07 01 {ID_HEX} 01 ac 02 fa 01"),
     );
+    golden!(
+        RelayMessage,
+        RelayMessage::Closing {
+            code: 3,
+            reason: "bye".into(),
+        },
+        "08 03 03 62 79 65",
+    );
 }
 
 #[test]

@@ -51,8 +51,9 @@ pub(crate) struct Member {
     away: AtomicBool,
     /// Makes "resume" and "grace period over" exclusive.
     transition: Mutex<()>,
-    /// Set once, by whoever closes the member first: why it is going.
-    closing: OnceLock<LeftReason>,
+    /// Set once, by whoever closes the member first: why it is going, and the close code of
+    /// its connection (none when its grace period ended).
+    closing: OnceLock<(LeftReason, Option<CloseCode>)>,
     /// Cancelled when the member is closing; its delivery tasks stop.
     pub(crate) gone: CancellationToken,
     /// As a sender: its rate bucket, its routes and its seqs, kept across resumes (so order
@@ -247,7 +248,7 @@ impl Member {
         lock(&self.receiver.resume).resumed(seen);
         let old = self.conn.swap(Arc::new(conn));
         // At once: the old connection's tasks stop taking the member's messages now.
-        old.close_now(CloseCode::Normal, "resumed on another connection");
+        old.close(CloseCode::Normal, "resumed on another connection");
         self.away.store(false, Ordering::Release);
         let generation = self.attached.fetch_add(1, Ordering::AcqRel) + 1;
         self.reattached.notify_waiters();
@@ -261,7 +262,11 @@ impl Member {
         if self.generation() != generation || !self.is_away() {
             return false;
         }
-        if self.closing.set(LeftReason::NetworkDisconnected).is_ok() {
+        if self
+            .closing
+            .set((LeftReason::NetworkDisconnected, None))
+            .is_ok()
+        {
             self.gone.cancel();
         }
         true
@@ -294,9 +299,38 @@ impl Member {
 
     /// Closes the connection with `code`; the first close wins and sets the reason that
     /// everyone else is told.
+    ///
+    /// A browser over WebTransport is told why with a `Closing` message, queued last on its
+    /// control stream (unless it left): its connection task writes it, gives the page a moment
+    /// to close the session, and then closes the connection (see `Link::tells_close`). Should
+    /// that task not be there to do it, the connection is closed [`CLOSING_WAIT`] later
+    /// regardless.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
-        if self.closing.set(code.left_reason()).is_ok() {
-            self.conn().close(code, reason);
+        if self.closing.set((code.left_reason(), Some(code))).is_ok() {
+            let conn = self.conn();
+            // A client that left (`Normal`: after its `Leave`) knows why.
+            if conn.tells_close() && code != CloseCode::Normal {
+                let closing = RelayMessage::Closing {
+                    code: code.as_u32(),
+                    reason: reason.to_owned(),
+                };
+                if let Some(frame) = frames::control(&closing) {
+                    // A full queue is a client that reads nothing: it learns nothing either.
+                    let _ = self.receiver.control.try_send(frame);
+                }
+                let reason = reason.to_owned();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(async move {
+                        tokio::time::sleep(CLOSING_WAIT).await;
+                        conn.close(code, &reason);
+                    })),
+                    Err(_) => conn.close(code, &reason),
+                }
+            } else {
+                conn.close(code, reason);
+            }
+            // After the `Closing` is queued: a control writer that finds the member gone and
+            // its queue empty has written it.
             self.gone.cancel();
         }
     }
@@ -308,7 +342,12 @@ impl Member {
 
     /// Why the member is going, if someone closed it.
     pub(crate) fn closing_reason(&self) -> Option<LeftReason> {
-        self.closing.get().copied()
+        self.closing.get().map(|(reason, _)| *reason)
+    }
+
+    /// The close code of its connection, if someone closed it.
+    pub(crate) fn closing_code(&self) -> Option<CloseCode> {
+        self.closing.get().and_then(|(_, code)| *code)
     }
 
     /// Queues an encoded control frame; a member whose control queue is full is not reading
@@ -320,6 +359,10 @@ impl Member {
         }
     }
 }
+
+/// How long a browser over WebTransport has to be told why its connection closes before it
+/// is closed regardless (see [`Member::close`]).
+pub(crate) const CLOSING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A session's members by id. Ids are made by the relay (random), so a fast hash needs no
 /// protection against chosen keys; a lookup happens for every targeted signal.

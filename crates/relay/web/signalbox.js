@@ -296,6 +296,9 @@
           count: r.varint(),
         };
         break;
+      case 8:
+        m = { kind: 'closing', code: r.varint(), reason: r.str() };
+        break;
       default:
         throw new Error('unknown relay message ' + tag);
     }
@@ -940,6 +943,14 @@
           m = readRelayMessage(f);
         } catch (e) {
           return this._fail(e);
+        }
+        if (m.kind === 'closing') {
+          // Over WebTransport the relay says why it is closing the connection, and waits a
+          // moment for the page to close it: the browser would report the relay's own close
+          // as "Connection lost", with no code, and drop what the page had not read yet.
+          this._onClosed(link, { code: m.code, reason: m.reason });
+          link.close(m.code, m.reason);
+          return;
         }
         this._onMessage(m);
       }

@@ -20,7 +20,7 @@ use crate::engine::admit::{self, Rules};
 use crate::engine::ratelimit::{Allowance, TokenBucket};
 use crate::engine::sequence::Seq;
 use crate::frames;
-use crate::registry::{BucketKey, Member, Roster, Session, lock};
+use crate::registry::{BucketKey, CLOSING_WAIT, Member, Roster, Session, lock};
 use crate::server::Shared;
 use crate::transport::delivery::{self, Fanout};
 use crate::transport::link::{Link, LinkRecv, LinkSend};
@@ -588,14 +588,15 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
         }
         acceptance.notify.notify_one();
     }
-    let end = if welcomed {
+    if welcomed {
         let writer = control_writer(send, &member, generation, &acceptance, 0);
         let reader = control_reader(&mut frames, &member, &conn, &session, &shared);
         let send_stream = Notify::new();
         let signals = signal_reader(&conn, &member, &session, &shared, &acceptance, &send_stream);
         let extra = extra_streams(&conn, &send_stream);
         tokio::pin!(writer, reader, signals, extra);
-        tokio::select! {
+        let mut writer_ended = false;
+        let end = tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => End::Close(CloseCode::RelayShutdown, "relay shutting down".into()),
             _ = member.gone.cancelled() => End::Lost,
@@ -604,17 +605,35 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
             _ = conn.closed() => End::Lost,
             end = &mut reader => end,
             end = &mut signals => end,
-            _ = &mut writer => End::Lost,
+            _ = &mut writer => {
+                writer_ended = true;
+                End::Lost
+            }
             end = &mut extra => end,
+        };
+        if let End::Close(code, reason) = &end {
+            if *code == CloseCode::ProtocolError {
+                tracing::warn!(%reason, "closing connection: protocol error");
+            }
+            member.close(*code, reason);
         }
-    } else {
-        End::Lost
-    };
-    if let End::Close(code, reason) = &end {
-        if *code == CloseCode::ProtocolError {
-            tracing::warn!(%reason, "closing connection: protocol error");
+        if conn.tells_close()
+            && !writer_ended
+            && member.generation() == generation
+            && let Some(code) = member.closing_code()
+            && code != CloseCode::Normal
+        {
+            // A browser over WebTransport is told why before its connection closes: the
+            // writer writes what is queued, the `Closing` last (see `Member::close`), and the
+            // page closes the connection once it has read it. Closed here first, the
+            // connection would take with it what the page had not read yet.
+            let told = async {
+                (&mut writer).await;
+                conn.closed().await;
+            };
+            let _ = tokio::time::timeout(CLOSING_WAIT, told).await;
+            conn.close(code, "closing");
         }
-        member.close(*code, reason);
     }
     if member.generation() != generation {
         // The client resumed on another connection: that one serves the member now.
@@ -734,14 +753,23 @@ async fn control_writer(
     let mut next_notice = tokio::time::Instant::now();
     let mut notice_due = false;
     loop {
-        tokio::select! {
-            biased;
-            frame = rx.recv() => match frame {
+        if member.gone.is_cancelled() {
+            // The member is going: what is queued is written, a `Closing` last (queued before
+            // the member was marked gone), and then the writer is done.
+            match rx.try_recv() {
                 Some(f) => batch.push(f),
                 None => return,
-            },
-            _ = acceptance.notify.notified(), if !notice_due => notice_due = true,
-            _ = tokio::time::sleep_until(next_notice), if notice_due => {}
+            }
+        } else {
+            tokio::select! {
+                biased;
+                frame = rx.recv() => match frame {
+                    Some(f) => batch.push(f),
+                    None => return,
+                },
+                _ = acceptance.notify.notified(), if !notice_due => notice_due = true,
+                _ = tokio::time::sleep_until(next_notice), if notice_due => {}
+            }
         }
         let now = tokio::time::Instant::now();
         if notice_due && now >= next_notice {

@@ -109,37 +109,31 @@ impl Link {
 
     /// Closes the connection with `code` and `reason`.
     ///
-    /// A WebTransport session whose client left (`Normal`: it sent `Leave`) is closed at the
-    /// QUIC level, as by [`Link::close_now`]: the page knows why already, and Chromium's
-    /// renderer can hang for good when the session's own close (the goodbye on its stream)
-    /// ends a session while the page reads a stream of it — a page that signalled to everyone
-    /// and left hung within a few rounds. Other closes keep the goodbye, which carries the code
-    /// and reason a page reports (`forceDisconnected`, a slow consumer).
+    /// A WebTransport session is closed at the QUIC level, at once, never with the session's
+    /// own close (a goodbye carrying the code on the session's stream, with the connection
+    /// open until the browser answers or 100 ms or more have passed):
+    /// Chromium's renderer can hang for good when that goodbye arrives while the page reads a
+    /// stream — a page that signalled to everyone and left hung within a few rounds, a page
+    /// removed by a moderator in the first. A QUIC-level close reaches the page as
+    /// "Connection lost", with no code, so the page is told why first, in a `Closing` message
+    /// ([`Link::tells_close`]), or knows already (it left, or was refused).
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         match self {
             Link::Quic(c) => c.close(code.as_u32().into(), reason.as_bytes()),
-            Link::WebTransport(_) if code == CloseCode::Normal => self.close_now(code, reason),
-            Link::WebTransport(w) => w.close(code.as_u32(), reason.as_bytes()),
-            Link::WebSocket(w) => w.close(code, reason),
-        }
-    }
-
-    /// Closes the connection at once, for a connection its client has left for another (a
-    /// resume): the same as [`Link::close`] but for WebTransport, whose own close first says
-    /// goodbye on the session's stream and waits for the browser's answer (100 ms or more,
-    /// until the idle timeout if nobody is there), with the connection open meanwhile. Nobody
-    /// reads that goodbye here, and while it lasts the connection's tasks would go on taking
-    /// the member's control messages, which the new connection needs.
-    pub(crate) fn close_now(&self, code: CloseCode, reason: &str) {
-        match self {
             Link::WebTransport(w) => {
                 let conn: &quinn::Connection = w;
                 let code = web_transport_quinn::proto::error_to_http3(code.as_u32());
                 let code = quinn::VarInt::try_from(code).unwrap_or(quinn::VarInt::MAX);
                 conn.close(code, reason.as_bytes());
             }
-            _ => self.close(code, reason),
+            Link::WebSocket(w) => w.close(code, reason),
         }
+    }
+
+    /// Whether its client learns why the connection closes from a `Closing` message rather
+    /// than from the close itself: over WebTransport (see [`Link::close`]).
+    pub(crate) fn tells_close(&self) -> bool {
+        matches!(self, Link::WebTransport(_))
     }
 
     /// Waits until the connection has ended.
