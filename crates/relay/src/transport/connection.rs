@@ -352,6 +352,11 @@ async fn refuse(conn: &Link, mut send: LinkSend, refused: Refused, shared: &Shar
     conn.close(CloseCode::Refused, &refused.message);
 }
 
+/// The `Rejected` frame for a signal (`None` only if it could not be encoded, a bug).
+fn rejection(seq: u64, error: signalbox_proto::SignalError) -> Option<Bytes> {
+    frames::control(&RelayMessage::Rejected { seq, error })
+}
+
 /// Acceptance level shared by the signal reader (which raises it) and the control writer
 /// (which reports it).
 struct Acceptance {
@@ -576,12 +581,7 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
         let told: Vec<Bytes> = lock(&member.sender)
             .sequence
             .rejections()
-            .filter_map(|(seq, error)| {
-                frames::control(&RelayMessage::Rejected {
-                    seq: *seq,
-                    error: error.clone(),
-                })
-            })
+            .filter_map(|(seq, error)| rejection(*seq, error.clone()))
             .collect();
         for frame in told {
             member.send_control(frame);
@@ -589,7 +589,7 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
         acceptance.notify.notify_one();
     }
     if welcomed {
-        let writer = control_writer(send, &member, generation, &acceptance, 0);
+        let writer = control_writer(send, &member, generation, &acceptance);
         let reader = control_reader(&mut frames, &member, &conn, &session, &shared);
         let send_stream = Notify::new();
         let signals = signal_reader(&conn, &member, &session, &shared, &acceptance, &send_stream);
@@ -740,7 +740,6 @@ async fn control_writer(
     member: &Member,
     generation: u64,
     acceptance: &Acceptance,
-    reported: u64,
 ) {
     // The member's control queue: whichever connection serves the member now holds it. A
     // connection the member has left for another (a resume) takes nothing more from it.
@@ -748,7 +747,9 @@ async fn control_writer(
     if member.generation() != generation {
         return;
     }
-    let mut reported = reported;
+    // The level last reported on this connection: none yet, so a resumed connection tells
+    // the level again (after the rejections queued for it).
+    let mut reported = 0;
     let mut batch: Vec<Bytes> = Vec::new();
     let mut next_notice = tokio::time::Instant::now();
     let mut notice_due = false;
@@ -1034,12 +1035,7 @@ fn take(
         Seq::New => {}
         Seq::Zero => return Err(protocol("signal seq must start at 1")),
         Seq::Resent(told) => {
-            if let Some(error) = told
-                && let Some(f) = frames::control(&RelayMessage::Rejected {
-                    seq: out.seq,
-                    error,
-                })
-            {
+            if let Some(f) = told.and_then(|error| rejection(out.seq, error)) {
                 member.send_control(f);
             }
             return Ok(Taken::Resent);
@@ -1057,10 +1053,7 @@ fn take(
         Err(error) => {
             shared.metrics.rejected(&error);
             sender.sequence.rejected(out.seq, error.clone());
-            if let Some(f) = frames::control(&RelayMessage::Rejected {
-                seq: out.seq,
-                error,
-            }) {
+            if let Some(f) = rejection(out.seq, error) {
                 member.send_control(f);
             }
         }
