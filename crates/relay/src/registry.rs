@@ -308,8 +308,7 @@ impl Member {
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
         if self.closing.set((code.left_reason(), Some(code))).is_ok() {
             let conn = self.conn();
-            // A client that left (`Normal`: after its `Leave`) knows why.
-            if conn.tells_close() && code != CloseCode::Normal {
+            if conn.tells_close(code) {
                 let closing = RelayMessage::Closing {
                     code: code.as_u32(),
                     reason: reason.to_owned(),

@@ -617,11 +617,10 @@ async fn run_member(admitted: Box<Admitted>, shared: Arc<Shared>) {
             }
             member.close(*code, reason);
         }
-        if conn.tells_close()
-            && !writer_ended
+        if !writer_ended
             && member.generation() == generation
             && let Some(code) = member.closing_code()
-            && code != CloseCode::Normal
+            && conn.tells_close(code)
         {
             // A browser over WebTransport is told why before its connection closes: the
             // writer writes what is queued, the `Closing` last (see `Member::close`), and the

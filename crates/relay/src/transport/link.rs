@@ -130,10 +130,11 @@ impl Link {
         }
     }
 
-    /// Whether its client learns why the connection closes from a `Closing` message rather
-    /// than from the close itself: over WebTransport (see [`Link::close`]).
-    pub(crate) fn tells_close(&self) -> bool {
-        matches!(self, Link::WebTransport(_))
+    /// Whether its client is told why the connection closes with `code` in a `Closing`
+    /// message rather than by the close itself: over WebTransport (see [`Link::close`]), unless
+    /// the client left (`Normal`: after its `Leave`), and so knows why.
+    pub(crate) fn tells_close(&self, code: CloseCode) -> bool {
+        matches!(self, Link::WebTransport(_)) && code != CloseCode::Normal
     }
 
     /// Waits until the connection has ended.
