@@ -5,8 +5,10 @@
 //! *route*: a bounded queue and a task that owns the QUIC stream toward that receiver.
 //!
 //! - The signal is encoded once; every route gets a clone of the same `Bytes`. A client's
-//!   broadcasts from one chunk of its stream go to each route together ([`fan_out_held`]):
-//!   one backlog update, route lookup and queue lock per receiver for the run.
+//!   broadcasts from one chunk of its stream go to each route together ([`fan_out_held`]),
+//!   as one shared run ([`Queued::Run`]): one backlog update, route lookup, queue entry and
+//!   reference count per receiver for the run, not per signal — a route copies the run's
+//!   small frames into its write without holding a reference to each.
 //! - A route's task takes everything already queued and writes it as one chunk: quinn keeps
 //!   one buffer segment per write and scans them when it builds packets, so merging small
 //!   frames is the biggest single saving on the write path.
@@ -43,7 +45,7 @@ use crate::engine::replay::{Broadcasts, Frame, ReadMarks, RouteReplay, cost};
 use crate::engine::stalls::{Observed, SCAN, StallWatch};
 use crate::registry::{Member, Roster, Session, lock};
 use crate::transport::link::{LinkError, LinkSend};
-use crate::transport::queue::{self, TrySendError};
+use crate::transport::queue::{self, TrySendError, Weighted};
 
 /// The most bytes handed to one write.
 const MAX_BATCH: usize = 64 * 1024;
@@ -73,8 +75,33 @@ struct SharedBroadcasts {
 }
 
 struct Route {
-    tx: queue::Sender<Frame>,
+    tx: queue::Sender<Queued>,
     task: JoinHandle<()>,
+}
+
+/// What waits in a route's queue.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    /// One frame, the route's own.
+    One(Frame),
+    /// A run of broadcasts, shared by every route it went to ([`Fanout::flush`]).
+    Run(Arc<[Frame]>),
+}
+
+impl Queued {
+    fn frames(&self) -> &[Frame] {
+        match self {
+            Queued::One(frame) => std::slice::from_ref(frame),
+            Queued::Run(run) => run,
+        }
+    }
+}
+
+impl Weighted for Queued {
+    /// A run counts as its signals towards the queue's bound.
+    fn weight(&self) -> usize {
+        self.frames().len()
+    }
 }
 
 /// One sender's routes to its receivers.
@@ -92,13 +119,15 @@ pub(crate) struct Fanout {
     /// Whether its sender waits while the budgets are spent ([`wait_for_room`]) rather than
     /// have a receiver refused.
     waits: bool,
-    /// Broadcasts taken and charged but not queued yet ([`fan_out_held`]), with the roster
-    /// they were taken in.
+    /// Broadcasts taken and charged but not queued yet ([`fan_out_held`]), their bytes, and
+    /// the roster they were taken in.
     run: Vec<Frame>,
+    run_bytes: usize,
     run_roster: Option<Arc<Roster>>,
 }
 
-/// The most broadcasts held for one [`Fanout::flush`].
+/// The most broadcasts held for one [`Fanout::flush`]; it also flushes once they hold
+/// [`MAX_BATCH`] bytes, so a route's write takes a run whole.
 const MAX_RUN: usize = 128;
 
 impl std::fmt::Debug for Fanout {
@@ -134,6 +163,7 @@ impl Fanout {
             budgets,
             waits: false,
             run: Vec::new(),
+            run_bytes: 0,
             run_roster: None,
         }
     }
@@ -175,7 +205,7 @@ impl Fanout {
             Charge::Each { .. } | Charge::Done => {}
         }
         // From here on the frame is charged to the budgets (by the caller, or just above).
-        let mut item = (seq, frame);
+        let mut item = Queued::One((seq, frame));
         let mut prev = None;
         for attempt in 0..2 {
             let route = match self.routes.entry(to.id()) {
@@ -251,50 +281,40 @@ impl Fanout {
         let Some(roster) = self.run_roster.take() else {
             return;
         };
-        let mut run = std::mem::take(&mut self.run);
-        let Some(&(newest, _)) = run.last() else {
+        self.run_bytes = 0;
+        let Some(&(newest, _)) = self.run.last() else {
             return;
         };
         {
             let mut log = lock(&self.broadcasts.log);
-            for frame in &run {
+            for frame in &self.run {
                 log.push(frame.clone());
             }
         }
         self.broadcasts.newest.store(newest, Ordering::Relaxed);
-        let run_cost: usize = run.iter().map(cost).sum();
+        let run_cost: usize = self.run.iter().map(cost).sum();
+        // One allocation for the run, shared by every route (the held `Vec` keeps its room).
+        let run: Arc<[Frame]> = self.run.drain(..).collect();
         let mut refund = 0;
-        if let Some((last, others)) = roster.broadcast.split_last() {
-            for m in others {
-                refund += self.deliver_run(m, &mut run, run_cost, false);
-            }
-            refund += self.deliver_run(last, &mut run, run_cost, true);
+        for m in &roster.broadcast {
+            refund += self.deliver_run(m, &run, run_cost);
         }
         if refund > 0 {
             self.budgets.unqueue(refund);
         }
-        run.clear();
-        self.run = run;
     }
 
-    /// Queues a run of broadcasts (charged with their signals) for `to`, moving them out of
-    /// `run` if `take`; returns the bytes of those not delivered, for the caller to give
-    /// back. Whole or frame by frame: where the run does not fit at once (a backlog or queue
-    /// near its bound, a route to start), each frame goes through [`Fanout::deliver`], with
-    /// its rules.
-    fn deliver_run(
-        &mut self,
-        to: &Arc<Member>,
-        run: &mut Vec<Frame>,
-        run_cost: usize,
-        take: bool,
-    ) -> usize {
+    /// Queues a run of broadcasts (charged with their signals) for `to`; returns the bytes
+    /// of those not delivered, for the caller to give back. Whole or frame by frame: where
+    /// the run does not fit at once (a backlog or queue near its bound, a route to start),
+    /// each frame goes through [`Fanout::deliver`], with its rules.
+    fn deliver_run(&mut self, to: &Arc<Member>, run: &Arc<[Frame]>, run_cost: usize) -> usize {
         let Some(backlog) = add_backlog(to, run_cost) else {
             return run_cost; // not delivered: the caller gives it back
         };
         if backlog + run_cost <= self.settings.queue_bytes
             && let Some(route) = self.routes.get(&to.id())
-            && route.tx.try_send_all(run, take).is_ok()
+            && route.tx.try_send(Queued::Run(run.clone())).is_ok()
         {
             return 0;
         }
@@ -523,7 +543,7 @@ pub(crate) fn fan_out(
 /// held to be queued with the sender's next ones by [`Fanout::flush`] — which the caller
 /// calls before it waits for anything (for a client's signals, at the end of the chunk they
 /// came in), so holding adds no delay. Every other signal, and a broadcast taken in another
-/// roster or after [`MAX_RUN`] held, flushes what is held first.
+/// roster, flushes what is held first; so does a full run ([`MAX_RUN`], [`MAX_BATCH`]).
 pub(crate) fn fan_out_held(
     fanout: &mut Fanout,
     roster: &Arc<Roster>,
@@ -536,8 +556,11 @@ pub(crate) fn fan_out_held(
         None => true,
     };
     let n = roster.broadcast.len();
-    if !matches!(to, Target::All) || !same || n == 0 || fanout.run.len() >= MAX_RUN {
+    if !matches!(to, Target::All) || !same || n == 0 {
         return fan_out(fanout, roster, to, seq, frame);
+    }
+    if fanout.run.len() >= MAX_RUN || fanout.run_bytes >= MAX_BATCH {
+        fanout.flush();
     }
     if !charge_all(fanout, n, frame.len()) {
         return fan_out(fanout, roster, to, seq, frame);
@@ -545,6 +568,7 @@ pub(crate) fn fan_out_held(
     if fanout.run_roster.is_none() {
         fanout.run_roster = Some(roster.clone());
     }
+    fanout.run_bytes += frame.len();
     fanout.run.push((seq, frame));
     n
 }
@@ -609,8 +633,8 @@ fn unqueue(to: &Member, budgets: &Budgets, cost: usize) {
 /// [`RouteStream::keep`]) before they are handed to the write: a targeted frame, held by
 /// this route alone, then goes to the write as it is, with no reference count made.
 fn batch(
-    first: Frame,
-    rx: &mut queue::Receiver<Frame>,
+    first: Queued,
+    rx: &mut queue::Receiver<Queued>,
     buf: &mut BytesMut,
     route: &mut RouteStream<'_>,
     chunks: &mut Vec<Bytes>,
@@ -618,10 +642,12 @@ fn batch(
     let (mut taken, mut bytes) = (0, 0);
     let mut next = Some(first);
     route.taking.clear();
-    while let Some(frame) = next.take() {
-        taken += cost(&frame);
-        bytes += frame.1.len();
-        route.taking.push(frame);
+    while let Some(item) = next.take() {
+        for frame in item.frames() {
+            taken += cost(frame);
+            bytes += frame.1.len();
+        }
+        route.taking.push(item);
         if bytes < MAX_BATCH {
             next = rx.try_recv();
         }
@@ -629,13 +655,29 @@ fn batch(
     route.to.receiver.drained();
     unqueue(route.to, route.replay.budgets(), taken);
     route.keep();
-    let newest = route.taking.last().map_or(0, |f| f.0);
+    let newest = route
+        .taking
+        .last()
+        .and_then(|item| item.frames().last())
+        .map_or(0, |f| f.0);
     let mut chunker = Chunker::new(buf, chunks);
-    for (_, frame) in route.taking.drain(..) {
-        chunker.push(frame);
+    for item in route.taking.drain(..) {
+        match item {
+            Queued::One((_, frame)) => chunker.push(frame),
+            Queued::Run(run) => {
+                for (_, frame) in run.iter() {
+                    chunker.push_shared(frame);
+                }
+            }
+        }
     }
     chunker.finish();
     newest
+}
+
+/// Gives back to the bounds what `item` was charged, as it leaves a route that ends.
+fn unqueue_item(to: &Member, budgets: &Budgets, item: &Queued) {
+    unqueue(to, budgets, item.frames().iter().map(cost).sum());
 }
 
 /// Turns frames into the chunks of one write: a run of small frames merged into one buffer
@@ -657,17 +699,43 @@ impl<'a> Chunker<'a> {
         }
     }
 
+    /// A frame the route holds alone.
     fn push(&mut self, frame: Bytes) {
+        if self.copies(&frame) {
+            self.copy(&frame);
+        } else {
+            self.keep(frame);
+        }
+    }
+
+    /// A frame of a shared run: referenced again only if it goes to the write as it is.
+    fn push_shared(&mut self, frame: &Bytes) {
+        if self.copies(frame) {
+            self.copy(frame);
+        } else {
+            self.keep(frame.clone());
+        }
+    }
+
+    /// Whether `frame` is copied into the run of small frames being merged.
+    fn copies(&self, frame: &Bytes) -> bool {
+        frame.len() < COPY_BELOW && (self.lone.is_some() || !self.buf.is_empty())
+    }
+
+    fn copy(&mut self, frame: &[u8]) {
+        if let Some(first) = self.lone.take() {
+            self.buf.extend_from_slice(&first);
+        }
+        self.buf.extend_from_slice(frame);
+    }
+
+    /// A large frame, or the first small one of a run, goes as it is (for now).
+    fn keep(&mut self, frame: Bytes) {
         if frame.len() >= COPY_BELOW {
             self.end_run();
             self.chunks.push(frame);
-        } else if let Some(first) = self.lone.take() {
-            self.buf.extend_from_slice(&first);
-            self.buf.extend_from_slice(&frame);
-        } else if self.buf.is_empty() {
-            self.lone = Some(frame);
         } else {
-            self.buf.extend_from_slice(&frame);
+            self.lone = Some(frame);
         }
     }
 
@@ -701,7 +769,7 @@ async fn run_route(
     to: Arc<Member>,
     from: Option<ConnectionId>,
     header: Bytes,
-    mut rx: queue::Receiver<Frame>,
+    mut rx: queue::Receiver<Queued>,
     prev: Option<JoinHandle<()>>,
     settings: Arc<DeliverySettings>,
     budgets: Budgets,
@@ -712,8 +780,8 @@ async fn run_route(
     )
     .await;
     rx.close();
-    while let Some(frame) = rx.try_recv() {
-        unqueue(&to, &budgets, cost(&frame));
+    while let Some(item) = rx.try_recv() {
+        unqueue_item(&to, &budgets, &item);
     }
 }
 
@@ -722,7 +790,7 @@ async fn route(
     to: &Arc<Member>,
     from: Option<ConnectionId>,
     header: Bytes,
-    rx: &mut queue::Receiver<Frame>,
+    rx: &mut queue::Receiver<Queued>,
     prev: Option<JoinHandle<()>>,
     settings: &DeliverySettings,
     budgets: &Budgets,
@@ -817,8 +885,8 @@ async fn route(
                 // A whole idle period without signals: refuse new ones (the sender then
                 // starts a new route), then write what raced in before the refusal.
                 rx.close();
-                while let Some(frame) = rx.try_recv() {
-                    let newest = batch(frame, rx, &mut buf, &mut route, &mut chunks);
+                while let Some(item) = rx.try_recv() {
+                    let newest = batch(item, rx, &mut buf, &mut route, &mut chunks);
                     if !route.write_or_resume(&mut chunks, newest).await {
                         return;
                     }
@@ -837,8 +905,8 @@ async fn route(
 
 /// What a waiting route woke for.
 enum Woke {
-    /// A frame to write (and whatever else is queued behind it).
-    Frame(Frame),
+    /// Frames to write (and whatever else is queued behind them).
+    Frame(Queued),
     /// The sender is gone and the queue is empty.
     End,
     /// The receiver is gone for good.
@@ -891,7 +959,7 @@ struct RouteStream<'a> {
     replay: RouteReplay<Budgets>,
     broadcasts: Arc<SharedBroadcasts>,
     /// The frames of the batch being written, kept in `replay` before they are written.
-    taking: Vec<Frame>,
+    taking: Vec<Queued>,
     /// How far its client has read the current stream, in frames.
     marks: ReadMarks,
     settings: &'a DeliverySettings,
@@ -911,13 +979,12 @@ impl RouteStream<'_> {
         // Broadcasts are added (and `newest` set) before they are queued, and the queue's
         // lock orders that before this route took them.
         let newest = self.broadcasts.newest.load(Ordering::Relaxed);
-        if self.taking.iter().all(|f| f.0 > newest)
-            && (read.is_none() || !self.replay.takes_shared())
-        {
+        let frames = || self.taking.iter().flat_map(Queued::frames);
+        if frames().all(|f| f.0 > newest) && (read.is_none() || !self.replay.takes_shared()) {
             if let Some(seq) = read {
                 self.replay.read_through_own(seq);
             }
-            for frame in &self.taking {
+            for frame in self.taking.iter().flat_map(Queued::frames) {
                 self.replay.keep_own(frame);
             }
             self.replay.settle();
@@ -927,7 +994,7 @@ impl RouteStream<'_> {
         if let Some(seq) = read {
             self.replay.read_through(seq, &mut shared);
         }
-        for frame in &self.taking {
+        for frame in self.taking.iter().flat_map(Queued::frames) {
             self.replay.keep(frame, &mut shared);
         }
         // This route moved on: what only it still held can go.
@@ -1100,13 +1167,24 @@ mod tests {
     fn large_frames_go_as_they_are_and_small_runs_are_merged() {
         use bytes::{Bytes, BytesMut};
         let frame = |n: usize, b: u8| Bytes::from(vec![b; n]);
-        let sizes_of = |frames: &[Bytes]| {
+        // Frames a route holds alone, and frames of a run it shares: the same chunks.
+        let chunked = |frames: &[Bytes], shared: bool| {
             let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
             let mut chunker = super::Chunker::new(&mut buf, &mut chunks);
             for f in frames {
-                chunker.push(f.clone());
+                if shared {
+                    chunker.push_shared(f);
+                } else {
+                    chunker.push(f.clone());
+                }
             }
             chunker.finish();
+            chunks
+        };
+        let sizes_of = |frames: &[Bytes]| {
+            let chunks = chunked(frames, false);
+            let shared = chunked(frames, true);
+            assert_eq!(chunks, shared);
             // Nothing lost, nothing reordered.
             let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
             let want: Vec<u8> = frames.iter().flat_map(|c| c.iter().copied()).collect();

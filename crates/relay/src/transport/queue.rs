@@ -2,8 +2,9 @@
 //! control frames wait in one too.
 //!
 //! A bounded single-producer, single-consumer queue built for how routes use it. The sender
-//! adds frames one at a time (one uncontended lock and a `VecDeque` push), or a chunk's run of
-//! broadcasts under one lock ([`Sender::try_send_all`]); the route takes *everything* queued
+//! adds one item at a time (one uncontended lock and a `VecDeque` push) — a frame, or a
+//! chunk's whole run of broadcasts as one shared item, which counts as its frames towards the
+//! bound ([`Weighted`]); the route takes *everything* queued
 //! under one lock, when what it took before is used up, so its side costs one lock per batch
 //! of writes rather than one synchronisation per frame. The route is woken only when the
 //! queue turns non-empty. (A tokio `mpsc` channel did a semaphore permit, a slot in its block
@@ -28,6 +29,15 @@ use futures_util::task::AtomicWaker;
 
 use crate::registry::lock;
 
+/// How much of a queue's bound an item takes: 1 unless it stands for several.
+pub(crate) trait Weighted {
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
+impl Weighted for bytes::Bytes {}
+
 /// Why an item was not queued; the item comes back.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum TrySendError<T> {
@@ -49,6 +59,8 @@ struct Shared<T> {
 
 struct State<T> {
     items: VecDeque<T>,
+    /// The weight of `items`.
+    weight: usize,
     /// The route takes no more.
     closed: bool,
     /// The sender is gone: nothing more comes.
@@ -63,6 +75,7 @@ pub(crate) fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            weight: 0,
             closed: false,
             sender_gone: false,
         }),
@@ -98,49 +111,21 @@ impl<T> std::fmt::Debug for Receiver<T> {
     }
 }
 
-impl<T> Sender<T> {
-    /// Queues `item` unless the queue is full or closed. Never waits.
+impl<T: Weighted> Sender<T> {
+    /// Queues `item` unless the queue is full (has less room than its weight) or closed.
+    /// Never waits.
     pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let mut state = lock(&self.0.state);
         if state.closed {
             return Err(TrySendError::Closed(item));
         }
-        if state.items.len() + self.0.taken.load(Ordering::Relaxed) >= self.0.capacity {
+        let weight = item.weight();
+        if state.weight + self.0.taken.load(Ordering::Relaxed) + weight > self.0.capacity {
             return Err(TrySendError::Full(item));
         }
+        state.weight += weight;
         state.items.push_back(item);
         let first = state.items.len() == 1;
-        drop(state);
-        if first {
-            self.0.ready.wake();
-        }
-        Ok(())
-    }
-}
-
-impl<T: Clone> Sender<T> {
-    /// Queues all of `items` under one lock, or none of them (the queue is closed, or has
-    /// room for fewer: [`TrySendError`] holds nothing then). `take`: move them out of
-    /// `items` (left empty) rather than clone them. Never waits.
-    pub(crate) fn try_send_all(
-        &self,
-        items: &mut Vec<T>,
-        take: bool,
-    ) -> Result<(), TrySendError<()>> {
-        let mut state = lock(&self.0.state);
-        if state.closed {
-            return Err(TrySendError::Closed(()));
-        }
-        if state.items.len() + self.0.taken.load(Ordering::Relaxed) + items.len() > self.0.capacity
-        {
-            return Err(TrySendError::Full(()));
-        }
-        let first = state.items.is_empty();
-        if take {
-            state.items.extend(items.drain(..));
-        } else {
-            state.items.extend(items.iter().cloned());
-        }
         drop(state);
         if first {
             self.0.ready.wake();
@@ -163,7 +148,7 @@ pub(crate) struct Receiver<T> {
     local: VecDeque<T>,
 }
 
-impl<T> Receiver<T> {
+impl<T: Weighted> Receiver<T> {
     /// The next item, waiting for one; `None` once the queue is closed or the sender is gone
     /// and nothing is left. Cancel-safe.
     pub(crate) async fn recv(&mut self) -> Option<T> {
@@ -181,7 +166,7 @@ impl<T> Receiver<T> {
         }
         match self.local.pop_front() {
             Some(item) => {
-                self.hand_on();
+                self.hand_on(item.weight());
                 Poll::Ready(Some(item))
             }
             None => Poll::Pending,
@@ -194,7 +179,7 @@ impl<T> Receiver<T> {
             self.refill();
         }
         let item = self.local.pop_front()?;
-        self.hand_on();
+        self.hand_on(item.weight());
         Some(item)
     }
 
@@ -204,10 +189,11 @@ impl<T> Receiver<T> {
         lock(&self.shared.state).closed = true;
     }
 
-    /// One item leaves the bound. Only the route writes `taken`: a plain load and store.
-    fn hand_on(&mut self) {
+    /// An item of `weight` leaves the bound. Only the route writes `taken`: a plain load
+    /// and store.
+    fn hand_on(&mut self, weight: usize) {
         let taken = self.shared.taken.load(Ordering::Relaxed);
-        self.shared.taken.store(taken - 1, Ordering::Relaxed);
+        self.shared.taken.store(taken - weight, Ordering::Relaxed);
     }
 
     /// Takes everything queued (when `local` is used up); false when nothing more can come.
@@ -218,7 +204,9 @@ impl<T> Receiver<T> {
         debug_assert!(self.local.is_empty());
         let mut state = lock(&self.shared.state);
         std::mem::swap(&mut state.items, &mut self.local);
-        self.shared.taken.store(self.local.len(), Ordering::Relaxed);
+        self.shared
+            .taken
+            .store(std::mem::take(&mut state.weight), Ordering::Relaxed);
         if self.local.is_empty() {
             if self.local.capacity() > KEEP {
                 self.local = VecDeque::new();
@@ -241,6 +229,10 @@ impl<T> Drop for Receiver<T> {
 mod tests {
     use super::*;
 
+    impl Weighted for u8 {}
+    impl Weighted for u32 {}
+    impl Weighted for i32 {}
+
     #[tokio::test]
     async fn items_come_in_order_within_the_bound_until_the_sender_goes() {
         let (tx, mut rx) = queue(3);
@@ -262,34 +254,37 @@ mod tests {
         assert_eq!(rx.recv().await, None);
     }
 
-    #[tokio::test]
-    async fn a_run_is_queued_whole_or_not_at_all() {
-        let (tx, mut rx) = queue(4);
-        tx.try_send(0).unwrap();
-        let mut run = vec![1, 2, 3];
-        tx.try_send_all(&mut run, false).unwrap();
-        assert_eq!(run, [1, 2, 3], "cloned, not taken");
-        // Full: one more does not fit, and nothing of the run is queued.
-        let mut more = vec![4, 5];
-        assert_eq!(
-            tx.try_send_all(&mut more, true),
-            Err(TrySendError::Full(()))
-        );
-        assert_eq!(more, [4, 5]);
-        assert_eq!(rx.recv().await, Some(0));
-        assert_eq!(rx.recv().await, Some(1));
-        tx.try_send_all(&mut more, true).unwrap();
-        assert!(more.is_empty(), "taken");
-        for i in 2..6 {
-            assert_eq!(rx.recv().await, Some(i));
+    /// Stands for `.0` items.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Run(usize);
+
+    impl Weighted for Run {
+        fn weight(&self) -> usize {
+            self.0
         }
+    }
+
+    #[tokio::test]
+    async fn an_item_takes_its_weight_of_the_bound_until_it_is_taken() {
+        let (tx, mut rx) = queue(4);
+        tx.try_send(Run(1)).unwrap();
+        tx.try_send(Run(3)).unwrap();
+        // Full: even the lightest item does not fit, and one heavier than the bound never does.
+        assert_eq!(tx.try_send(Run(1)), Err(TrySendError::Full(Run(1))));
+        let (big, _waiting) = queue(4);
+        assert_eq!(big.try_send(Run(5)), Err(TrySendError::Full(Run(5))));
+        assert_eq!(rx.recv().await, Some(Run(1)));
+        // The run is taken out of the queue but not handed on: it still counts.
+        tx.try_send(Run(1)).unwrap();
+        assert_eq!(tx.try_send(Run(1)), Err(TrySendError::Full(Run(1))));
+        assert_eq!(rx.recv().await, Some(Run(3)));
+        tx.try_send(Run(3)).unwrap();
+        assert_eq!(rx.recv().await, Some(Run(1)));
+        assert_eq!(rx.recv().await, Some(Run(3)));
+        tx.try_send(Run(4)).unwrap();
         rx.close();
-        let mut last = vec![6];
-        assert_eq!(
-            tx.try_send_all(&mut last, true),
-            Err(TrySendError::Closed(()))
-        );
-        assert_eq!(last, [6]);
+        assert_eq!(tx.try_send(Run(1)), Err(TrySendError::Closed(Run(1))));
+        assert_eq!(rx.recv().await, Some(Run(4)));
     }
 
     #[tokio::test]
