@@ -120,9 +120,7 @@ pub(crate) fn init_tracing(cli: &Cli) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(signalbox_relay::runtime::builder().build()?)
 }
 
 pub(crate) fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {

@@ -232,12 +232,10 @@ fn serve(
     cluster: Option<String>,
     congestion: Congestion,
 ) -> anyhow::Result<()> {
-    // As the `signalbox` binary does.
+    // As the `signalbox` binary does (the bare forwarder too, so both run alike).
     #[cfg(feature = "mimalloc")]
     signalbox_relay::allocator::purge_promptly();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = signalbox_relay::runtime::builder().build()?;
     rt.block_on(async move {
         let config = signalbox_relay::RelayConfig {
             open: true,

@@ -261,9 +261,8 @@ impl Backend {
             .name("signalbox-backend".into())
             .spawn(move || {
                 let _done = DoneOnDrop(done_tx);
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                let runtime = match signalbox_relay::runtime::builder()
                     .worker_threads(2)
-                    .enable_all()
                     .build()
                 {
                     Ok(rt) => rt,

@@ -105,9 +105,8 @@ impl Demo {
         std::thread::Builder::new()
             .name("signalbox-demo".into())
             .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                let Ok(rt) = signalbox_relay::runtime::builder()
                     .worker_threads(1)
-                    .enable_all()
                     .build()
                 else {
                     return;

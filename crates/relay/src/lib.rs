@@ -75,6 +75,7 @@ mod metrics;
 pub mod net;
 pub mod paths;
 mod registry;
+pub mod runtime;
 mod server;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
