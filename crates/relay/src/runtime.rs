@@ -13,8 +13,9 @@
 //! deliveries per second; 1 KiB: 4.4–4.8 → 3.8–3.9 s, a third fewer datagrams). Where one
 //! sender's signals go one by one to a hundred receivers at half the relay's capacity, a
 //! delivery costs a fifth more CPU (1→100 targeted 64 B: 2.39–2.43 → 2.90–2.92 s) at the same
-//! rate. The other rows measured are unchanged, and so is latency at 1 000 and 10 000
-//! signals per second. The relay takes the capacity.
+//! rate. Of the other rows measured, 50→50 broadcast 64 B was a little cheaper and the rest
+//! unchanged, and so was latency at 1 000 and 10 000 signals per second. The relay takes the
+//! capacity.
 //!
 //! Turning the slot off is one of tokio's unstable settings, compiled only with
 //! `--cfg tokio_unstable`, which the workspace's `.cargo/config.toml` passes. Without it the
