@@ -97,6 +97,11 @@ impl Queued {
     }
 }
 
+/// Every frame of `items`, in order.
+fn frames_of(items: &[Queued]) -> impl DoubleEndedIterator<Item = &Frame> {
+    items.iter().flat_map(Queued::frames)
+}
+
 impl Weighted for Queued {
     /// A run counts as its signals towards the queue's bound.
     fn weight(&self) -> usize {
@@ -655,11 +660,7 @@ fn batch(
     route.to.receiver.drained();
     unqueue(route.to, route.replay.budgets(), taken);
     route.keep();
-    let newest = route
-        .taking
-        .last()
-        .and_then(|item| item.frames().last())
-        .map_or(0, |f| f.0);
+    let newest = frames_of(&route.taking).next_back().map_or(0, |f| f.0);
     let mut chunker = Chunker::new(buf, chunks);
     for item in route.taking.drain(..) {
         match item {
@@ -979,12 +980,13 @@ impl RouteStream<'_> {
         // Broadcasts are added (and `newest` set) before they are queued, and the queue's
         // lock orders that before this route took them.
         let newest = self.broadcasts.newest.load(Ordering::Relaxed);
-        let frames = || self.taking.iter().flat_map(Queued::frames);
-        if frames().all(|f| f.0 > newest) && (read.is_none() || !self.replay.takes_shared()) {
+        if frames_of(&self.taking).all(|f| f.0 > newest)
+            && (read.is_none() || !self.replay.takes_shared())
+        {
             if let Some(seq) = read {
                 self.replay.read_through_own(seq);
             }
-            for frame in self.taking.iter().flat_map(Queued::frames) {
+            for frame in frames_of(&self.taking) {
                 self.replay.keep_own(frame);
             }
             self.replay.settle();
@@ -994,7 +996,7 @@ impl RouteStream<'_> {
         if let Some(seq) = read {
             self.replay.read_through(seq, &mut shared);
         }
-        for frame in self.taking.iter().flat_map(Queued::frames) {
+        for frame in frames_of(&self.taking) {
             self.replay.keep(frame, &mut shared);
         }
         // This route moved on: what only it still held can go.
