@@ -7,11 +7,13 @@
 //! - The signal is encoded once; every route gets a clone of the same `Bytes`. A client's
 //!   broadcasts from one chunk of its stream go to each route together ([`fan_out_held`]),
 //!   as one shared run ([`Queued::Run`]): one backlog update, route lookup, queue entry and
-//!   reference count per receiver for the run, not per signal — a route copies the run's
-//!   small frames into its write without holding a reference to each.
+//!   reference count per receiver for the run, not per signal. The run's small frames are
+//!   merged once into one buffer ([`Run`]) that every route's stream writes and holds until
+//!   its client acknowledges it: one copy for the run, not one per receiver.
 //! - A route's task takes everything already queued and writes it as one chunk: quinn keeps
 //!   one buffer segment per write and scans them when it builds packets, so merging small
-//!   frames is the biggest single saving on the write path.
+//!   frames is the biggest single saving on the write path. The merged buffer is made for
+//!   the write ([`Chunker`]), so what quinn holds pins those bytes and no more.
 //! - The stream opens lazily, on the first signal, and is finished after `stream_idle` without
 //!   signals. A new stream for the same pair opens only after the old one is fully
 //!   acknowledged, so order holds across streams, and a receiver holds streams only for
@@ -85,16 +87,55 @@ pub(crate) enum Queued {
     /// One frame, the route's own.
     One(Frame),
     /// A run of broadcasts, shared by every route it went to ([`Fanout::flush`]).
-    Run(Arc<[Frame]>),
+    Run(Arc<Run>),
+}
+
+/// A run of broadcasts queued to several routes at once.
+#[derive(Debug)]
+pub(crate) struct Run {
+    frames: Box<[Frame]>,
+    /// The run as the chunks of a write (see [`Chunker`]), made once for all its routes when
+    /// it goes to more than one: its small frames are copied into one buffer that every
+    /// route's stream then holds, instead of one copy per route. Empty for a run to a single
+    /// route, which copies them itself as it does its own frames.
+    chunks: Box<[Bytes]>,
+}
+
+impl Run {
+    /// `frames` as a run for `routes` routes.
+    fn new(frames: Box<[Frame]>, routes: usize) -> Self {
+        let mut chunks = Vec::new();
+        if routes > 1 {
+            let small = small_bytes(frames.iter());
+            let mut buf = BytesMut::new();
+            let mut chunker = Chunker::new(&mut buf, &mut chunks, small);
+            for (_, frame) in frames.iter() {
+                chunker.push_shared(frame);
+            }
+            chunker.finish();
+        }
+        Self {
+            frames,
+            chunks: chunks.into_boxed_slice(),
+        }
+    }
 }
 
 impl Queued {
     fn frames(&self) -> &[Frame] {
         match self {
             Queued::One(frame) => std::slice::from_ref(frame),
-            Queued::Run(run) => run,
+            Queued::Run(run) => &run.frames,
         }
     }
+}
+
+/// The bytes of the frames a [`Chunker`] may copy: those under [`COPY_BELOW`].
+fn small_bytes<'a>(frames: impl Iterator<Item = &'a Frame>) -> usize {
+    frames
+        .map(|f| f.1.len())
+        .filter(|&n| n < COPY_BELOW)
+        .sum()
 }
 
 /// Every frame of `items`, in order.
@@ -298,8 +339,11 @@ impl Fanout {
         }
         self.broadcasts.newest.store(newest, Ordering::Relaxed);
         let run_cost: usize = self.run.iter().map(cost).sum();
-        // One allocation for the run, shared by every route (the held `Vec` keeps its room).
-        let run: Arc<[Frame]> = self.run.drain(..).collect();
+        // Made once for the run and shared by every route (the held `Vec` keeps its room).
+        let run = Arc::new(Run::new(
+            self.run.drain(..).collect(),
+            roster.broadcast.len(),
+        ));
         let mut refund = 0;
         for m in &roster.broadcast {
             refund += self.deliver_run(m, &run, run_cost);
@@ -313,7 +357,7 @@ impl Fanout {
     /// of those not delivered, for the caller to give back. Whole or frame by frame: where
     /// the run does not fit at once (a backlog or queue near its bound, a route to start),
     /// each frame goes through [`Fanout::deliver`], with its rules.
-    fn deliver_run(&mut self, to: &Arc<Member>, run: &Arc<[Frame]>, run_cost: usize) -> usize {
+    fn deliver_run(&mut self, to: &Arc<Member>, run: &Arc<Run>, run_cost: usize) -> usize {
         let Some(backlog) = add_backlog(to, run_cost) else {
             return run_cost; // not delivered: the caller gives it back
         };
@@ -327,7 +371,7 @@ impl Fanout {
             return 0; // its queue left the budgets meanwhile, this run's cost with it
         }
         let mut refund = 0;
-        for frame in run.iter() {
+        for frame in run.frames.iter() {
             if !self.deliver(to, frame.0, frame.1.clone(), Charge::Done) {
                 refund += cost(frame);
             }
@@ -644,13 +688,16 @@ fn batch(
     route: &mut RouteStream<'_>,
     chunks: &mut Vec<Bytes>,
 ) -> u64 {
-    let (mut taken, mut bytes) = (0, 0);
+    let (mut taken, mut bytes, mut small) = (0, 0, 0);
     let mut next = Some(first);
     route.taking.clear();
     while let Some(item) = next.take() {
         for frame in item.frames() {
             taken += cost(frame);
             bytes += frame.1.len();
+        }
+        if !matches!(&item, Queued::Run(run) if !run.chunks.is_empty()) {
+            small += small_bytes(item.frames().iter());
         }
         route.taking.push(item);
         if bytes < MAX_BATCH {
@@ -661,12 +708,13 @@ fn batch(
     unqueue(route.to, route.replay.budgets(), taken);
     route.keep();
     let newest = frames_of(&route.taking).next_back().map_or(0, |f| f.0);
-    let mut chunker = Chunker::new(buf, chunks);
+    let mut chunker = Chunker::new(buf, chunks, small);
     for item in route.taking.drain(..) {
         match item {
             Queued::One((_, frame)) => chunker.push(frame),
+            Queued::Run(run) if !run.chunks.is_empty() => chunker.push_chunks(&run.chunks),
             Queued::Run(run) => {
-                for (_, frame) in run.iter() {
+                for (_, frame) in run.frames.iter() {
                     chunker.push_shared(frame);
                 }
             }
@@ -683,21 +731,38 @@ fn unqueue_item(to: &Member, budgets: &Budgets, item: &Queued) {
 
 /// Turns frames into the chunks of one write: a run of small frames merged into one buffer
 /// (a lone one as it is), frames of [`COPY_BELOW`] bytes or more as they are.
+///
+/// The merged runs of a write are cut from one buffer made for that write's small frames: quinn
+/// holds a chunk until its client acknowledges it, and a chunk pins its whole buffer. A buffer
+/// grown by `BytesMut::reserve` is as large as the largest write the route ever made (up to
+/// [`MAX_BATCH`]), so every route with a few small signals in flight kept 64 KiB.
 struct Chunker<'a> {
     buf: &'a mut BytesMut,
     chunks: &'a mut Vec<Bytes>,
     /// The first small frame of a run, copied only if another follows.
     lone: Option<Bytes>,
+    /// The bytes of the write's small frames not pushed yet.
+    small: usize,
 }
 
 impl<'a> Chunker<'a> {
-    fn new(buf: &'a mut BytesMut, chunks: &'a mut Vec<Bytes>) -> Self {
+    /// `small`: the bytes of the frames under [`COPY_BELOW`] that will be pushed one by one,
+    /// the most it copies. What is left of `buf` from the route's last write is used if there
+    /// is room in it; otherwise the first copy makes a buffer for them all.
+    fn new(buf: &'a mut BytesMut, chunks: &'a mut Vec<Bytes>, small: usize) -> Self {
         chunks.clear();
         Self {
             buf,
             chunks,
             lone: None,
+            small,
         }
+    }
+
+    /// Chunks made already (a run's, shared by its routes): they go to the write as they are.
+    fn push_chunks(&mut self, chunks: &[Bytes]) {
+        self.end_run();
+        self.chunks.extend_from_slice(chunks);
     }
 
     /// A frame the route holds alone.
@@ -724,7 +789,18 @@ impl<'a> Chunker<'a> {
     }
 
     fn copy(&mut self, frame: &[u8]) {
-        if let Some(first) = self.lone.take() {
+        self.small = self.small.saturating_sub(frame.len());
+        let first = self.lone.take();
+        let need = first.as_ref().map_or(0, Bytes::len) + frame.len();
+        if self.buf.capacity() - self.buf.len() < need {
+            // Room for this copy and every small frame still to come.
+            if self.buf.is_empty() {
+                *self.buf = BytesMut::with_capacity(need + self.small);
+            } else {
+                self.buf.reserve(need + self.small);
+            }
+        }
+        if let Some(first) = first {
             self.buf.extend_from_slice(&first);
         }
         self.buf.extend_from_slice(frame);
@@ -736,6 +812,7 @@ impl<'a> Chunker<'a> {
             self.end_run();
             self.chunks.push(frame);
         } else {
+            self.small = self.small.saturating_sub(frame.len());
             self.lone = Some(frame);
         }
     }
@@ -1172,7 +1249,12 @@ mod tests {
         // Frames a route holds alone, and frames of a run it shares: the same chunks.
         let chunked = |frames: &[Bytes], shared: bool| {
             let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
-            let mut chunker = super::Chunker::new(&mut buf, &mut chunks);
+            let small: usize = frames
+                .iter()
+                .map(Bytes::len)
+                .filter(|&n| n < super::COPY_BELOW)
+                .sum();
+            let mut chunker = super::Chunker::new(&mut buf, &mut chunks, small);
             for f in frames {
                 if shared {
                     chunker.push_shared(f);
@@ -1181,12 +1263,28 @@ mod tests {
                 }
             }
             chunker.finish();
+            // The merged runs were cut from a buffer made for them: what is left of it is at
+            // most the room of the small frames that went as they are.
+            let copied: usize = chunks
+                .iter()
+                .filter(|c| !frames.iter().any(|f| f.as_ptr() == c.as_ptr()))
+                .map(Bytes::len)
+                .sum();
+            assert!(buf.capacity() + copied <= small);
             chunks
         };
         let sizes_of = |frames: &[Bytes]| {
             let chunks = chunked(frames, false);
             let shared = chunked(frames, true);
             assert_eq!(chunks, shared);
+            // A run made for several routes holds the same chunks, once for them all; one for
+            // a single route leaves the copying to the route.
+            let run_of = |routes| {
+                let frames = frames.iter().cloned().enumerate();
+                super::Run::new(frames.map(|(i, f)| (i as u64 + 1, f)).collect(), routes)
+            };
+            assert_eq!(&*run_of(2).chunks, &chunks[..]);
+            assert!(run_of(1).chunks.is_empty());
             // Nothing lost, nothing reordered.
             let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
             let want: Vec<u8> = frames.iter().flat_map(|c| c.iter().copied()).collect();
@@ -1221,9 +1319,64 @@ mod tests {
         // A lone small frame is not copied either.
         let lone = small(9);
         let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
-        let mut chunker = super::Chunker::new(&mut buf, &mut chunks);
+        let mut chunker = super::Chunker::new(&mut buf, &mut chunks, 64);
         chunker.push(lone.clone());
         chunker.finish();
         assert_eq!(chunks[0].as_ptr(), lone.as_ptr());
+    }
+
+    /// A route's write of its own frames around a run made for several routes: the run's
+    /// chunks go as they are, the route's own small frames are merged on either side.
+    #[test]
+    fn a_shared_run_is_written_from_the_runs_own_chunks() {
+        use bytes::{Bytes, BytesMut};
+        let small = |b| Bytes::from(vec![b; 64]);
+        let run = super::Run::new(
+            [(3, small(3)), (4, small(4)), (5, small(5))].into(),
+            10,
+        );
+        assert_eq!(run.chunks.len(), 1);
+        let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
+        let mut chunker = super::Chunker::new(&mut buf, &mut chunks, 3 * 64);
+        chunker.push(small(1));
+        chunker.push(small(2));
+        chunker.push_chunks(&run.chunks);
+        chunker.push(small(6));
+        chunker.finish();
+        let sizes: Vec<usize> = chunks.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [128, 192, 64]);
+        assert_eq!(chunks[1].as_ptr(), run.chunks[0].as_ptr(), "the run was copied");
+        let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let want: Vec<u8> = (1..=6).flat_map(|b| [b; 64]).collect();
+        assert_eq!(all, want);
+    }
+
+    /// A route's writes one after another: each merged run is cut from a buffer no larger than
+    /// its write needs, however large the route's earlier writes were.
+    #[test]
+    fn a_small_write_after_a_large_one_pins_only_its_own_bytes() {
+        use bytes::{Bytes, BytesMut};
+        let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
+        let mut write = |frames: usize| {
+            let mut chunker = super::Chunker::new(&mut buf, &mut chunks, frames * 64);
+            for i in 0..frames {
+                chunker.push(Bytes::from(vec![i as u8; 64]));
+            }
+            chunker.finish();
+            assert_eq!(chunks.len(), 1);
+            assert_eq!(chunks[0].len(), frames * 64);
+        };
+        write(900);
+        write(2);
+        // Nothing of the first write's buffer was left to reuse: the second got its own, of
+        // exactly its 128 bytes.
+        assert_eq!(buf.capacity(), 0);
+        let second = chunks[0].clone();
+        drop(chunks);
+        drop(buf);
+        // The chunk is the sole owner of its buffer: turning it back into a `BytesMut` does
+        // not copy, and its capacity is its length.
+        let owned = second.try_into_mut().expect("the chunk owns its buffer");
+        assert_eq!(owned.capacity(), 128);
     }
 }
