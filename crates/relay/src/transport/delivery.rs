@@ -132,10 +132,7 @@ impl Queued {
 
 /// The bytes of the frames a [`Chunker`] may copy: those under [`COPY_BELOW`].
 fn small_bytes<'a>(frames: impl Iterator<Item = &'a Frame>) -> usize {
-    frames
-        .map(|f| f.1.len())
-        .filter(|&n| n < COPY_BELOW)
-        .sum()
+    frames.map(|f| f.1.len()).filter(|&n| n < COPY_BELOW).sum()
 }
 
 /// Every frame of `items`, in order.
@@ -1338,10 +1335,7 @@ mod tests {
     fn a_shared_run_is_written_from_the_runs_own_chunks() {
         use bytes::{Bytes, BytesMut};
         let small = |b| Bytes::from(vec![b; 64]);
-        let run = super::Run::new(
-            [(3, small(3)), (4, small(4)), (5, small(5))].into(),
-            10,
-        );
+        let run = super::Run::new([(3, small(3)), (4, small(4)), (5, small(5))].into(), 10);
         assert_eq!(run.chunks.len(), 1);
         let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
         let mut chunker = super::Chunker::new(&mut buf, &mut chunks, 3 * 64);
@@ -1352,7 +1346,11 @@ mod tests {
         chunker.finish();
         let sizes: Vec<usize> = chunks.iter().map(Bytes::len).collect();
         assert_eq!(sizes, [128, 192, 64]);
-        assert_eq!(chunks[1].as_ptr(), run.chunks[0].as_ptr(), "the run was copied");
+        assert_eq!(
+            chunks[1].as_ptr(),
+            run.chunks[0].as_ptr(),
+            "the run was copied"
+        );
         let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
         let want: Vec<u8> = (1..=6).flat_map(|b| [b; 64]).collect();
         assert_eq!(all, want);
