@@ -109,6 +109,8 @@ impl Run {
             let small = small_bytes(frames.iter());
             let mut buf = BytesMut::new();
             let mut chunker = Chunker::new(&mut buf, &mut chunks, small);
+            // Exactly the run's bytes: its buffer is not shared with later writes.
+            chunker.least = 0;
             for (_, frame) in frames.iter() {
                 chunker.push_shared(frame);
             }
@@ -746,6 +748,8 @@ struct Chunker<'a> {
     lone: Option<Bytes>,
     /// The bytes of the write's small frames not pushed yet.
     small: usize,
+    /// The least it allocates ([`MERGE_MIN`] for a route's writes).
+    least: usize,
 }
 
 impl<'a> Chunker<'a> {
@@ -759,6 +763,7 @@ impl<'a> Chunker<'a> {
             chunks,
             lone: None,
             small,
+            least: MERGE_MIN,
         }
     }
 
@@ -799,7 +804,7 @@ impl<'a> Chunker<'a> {
             // Room for this copy and every small frame still to come; at least `MERGE_MIN`,
             // which a route's next few writes share.
             if self.buf.is_empty() {
-                *self.buf = BytesMut::with_capacity((need + self.small).max(MERGE_MIN));
+                *self.buf = BytesMut::with_capacity((need + self.small).max(self.least));
             } else {
                 self.buf.reserve(need + self.small);
             }
@@ -1337,6 +1342,14 @@ mod tests {
         let small = |b| Bytes::from(vec![b; 64]);
         let run = super::Run::new([(3, small(3)), (4, small(4)), (5, small(5))].into(), 10);
         assert_eq!(run.chunks.len(), 1);
+        // A run's buffer is exactly its frames' bytes (not a route's least, `MERGE_MIN`): one
+        // is made per run and held until every route's client acknowledges it.
+        let other = super::Run::new([(1, small(1)), (2, small(2))].into(), 2);
+        let merged = other.chunks.into_vec().pop().unwrap();
+        let merged = merged
+            .try_into_mut()
+            .expect("the run's chunk owns its buffer");
+        assert_eq!(merged.capacity(), 128);
         let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
         let mut chunker = super::Chunker::new(&mut buf, &mut chunks, 3 * 64);
         chunker.push(small(1));
