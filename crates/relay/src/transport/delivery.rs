@@ -782,7 +782,8 @@ impl<'a> Chunker<'a> {
         }
     }
 
-    /// A frame of a shared run: referenced again only if it goes to the write as it is.
+    /// A frame held elsewhere too (a run's, as [`Run::new`] merges it): referenced again only
+    /// if it goes to the write as it is.
     fn push_shared(&mut self, frame: &Bytes) {
         if self.copies(frame) {
             self.copy(frame);
