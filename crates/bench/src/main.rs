@@ -7,7 +7,8 @@
 //! Each server runs pinned to one core, the load generator to the other.
 //!
 //! Throughput is closed-loop (each publisher at most 1000 messages ahead of its slowest
-//! receiver); latency is open-loop at fixed rates, measured from each message's *intended*
+//! receiver), every system's server up at once and a row's reps taken by each system in turn,
+//! so a slow spell of the shared machine falls on all of them; latency is open-loop at fixed rates, measured from each message's *intended*
 //! send time, every system in turn over several rounds (at low rates an idle core's wake-up
 //! drifts over minutes, and rounds keep that drift from deciding the comparison); cost is
 //! the server's CPU seconds per million deliveries and its peak RSS from /proc. Every run
@@ -476,12 +477,26 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         loads.retain(|w| w.label().contains(f.as_str()));
     }
     rt.block_on(async {
+        // Every system's server is up for the throughput rows, and a row's reps go round the
+        // systems in turn (the order reversed every other rep): this machine is shared, and a
+        // slow spell of a few minutes used to fall on one system's rows alone and skew every
+        // ratio in them. Each server still takes the rows in the same order, so what one
+        // keeps from an earlier row is as before.
+        let mut up = Vec::new();
         for &kind in &kinds {
-            let server = Measured::start(kind, core, &dir.join(kind.name()), &cli).await?;
-            for &w in &loads {
-                let mut runs = Vec::new();
-                for _ in 0..reps {
-                    let t = run::throughput(&server, w, warmup, measure)
+            up.push((kind, Measured::start(kind, core, &dir.join(kind.name()), &cli).await?));
+        }
+        for &w in &loads {
+            let mut by_system: Vec<Vec<Throughput>> = up.iter().map(|_| Vec::new()).collect();
+            for rep in 0..reps {
+                let mut order: Vec<usize> = (0..up.len()).collect();
+                if rep % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let (kind, server) = &up[i];
+                    let kind = *kind;
+                    let t = run::throughput(server, w, warmup, measure)
                         .await
                         .with_context(|| format!("{} {}", kind.name(), w.label()))?;
                     if t.lost > 0 || t.out_of_order > 0 {
@@ -494,8 +509,11 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                         );
                         report.lost(kind, what);
                     }
-                    runs.push(t);
+                    by_system[i].push(t);
                 }
+            }
+            for ((kind, _), runs) in up.iter().zip(by_system) {
+                let kind = *kind;
                 let rates: Vec<f64> = runs.iter().map(|r| r.deliveries_per_s).collect();
                 let row = Row {
                     backend: kind.name(),
@@ -518,6 +536,9 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 );
                 report.throughput.push(row);
             }
+        }
+        for (kind, server) in &up {
+            let kind = *kind;
             // Latency at 50 % / 80 % of the headline fan-out's own maximum (the fixed rates
             // come after every system, in rounds).
             let max = report
@@ -528,7 +549,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or(0.0);
             if !cli.no_latency && !cli.smoke && !cli.quick && max > 0.0 {
                 for rate in [(max * 0.5) as u64, (max * 0.8) as u64] {
-                    let l = measure_latency(&mut report, kind, &server, rate, warmup, measure).await?;
+                    let l = measure_latency(&mut report, kind, server, rate, warmup, measure).await?;
                     report.latency.push(LatencyRow {
                         backend: kind.name(),
                         label: HEAD.label(),
@@ -537,8 +558,8 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                     });
                 }
             }
-            drop(server);
         }
+        drop(up);
         // Latency at fixed rates, in rounds: at one signal every few milliseconds each
         // system waits mostly on an idle core waking, which drifts over minutes, so every
         // system is measured once per round, in turn (the order reversed every other round,
@@ -797,9 +818,14 @@ fn markdown(r: &Report) -> String {
         "QUIC systems: {}; congestion controller {:?}.\n",
         r.network, r.congestion
     );
+    // In the order they were measured in (a row's systems in turn).
     let backends: Vec<&str> = {
-        let mut b: Vec<&str> = r.throughput.iter().map(|row| row.backend).collect();
-        b.dedup();
+        let mut b: Vec<&str> = Vec::new();
+        for row in &r.throughput {
+            if !b.contains(&row.backend) {
+                b.push(row.backend);
+            }
+        }
         b
     };
     let labels: Vec<String> = {
@@ -986,4 +1012,74 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(out, "\nFAILURES: {:?}", r.failures);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(backend: &'static str, workload: Workload, rate: f64) -> Row {
+        let run = Throughput {
+            deliveries_per_s: rate,
+            lost: 0,
+            out_of_order: 0,
+            server_cpu_s_per_m: 1.0,
+            server_peak_rss_kib: 1024,
+            harness_busy: 0.5,
+        };
+        Row {
+            backend,
+            workload,
+            label: workload.label(),
+            runs: vec![run],
+            median_deliveries_per_s: rate,
+            min_deliveries_per_s: rate,
+            max_deliveries_per_s: rate,
+            median_cpu_s_per_m: 1.0,
+            peak_rss_kib: 1024,
+            harness_busy: 0.5,
+        }
+    }
+
+    /// Rows come a workload at a time, every system in turn: each system is one column, and
+    /// a row's ratio compares the two systems' figures for that row.
+    #[test]
+    fn interleaved_rows_make_one_column_per_system() {
+        let w = |subs| Workload {
+            pubs: 1,
+            subs,
+            size: 64,
+            targeted: false,
+        };
+        let report = Report {
+            date: "2026-12-07".into(),
+            machine: "test".into(),
+            mode: "quick",
+            throughput: vec![
+                row("signalbox", w(10), 2e6),
+                row("nats", w(10), 1e6),
+                row("signalbox", w(100), 3e6),
+                row("nats", w(100), 4e6),
+            ],
+            latency: Vec::new(),
+            latency_rounds: Vec::new(),
+            scale: None,
+            network: "loopback".into(),
+            congestion: Congestion::default(),
+            cluster: Vec::new(),
+            failures: Vec::new(),
+            floor_drops: Vec::new(),
+        };
+        let md = markdown(&report);
+        let first = md
+            .lines()
+            .find(|l| l.starts_with("| deliveries/s"))
+            .expect("the throughput table");
+        assert_eq!(
+            first,
+            "| deliveries/s (median, min–max) | signalbox | nats | signalbox ÷ nats |"
+        );
+        assert!(md.contains("| 1→10 broadcast, 64 B | 2.00 M/s | 1.00 M/s | 2.00× |"));
+        assert!(md.contains("| 1→100 broadcast, 64 B | 3.00 M/s | 4.00 M/s | 0.75× |"));
+    }
 }
