@@ -489,11 +489,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
         for &w in &loads {
             let mut by_system: Vec<Vec<Throughput>> = up.iter().map(|_| Vec::new()).collect();
             for rep in 0..reps {
-                let mut order: Vec<usize> = (0..up.len()).collect();
-                if rep % 2 == 1 {
-                    order.reverse();
-                }
-                for i in order {
+                for i in in_turn(up.len(), rep) {
                     let (kind, server) = &up[i];
                     let kind = *kind;
                     let t = run::throughput(server, w, warmup, measure)
@@ -583,12 +579,7 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
                 up.push((kind, Measured::start(kind, core, &at, &cli).await?));
             }
             for round in 1..=rounds {
-                let order: Vec<_> = if round % 2 == 1 {
-                    up.iter().collect()
-                } else {
-                    up.iter().rev().collect()
-                };
-                for (kind, server) in order {
+                for (kind, server) in in_turn(up.len(), round - 1).map(|i| &up[i]) {
                     for &rate in fixed {
                         let l = measure_latency(&mut report, *kind, server, rate, warmup, measure)
                             .await?;
@@ -720,6 +711,23 @@ fn harness(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The systems' indices in the order round `k` (from 0) takes them: as listed in even rounds,
+/// reversed in odd ones, so that none is always first or last.
+fn in_turn(n: usize, k: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| if k.is_multiple_of(2) { i } else { n - 1 - i })
+}
+
+/// `items` without repeats, each where it first came.
+fn first_seen<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for x in items {
+        if !seen.contains(&x) {
+            seen.push(x);
+        }
+    }
+    seen
+}
+
 fn today() -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -748,16 +756,8 @@ fn latency_rounds_table(out: &mut String, r: &Report) {
     if last < 2 {
         return;
     }
-    let mut backends: Vec<&str> = Vec::new();
-    let mut rates: Vec<u64> = Vec::new();
-    for x in &r.latency_rounds {
-        if !backends.contains(&x.backend) {
-            backends.push(x.backend);
-        }
-        if !rates.contains(&x.result.rate) {
-            rates.push(x.result.rate);
-        }
-    }
+    let backends = first_seen(r.latency_rounds.iter().map(|x| x.backend));
+    let rates = first_seen(r.latency_rounds.iter().map(|x| x.result.rate));
     for rate in rates {
         header(
             out,
@@ -819,24 +819,8 @@ fn markdown(r: &Report) -> String {
         r.network, r.congestion
     );
     // In the order they were measured in (a row's systems in turn).
-    let backends: Vec<&str> = {
-        let mut b: Vec<&str> = Vec::new();
-        for row in &r.throughput {
-            if !b.contains(&row.backend) {
-                b.push(row.backend);
-            }
-        }
-        b
-    };
-    let labels: Vec<String> = {
-        let mut l: Vec<String> = Vec::new();
-        for row in &r.throughput {
-            if !l.contains(&row.label) {
-                l.push(row.label.clone());
-            }
-        }
-        l
-    };
+    let backends = first_seen(r.throughput.iter().map(|row| row.backend));
+    let labels = first_seen(r.throughput.iter().map(|row| row.label.clone()));
     let find = |b: &str, l: &str| {
         r.throughput
             .iter()
@@ -1081,5 +1065,13 @@ mod tests {
         );
         assert!(md.contains("| 1→10 broadcast, 64 B | 2.00 M/s | 1.00 M/s | 2.00× |"));
         assert!(md.contains("| 1→100 broadcast, 64 B | 3.00 M/s | 4.00 M/s | 0.75× |"));
+    }
+
+    #[test]
+    fn systems_take_turns_in_alternating_order() {
+        assert_eq!(in_turn(3, 0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(in_turn(3, 1).collect::<Vec<_>>(), [2, 1, 0]);
+        assert_eq!(in_turn(3, 2).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(first_seen([2, 1, 2, 3, 1]), [2, 1, 3]);
     }
 }

@@ -130,6 +130,14 @@ impl Queued {
             Queued::Run(run) => &run.frames,
         }
     }
+
+    /// The chunks made for it already, if it is a run merged for several routes.
+    fn merged(&self) -> Option<&[Bytes]> {
+        match self {
+            Queued::Run(run) if !run.chunks.is_empty() => Some(&run.chunks),
+            _ => None,
+        }
+    }
 }
 
 /// The bytes of the frames a [`Chunker`] may copy: those under [`COPY_BELOW`].
@@ -695,7 +703,7 @@ fn batch(
             taken += cost(frame);
             bytes += frame.1.len();
         }
-        if !matches!(&item, Queued::Run(run) if !run.chunks.is_empty()) {
+        if item.merged().is_none() {
             small += small_bytes(item.frames().iter());
         }
         route.taking.push(item);
@@ -709,9 +717,12 @@ fn batch(
     let newest = frames_of(&route.taking).next_back().map_or(0, |f| f.0);
     let mut chunker = Chunker::new(buf, chunks, small);
     for item in route.taking.drain(..) {
+        if let Some(chunks) = item.merged() {
+            chunker.push_chunks(chunks);
+            continue;
+        }
         match item {
             Queued::One((_, frame)) => chunker.push(frame),
-            Queued::Run(run) if !run.chunks.is_empty() => chunker.push_chunks(&run.chunks),
             Queued::Run(run) => {
                 for (_, frame) in run.frames.iter() {
                     chunker.push_shared(frame);
@@ -801,14 +812,11 @@ impl<'a> Chunker<'a> {
         self.small = self.small.saturating_sub(frame.len());
         let first = self.lone.take();
         let need = first.as_ref().map_or(0, Bytes::len) + frame.len();
-        if self.buf.capacity() - self.buf.len() < need {
-            // Room for this copy and every small frame still to come; at least `MERGE_MIN`,
-            // which a route's next few writes share.
-            if self.buf.is_empty() {
-                *self.buf = BytesMut::with_capacity((need + self.small).max(self.least));
-            } else {
-                self.buf.reserve(need + self.small);
-            }
+        // A merged run starts (the buffer is empty): room for it and every small frame still
+        // to come, so that no copy later in the write has to grow it; at least `least`,
+        // which a route's next few writes share.
+        if self.buf.is_empty() && self.buf.capacity() < need + self.small {
+            *self.buf = BytesMut::with_capacity((need + self.small).max(self.least));
         }
         if let Some(first) = first {
             self.buf.extend_from_slice(&first);
