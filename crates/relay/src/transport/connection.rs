@@ -33,8 +33,14 @@ pub(crate) const MAX_HELLO_FRAME: usize = 64 * 1024;
 /// The largest control frame a client may send after `Hello` (`Kick` and `Leave` are under
 /// 20 bytes).
 pub(crate) const MAX_CLIENT_CONTROL_FRAME: usize = 1024;
-/// Signals handled before the reader lets the connection's other work run.
-const YIELD_EVERY: u32 = 128;
+/// Signals handled before the reader lets the connection's other work run…
+const YIELD_EVERY: u32 = 1024;
+/// …or bytes of signals, whichever comes first: a turn of large signals takes no longer than
+/// 128 of the largest did before (a turn of small ones is where the count matters: the
+/// longer a turn, the more signals each route takes per write, and the fewer datagrams).
+const YIELD_BYTES: usize = 1 << 20;
+/// Signals handled between two prunings of the sender's routes.
+const PRUNE_EVERY: u32 = 8192;
 /// The least time between two `Accepted` notices to one sender: a sender at full speed gets
 /// a few hundred notices a second, not one per read batch.
 const ACCEPT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
@@ -917,7 +923,7 @@ enum Next {
     Read,
     /// The session's budget is spent: wait for room ([`delivery::wait_for_room`]).
     Wait,
-    /// [`YIELD_EVERY`] signals taken: let the other tasks run.
+    /// A [`Turn`]'s signals taken: let the other tasks run.
     Yield,
     /// The stream cannot be read on (a frame too large, say).
     Broken(String),
@@ -932,7 +938,7 @@ enum Next {
 fn take_chunk(
     first: Bytes,
     frames: &mut Frames,
-    handled: &mut u32,
+    turn: &mut Turn,
     member: &Arc<Member>,
     session: &Session,
     shared: &Shared,
@@ -978,11 +984,11 @@ fn take_chunk(
             answered = true;
             // Counted before the budget check: a wait for room may find room at once and not
             // yield, so the signals that end on it count toward the next yield as others do.
-            *handled = handled.wrapping_add(1);
+            turn.took(frame.len());
             if !session.budgets.session.has_room(0) {
                 break Ok(Next::Wait);
             }
-            if handled.is_multiple_of(YIELD_EVERY) {
+            if turn.due() {
                 break Ok(Next::Yield);
             }
         }
@@ -1116,7 +1122,7 @@ async fn signal_reader(
             protocol(format!("send stream: {e}"))
         }
     };
-    let mut handled = 0u32;
+    let mut turn = Turn::default();
     loop {
         let frame = match frames.next().await {
             Ok(Some(f)) => f,
@@ -1126,7 +1132,7 @@ async fn signal_reader(
         match take_chunk(
             frame,
             &mut frames,
-            &mut handled,
+            &mut turn,
             member,
             session,
             shared,
@@ -1146,24 +1152,50 @@ async fn signal_reader(
                 .await;
                 // A wait that found room at once did not yield: the yield this signal was
                 // due comes now.
-                if handled.is_multiple_of(YIELD_EVERY) {
-                    pause(handled, member).await;
+                if turn.due() {
+                    pause(&mut turn, member).await;
                 }
             }
-            Ok(Next::Yield) => pause(handled, member).await,
+            Ok(Next::Yield) => pause(&mut turn, member).await,
         }
     }
     // The client finished its send stream: it sends no more, but stays connected.
     std::future::pending().await
 }
 
-/// Lets the connection's other work run after [`YIELD_EVERY`] signals, and now and then has
-/// the sender's routes let go of what they no longer need.
-async fn pause(handled: u32, member: &Member) {
-    if handled.is_multiple_of(YIELD_EVERY * 64)
-        && let Some(f) = lock(&member.sender).fanout.as_mut()
-    {
-        f.prune();
+/// What a signal reader took since it last let the connection's other work run.
+#[derive(Debug, Default)]
+struct Turn {
+    signals: u32,
+    bytes: usize,
+    /// Signals since the sender's routes were last pruned.
+    unpruned: u32,
+}
+
+impl Turn {
+    /// Counts a signal taken, of `len` bytes on the wire.
+    fn took(&mut self, len: usize) {
+        self.signals += 1;
+        self.bytes += len;
+        self.unpruned += 1;
+    }
+
+    /// Whether the reader should yield now ([`YIELD_EVERY`], [`YIELD_BYTES`]).
+    fn due(&self) -> bool {
+        self.signals >= YIELD_EVERY || self.bytes >= YIELD_BYTES
+    }
+}
+
+/// Lets the connection's other work run after a [`Turn`], and now and then has the sender's
+/// routes let go of what they no longer need.
+async fn pause(turn: &mut Turn, member: &Member) {
+    turn.signals = 0;
+    turn.bytes = 0;
+    if turn.unpruned >= PRUNE_EVERY {
+        turn.unpruned = 0;
+        if let Some(f) = lock(&member.sender).fanout.as_mut() {
+            f.prune();
+        }
     }
     tokio::task::yield_now().await;
 }
@@ -1171,6 +1203,30 @@ async fn pause(handled: u32, member: &Member) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader's turn ends at whichever bound comes first: [`YIELD_EVERY`] small signals
+    /// (not 128: the routes of a sender that targets a hundred receivers one by one then get
+    /// several signals each per write), or [`YIELD_BYTES`] of large ones.
+    #[test]
+    fn a_turn_ends_at_its_count_of_small_signals_or_its_bytes_of_large_ones() {
+        let mut turn = Turn::default();
+        for _ in 1..YIELD_EVERY {
+            turn.took(80);
+            assert!(!turn.due(), "due after {} small signals", turn.signals);
+        }
+        turn.took(80);
+        assert!(turn.due());
+
+        let mut turn = Turn::default();
+        let large = 8 * 1024 + 40;
+        let mut taken = 0;
+        while !turn.due() {
+            turn.took(large);
+            taken += 1;
+        }
+        assert_eq!(taken, YIELD_BYTES.div_ceil(large));
+        assert!(taken <= 128, "a turn of 8 KiB signals took {taken}");
+    }
 
     /// The size of the future `f` would return, without calling it.
     fn future_size<F: Future>(_: impl FnOnce() -> F) -> usize {
