@@ -199,6 +199,7 @@ async function main() {
       await kickTest({ transport, base, invite, tokenOf, browser });
     }
     await silentTest({ base, invite, tokenOf, browser });
+    await malformedHeaderTest({ base, invite, tokenOf, browser });
     await lateResumeTest({ base, invite, tokenOf, browser });
     await pageTest({ base, invite, browser });
   } finally {
@@ -264,6 +265,46 @@ async function silentTest({ base, invite, tokenOf, browser }) {
     await page.close();
     silent.close();
   }
+}
+
+/** A delivery stream whose header does not parse (here, one the page's WebSocket is made to
+ * receive as if from the relay): the SDK closes the link and says so, as it does for a frame
+ * that does not parse, rather than stop reading that stream alone and lose its signals. */
+async function malformedHeaderTest({ base, invite, tokenOf, browser }) {
+  console.log('== a delivery stream with a malformed header');
+  at('joining, then receiving a malformed delivery header');
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${base}/join`, { waitUntil: 'load' });
+    const got = await page.evaluate(async (token) => {
+      const Plain = window.WebSocket;
+      let socket = null;
+      window.WebSocket = class extends Plain {
+        constructor(...args) {
+          super(...args);
+          socket = this;
+        }
+      };
+      const s = Signalbox.initSession('', 'malformed', { transport: 'websocket' });
+      await s.connect(token);
+      window.WebSocket = Plain;
+      const ended = new Promise((r) => {
+        setTimeout(() => r('still connected after 10 s'), 10000);
+        s.on('sessionDisconnected', (e) => r(e.reason));
+      });
+      // Stream 99, one frame of two bytes: "a sender" (1), then 7 where a connection id's
+      // length (16) belongs.
+      const bytes = new Uint8Array([99, 0, 0, 0, 2, 1, 7]);
+      socket.onmessage(new MessageEvent('message', { data: bytes.buffer }));
+      return { reason: await ended, connected: s.isConnected() };
+    }, tokenOf(invite('malformed', 'page')));
+    assert.equal(got.reason, 'networkDisconnected', JSON.stringify(got));
+    assert.equal(got.connected, false);
+    await stillAnswers(page);
+  } finally {
+    await page.close();
+  }
+  console.log('   ok: the link closed (networkDisconnected), the page answering');
 }
 
 /** The page still answers, and its timers run: five evaluations, each through a timer. */

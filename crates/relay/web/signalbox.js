@@ -476,9 +476,17 @@
       }
       for (const f of frames) {
         if (this.from === undefined) {
-          const r = new Reader(f);
-          this.from = r.opt(() => r.id());
-          r.end();
+          // A header that does not parse is the relay breaking the protocol, as a frame
+          // that does not: the link closes. (Thrown from here, it would only have stopped
+          // this stream, its signals lost without a word.)
+          try {
+            const r = new Reader(f);
+            this.from = r.opt(() => r.id());
+            r.end();
+          } catch (e) {
+            this.session._fail(e);
+            return;
+          }
           this.session._queueStream(this);
         } else if (this.active) {
           this.session._incoming(this.from, f);
