@@ -1122,7 +1122,7 @@ async fn signal_reader(
             protocol(format!("send stream: {e}"))
         }
     };
-    let mut turn = Turn::default();
+    let mut turn = Turn::within(&shared.delivery);
     loop {
         let frame = match frames.next().await {
             Ok(Some(f)) => f,
@@ -1164,15 +1164,34 @@ async fn signal_reader(
 }
 
 /// What a signal reader took since it last let the connection's other work run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Turn {
     signals: u32,
     bytes: usize,
     /// Signals since the sender's routes were last pruned.
     unpruned: u32,
+    /// Where a turn ends: [`YIELD_EVERY`] and [`YIELD_BYTES`], or a quarter of a receiver's
+    /// queue if that is less. A sender's routes write only once its reader yields, so a
+    /// turn's burst to one receiver must fit that receiver's queue with room to spare, or a
+    /// relay set up with small queues would close a healthy receiver as a slow consumer.
+    max_signals: u32,
+    max_bytes: usize,
 }
 
 impl Turn {
+    /// A turn for a relay whose receivers' queues are as `settings` bound them.
+    fn within(settings: &delivery::DeliverySettings) -> Self {
+        let quarter = |n: usize| (n / 4).max(1);
+        Self {
+            signals: 0,
+            bytes: 0,
+            unpruned: 0,
+            max_signals: YIELD_EVERY
+                .min(u32::try_from(quarter(settings.queue_signals)).unwrap_or(u32::MAX)),
+            max_bytes: YIELD_BYTES.min(quarter(settings.queue_bytes)),
+        }
+    }
+
     /// Counts a signal taken, of `len` bytes on the wire.
     fn took(&mut self, len: usize) {
         self.signals += 1;
@@ -1182,7 +1201,7 @@ impl Turn {
 
     /// Whether the reader should yield now ([`YIELD_EVERY`], [`YIELD_BYTES`]).
     fn due(&self) -> bool {
-        self.signals >= YIELD_EVERY || self.bytes >= YIELD_BYTES
+        self.signals >= self.max_signals || self.bytes >= self.max_bytes
     }
 }
 
@@ -1207,9 +1226,25 @@ mod tests {
     /// A reader's turn ends at whichever bound comes first: [`YIELD_EVERY`] small signals
     /// (not 128: the routes of a sender that targets a hundred receivers one by one then get
     /// several signals each per write), or [`YIELD_BYTES`] of large ones.
+    fn settings(queue_signals: usize, queue_bytes: usize) -> delivery::DeliverySettings {
+        delivery::DeliverySettings {
+            queue_bytes,
+            queue_signals,
+            write_timeout: std::time::Duration::from_secs(10),
+            stream_idle: std::time::Duration::from_secs(10),
+        }
+    }
+
     #[test]
     fn a_turn_ends_at_its_count_of_small_signals_or_its_bytes_of_large_ones() {
-        let mut turn = Turn::default();
+        let defaults = crate::RelayConfig::default();
+        let within = || {
+            Turn::within(&settings(
+                defaults.receiver_queue_signals,
+                defaults.receiver_queue_bytes,
+            ))
+        };
+        let mut turn = within();
         for _ in 1..YIELD_EVERY {
             turn.took(80);
             assert!(!turn.due(), "due after {} small signals", turn.signals);
@@ -1217,7 +1252,7 @@ mod tests {
         turn.took(80);
         assert!(turn.due());
 
-        let mut turn = Turn::default();
+        let mut turn = within();
         let large = 8 * 1024 + 40;
         let mut taken = 0;
         while !turn.due() {
@@ -1226,6 +1261,30 @@ mod tests {
         }
         assert_eq!(taken, YIELD_BYTES.div_ceil(large));
         assert!(taken <= 128, "a turn of 8 KiB signals took {taken}");
+    }
+
+    /// With small receiver queues a turn is a quarter of one: its burst to one receiver fits
+    /// that receiver's queue, which its route drains only after the turn.
+    #[test]
+    fn a_turn_fits_a_quarter_of_a_small_receiver_queue() {
+        let mut turn = Turn::within(&settings(400, 8 << 20));
+        for _ in 1..100 {
+            turn.took(80);
+        }
+        assert!(!turn.due());
+        turn.took(80);
+        assert!(turn.due(), "100 signals is a quarter of a 400-signal queue");
+
+        let mut turn = Turn::within(&settings(16_384, 64 * 1024));
+        turn.took(16 * 1024 - 1);
+        assert!(!turn.due());
+        turn.took(1);
+        assert!(turn.due(), "16 KiB is a quarter of a 64 KiB queue");
+
+        // Never a turn of nothing.
+        let mut turn = Turn::within(&settings(1, 1));
+        turn.took(80);
+        assert!(turn.due());
     }
 
     /// The size of the future `f` would return, without calling it.
