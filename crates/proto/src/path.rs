@@ -17,12 +17,16 @@
 use std::net::IpAddr;
 
 /// The largest UDP payload Signalbox endpoints accept, and the highest path MTU they probe
-/// for. Not higher: quinn hands the kernel up to ten datagrams in one segmentation-offload
-/// send, and the kernel takes at most 64 KiB in one.
-pub const MAX_UDP_PAYLOAD: u16 = 6_500;
+/// for. quinn hands the kernel a batch of datagrams in one segmentation-offload send, which
+/// the kernel takes only up to 64 KiB (Signalbox's quinn makes a batch of fewer datagrams
+/// when they are large, see `vendor/quinn/VENDORED.md`): at this size a batch is two. On
+/// loopback, 32 000 bytes against 6 500 took the relay's CPU per delivery down 7–30 % on
+/// the 8 KiB rows and about 15 % on 50→50 targeted 1 KiB; 65 000 gave no more
+/// (`bench/results/2026-12-07-datagrams.md`).
+pub const MAX_UDP_PAYLOAD: u16 = 32_000;
 
-// Ten datagrams at the cap, with one UDP and one IPv4 header, fit one IP packet's length.
-const _: () = assert!(10 * MAX_UDP_PAYLOAD as u32 + 8 + 20 <= 65_535);
+// A datagram at the cap, with one UDP and one IPv4 header, fits one IP packet's length.
+const _: () = assert!(MAX_UDP_PAYLOAD as u32 + 8 + 20 <= 65_535);
 
 /// The bound on paths whose interface is unknown: Ethernet's 1 500 bytes less the IPv6 and
 /// UDP headers (quinn's own default).
@@ -70,10 +74,11 @@ pub fn interface_upper_bound(loopback: bool, links: &[LinkMtu]) -> u16 {
 
 /// The smallest change path-MTU discovery probes for below `upper_bound` (its binary search
 /// stops when the next step is smaller, then probes the bound itself): a tenth of the range
-/// above QUIC's 1 200 bytes, at least 20 (quinn's default). Toward a 6 500-byte bound that is
-/// four probes (3 850, 5 175, 5 837, then 6 500) instead of nine of quinn's default, each a
-/// padded datagram of that size: in a join storm of 3 000 clients the default's probes cost
-/// the relay about a third of its CPU. Toward Ethernet's bound the search still ends on 1 452.
+/// above QUIC's 1 200 bytes, at least 20 (quinn's default). Toward a 32 000-byte bound that
+/// is four probes (16 600, 24 300, 28 150, then 32 000) instead of a dozen with quinn's
+/// default, each a padded datagram of that size: in a join storm of 3 000 clients the
+/// default's probes cost the relay about a third of its CPU. Toward Ethernet's bound the
+/// search still ends on 1 452.
 pub fn mtu_probe_step(upper_bound: u16) -> u16 {
     (upper_bound.saturating_sub(QUIC_MIN) / 10).max(20)
 }
@@ -137,10 +142,8 @@ mod tests {
     fn other_peers_probe_up_to_the_largest_interface() {
         let peer = ip("192.168.1.20");
         assert_eq!(mtu_upper_bound(peer, &[LO, eth(1500)]), 1_452);
-        assert_eq!(
-            mtu_upper_bound(peer, &[LO, eth(1500), eth(9000)]),
-            MAX_UDP_PAYLOAD
-        );
+        // A jumbo-frame LAN.
+        assert_eq!(mtu_upper_bound(peer, &[LO, eth(1500), eth(9000)]), 8_952);
         assert_eq!(mtu_upper_bound(peer, &[LO, eth(3000)]), 2_952);
         // Unknown: Ethernet's.
         assert_eq!(mtu_upper_bound(peer, &[LO]), ETHERNET_UDP_PAYLOAD);
@@ -155,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_probe_step_is_a_tenth_of_the_range() {
-        assert_eq!(mtu_probe_step(MAX_UDP_PAYLOAD), 530);
+        assert_eq!(mtu_probe_step(MAX_UDP_PAYLOAD), 3_080);
         assert_eq!(mtu_probe_step(ETHERNET_UDP_PAYLOAD), 25);
         assert_eq!(mtu_probe_step(QUIC_MIN), 20);
     }

@@ -1043,12 +1043,18 @@ impl State {
         let now = self.runtime.now();
         let mut transmits = 0;
 
-        let max_datagrams = self
+        let max_segments = self
             .socket
             .max_transmit_segments()
             .min(MAX_TRANSMIT_SEGMENTS);
 
         loop {
+            // Signalbox patch (vendor/quinn/VENDORED.md): a batch of datagrams is one
+            // segmentation-offload send, which the kernel takes only up to 64 KiB; at a path
+            // MTU above a tenth of that, fewer datagrams make a batch.
+            let max_datagrams = max_segments
+                .min(MAX_TRANSMIT_BYTES / usize::from(self.inner.current_mtu()))
+                .max(1);
             // Retry the last transmit, or get a new one.
             let t = match self.buffered_transmit.take() {
                 Some(t) => t,
@@ -1070,8 +1076,8 @@ impl State {
                             // Signalbox patch (vendor/quinn/VENDORED.md): a call that sends
                             // at most one datagram (nothing, or a lone acknowledgement or
                             // keep-alive) finds the connection at rest, so it gives its buffer
-                            // back. A batch is up to `max_datagrams` datagrams (64 KiB at a
-                            // 6 500-byte MTU), and an idle connection would otherwise keep its
+                            // back. A batch is up to `max_datagrams` datagrams (up to
+                            // 64 KiB), and an idle connection would otherwise keep its
                             // largest batch's buffer for as long as it lives — or one
                             // datagram's until its next wake-up, seconds later.
                             if transmits <= 1 && self.send_buffer.capacity() > 0 {
@@ -1379,3 +1385,7 @@ const MAX_TRANSMIT_DATAGRAMS: usize = 20;
 /// memory allocations when calling `poll_transmit()`. Benchmarks have shown
 /// that numbers around 10 are a good compromise.
 const MAX_TRANSMIT_SEGMENTS: usize = 10;
+
+/// The most bytes in one batch of datagrams (one segmentation-offload send): what one IPv4
+/// packet's length allows, less the IP and UDP headers.
+const MAX_TRANSMIT_BYTES: usize = 65_535 - 20 - 8;
