@@ -34,7 +34,8 @@ const MAX_BATCH: usize = 64 * 1024;
 /// Frames at least this large are handed to the stream as they are (one write of several
 /// chunks); smaller ones are merged into one buffer first. Merging costs a copy but saves
 /// quinn a chunk to track per frame; for a large frame the copy is the cost: copying 8 KiB
-/// signals into the merged buffer was a fifth of a busy sender's memory traffic.
+/// signals into the merged buffer was 6 % of the benchmark's load generator's time
+/// (`bench/results/2026-12-07-client-writes.md`).
 const COPY_BELOW: usize = 4096;
 /// Back-off between reconnect attempts: from this…
 const FIRST_RETRY: Duration = Duration::from_millis(100);
