@@ -155,7 +155,9 @@ async fn targeted_signals_reach_only_their_targets_and_broadcast_reaches_the_sen
     let (a, mut a_ev) = relay.join("a").await;
     let (b, mut b_ev) = relay.join("b").await;
     let (c, mut c_ev) = relay.join("c").await;
-    let (_d, mut d_ev) = relay.join("d").await;
+    let (d, mut d_ev) = relay.join("d").await;
+    // `a` sends to those it has seen join (in order: `d` last).
+    sees_join(&mut a_ev, d.me().id).await;
 
     a.send(Signal::to_one(b.me().id, "dm", "for b"))
         .await
@@ -773,22 +775,32 @@ async fn a_receiver_that_takes_nothing_for_the_write_timeout_is_a_slow_consumer(
     let (sender, mut s_ev) = relay.join_sender("sender").await;
     let (_watcher, mut w_ev) = relay.join("watcher").await;
     let (slow, slow_ev) = relay.join("slow").await;
+    // A client refuses a target it has not seen join: the sender waits for `slow`'s news.
+    // (Without this wait the first send could fail as `TargetNotFound`, ending the loop below
+    // with nothing sent — about one run in fifteen.)
+    sees_join(&mut s_ev, slow.me().id).await;
     tokio::spawn(async move { while s_ev.next().await.is_some() {} });
     // `slow` never reads its events: its client stops reading once its event queue and its
     // stream's window are full (about 2 400 signals of 1 KiB), well inside the queue bounds.
     let data = "x".repeat(1024);
+    let mut sent = 0;
     for _ in 0..4_000 {
         match sender
             .send_unconfirmed(Signal::to_one(slow.me().id, "bulk", data.clone()))
             .await
         {
-            Ok(_) => {}
+            Ok(_) => sent += 1,
             // On a slow machine the relay may close `slow` before the last of these is sent;
             // then the sender's roster no longer has it (and `Left` says why, below).
             Err(SendError::Invalid(SignalError::TargetNotFound { .. })) => break,
             Err(e) => panic!("send failed: {e}"),
         }
     }
+    // The relay can close `slow` only once it stopped reading, after about 2 400.
+    assert!(
+        sent > 2_000,
+        "only {sent} signals were sent before `slow` was gone"
+    );
     let left = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             match w_ev.next().await {
@@ -915,9 +927,10 @@ async fn broadcasts_are_kept_for_replay_once_for_all_receivers() {
 async fn what_a_receiver_has_read_is_not_kept_for_a_resume() {
     const N: usize = 1000;
     let relay = unlimited_relay().await;
-    let (sender, _sender_ev) = relay.join_sender("sender").await;
+    let (sender, mut sender_ev) = relay.join_sender("sender").await;
     let (a, mut a_ev) = relay.join("a").await;
     let (_b, mut b_ev) = relay.join("b").await;
+    sees_join(&mut sender_ev, a.me().id).await;
     let data = "x".repeat(1000);
     // Two megabytes: broadcasts to both, and as many signals to `a` alone.
     let mut last = None;
