@@ -882,7 +882,7 @@ async fn a_client_granting_credit_ahead_of_reading_is_told_what_it_missed() {
         c.fanout_bytes_per_second = 0;
     })
     .await;
-    let (sender, _sender_ev) = relay.join_sender("sender").await;
+    let (sender, mut sender_ev) = relay.join_sender("sender").await;
     // 16 MiB of credit on every stream before it reads a byte; and it reads none.
     let mut greedy = quinn::TransportConfig::default();
     greedy
@@ -900,6 +900,8 @@ async fn a_client_granting_credit_ahead_of_reading_is_told_what_it_missed() {
     };
     let (raw, _) = Raw::join_with_transport(&relay, hello(None), Some(greedy)).await;
     let welcome = raw.welcome.clone().expect("welcome");
+    // A client refuses a target it has not seen join.
+    sees_join(&mut sender_ev, welcome.me.id).await;
     let data = "x".repeat(1000);
     let mut last = None;
     for _ in 0..N {
