@@ -11,6 +11,7 @@ use signalbox_proto::{ConnectionId, Fingerprint, SessionId};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+use crate::payload::Stamp;
 use crate::quinn_fwd::ALL;
 use crate::stats::{Stats, SubRecorder};
 
@@ -70,11 +71,17 @@ pub(crate) enum Publisher {
 }
 
 impl Publisher {
-    /// Sends `payload` to subscriber `to`, or to every subscriber.
-    pub(crate) async fn send(&mut self, to: Option<usize>, payload: Bytes) -> anyhow::Result<()> {
+    /// Sends the payload `stamp` describes to subscriber `to`, or to every subscriber
+    /// (`buf`: where payloads in bytes are cut from).
+    pub(crate) async fn send(
+        &mut self,
+        to: Option<usize>,
+        stamp: Stamp,
+        buf: &mut BytesMut,
+    ) -> anyhow::Result<()> {
         match self {
             Publisher::Signalbox { client, subs } => {
-                let data = String::from_utf8(payload.to_vec()).context("ASCII payload")?;
+                let data = stamp.text();
                 let signal = match to {
                     None => Signal::to_all("b", data),
                     Some(i) => Signal::to_one(subs[i], "b", data),
@@ -86,10 +93,11 @@ impl Publisher {
                     None => format!("{session}.all"),
                     Some(i) => format!("{session}.c.{i}"),
                 };
-                client.publish(subject, payload).await?;
+                client.publish(subject, stamp.bytes(buf)).await?;
             }
             Publisher::Quinn { tx } => {
                 let target = to.map_or(ALL, |i| i as u32);
+                let payload = stamp.bytes(buf);
                 let mut f = BytesMut::with_capacity(payload.len() + 8);
                 f.put_u32(payload.len() as u32 + 4);
                 f.put_u32(target);

@@ -6,23 +6,62 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Bytes of the stamp at the start of each payload.
 pub(crate) const STAMP: usize = 40;
 
-/// A payload of `size` bytes (at least [`STAMP`]) stamped with sender, seq and time.
-pub(crate) fn make(sender: u32, seq: u64, t_ns: u64, size: usize, buf: &mut BytesMut) -> Bytes {
-    buf.reserve(size.max(STAMP));
-    hex(buf, u64::from(sender), 8);
-    hex(buf, seq, 16);
-    hex(buf, t_ns, 16);
-    if size > STAMP {
-        buf.put_bytes(b'.', size - STAMP);
-    }
-    buf.split().freeze()
+/// What one message is stamped with, and its size: each backend makes the payload in the
+/// type its client takes, so none pays for a conversion a real user of it would not make.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    pub(crate) sender: u32,
+    pub(crate) seq: u64,
+    pub(crate) t_ns: u64,
+    /// The payload's size in bytes (at least [`STAMP`]).
+    pub(crate) size: usize,
 }
 
-/// `value`'s lowest `digits` hex digits, most significant first. (By hand: the harness makes
-/// and reads a stamp for every message, and `fmt` would cost more than some servers do.)
-fn hex(buf: &mut BytesMut, value: u64, digits: u32) {
-    for i in (0..digits).rev() {
-        buf.put_u8(b"0123456789abcdef"[(value >> (4 * i)) as usize & 0xf]);
+impl Stamp {
+    /// The stamp's digits, in the order [`read`] takes them.
+    fn digits(&self) -> [u8; STAMP] {
+        let mut d = [0u8; STAMP];
+        hex(&mut d[..8], u64::from(self.sender));
+        hex(&mut d[8..24], self.seq);
+        hex(&mut d[24..], self.t_ns);
+        d
+    }
+
+    /// The payload as bytes, cut from `buf` (NATS and the forwarder take `Bytes`).
+    pub(crate) fn bytes(&self, buf: &mut BytesMut) -> Bytes {
+        buf.reserve(self.size.max(STAMP));
+        buf.put_slice(&self.digits());
+        if self.size > STAMP {
+            buf.put_bytes(b'.', self.size - STAMP);
+        }
+        buf.split().freeze()
+    }
+
+    /// The payload as text (Signalbox data is a `String`), written once into a string of
+    /// its own: made as bytes first, it would be copied again and checked as UTF-8.
+    pub(crate) fn text(&self) -> String {
+        let mut s = String::with_capacity(self.size.max(STAMP));
+        // Hex digits: ASCII.
+        s.push_str(std::str::from_utf8(&self.digits()).unwrap_or_default());
+        let mut pad = self.size.saturating_sub(STAMP);
+        while pad > 0 {
+            let n = pad.min(PAD.len());
+            s.push_str(&PAD[..n]);
+            pad -= n;
+        }
+        s
+    }
+}
+
+/// Padding, copied a slice at a time.
+const PAD: &str = "................................................................";
+
+/// `value`'s lowest `out.len()` hex digits, most significant first. (By hand: the harness
+/// makes and reads a stamp for every message, and `fmt` would cost more than some servers do.)
+fn hex(out: &mut [u8], value: u64) {
+    let n = out.len();
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[(value >> (4 * (n - 1 - i))) as usize & 0xf];
     }
 }
 
@@ -64,6 +103,16 @@ pub(crate) fn read(p: &[u8]) -> Option<(u32, u64, u64)> {
 mod tests {
     use super::*;
 
+    fn make(sender: u32, seq: u64, t_ns: u64, size: usize, buf: &mut BytesMut) -> Bytes {
+        Stamp {
+            sender,
+            seq,
+            t_ns,
+            size,
+        }
+        .bytes(buf)
+    }
+
     #[test]
     fn round_trip_and_size() {
         let mut buf = BytesMut::new();
@@ -79,5 +128,23 @@ mod tests {
         bad[3] = b'g';
         assert_eq!(read(&bad), None);
         assert_eq!(read(b"short"), None);
+    }
+
+    /// The text form is the same payload, at every size the benchmark uses and between.
+    #[test]
+    fn text_and_bytes_are_the_same_payload() {
+        let mut buf = BytesMut::new();
+        for size in [8, 40, 41, 64, 103, 104, 1024, 8192, 9000] {
+            let stamp = Stamp {
+                sender: 0xabc,
+                seq: 77,
+                t_ns: 123_456_789,
+                size,
+            };
+            let text = stamp.text();
+            assert_eq!(text.as_bytes(), &stamp.bytes(&mut buf)[..], "size {size}");
+            assert_eq!(text.len(), size.max(STAMP));
+            assert_eq!(read(text.as_bytes()), Some((0xabc, 77, 123_456_789)));
+        }
     }
 }

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use serde::Serialize;
 
 use crate::backends::{self, Target};
+use crate::payload::Stamp;
 use crate::servers::Server;
 use crate::stats::Stats;
 
@@ -158,10 +159,14 @@ pub(crate) async fn throughput(
                     }
                 }
                 sent += 1;
-                let payload =
-                    crate::payload::make(i as u32, sent, stats.now_ns(), w.size, &mut buf);
+                let stamp = Stamp {
+                    sender: i as u32,
+                    seq: sent,
+                    t_ns: stats.now_ns(),
+                    size: w.size,
+                };
                 let to = w.targeted.then(|| (sent as usize) % w.subs);
-                if let Err(e) = publisher.send(to, payload).await {
+                if let Err(e) = publisher.send(to, stamp, &mut buf).await {
                     // Counted as sent, so its deliveries show as lost: say why.
                     tracing::warn!(publisher = i, seq = sent, "send failed: {e:#}");
                     break;
@@ -282,9 +287,14 @@ pub(crate) async fn latency(
                     }
                 }
                 sent += 1;
-                let payload = crate::payload::make(i as u32, sent, intended, w.size, &mut buf);
+                let stamp = Stamp {
+                    sender: i as u32,
+                    seq: sent,
+                    t_ns: intended,
+                    size: w.size,
+                };
                 let to = w.targeted.then(|| (sent as usize) % w.subs);
-                if let Err(e) = publisher.send(to, payload).await {
+                if let Err(e) = publisher.send(to, stamp, &mut buf).await {
                     // Counted as sent, so its deliveries show as lost: say why.
                     tracing::warn!(publisher = i, seq = sent, "send failed: {e:#}");
                     break;
