@@ -208,6 +208,67 @@ fn listen_and_send_leave_when_stopped() {
     assert!(piped.wait().unwrap().success());
 }
 
+/// Stopped after the relay admitted it but before the relay's welcome reached it (each of
+/// the relay's datagrams held up 1 s on the way), `listen` still leaves as one stopped on purpose: peers
+/// see `clientDisconnected` within seconds, not a ghost until the relay's timeouts.
+#[test]
+fn a_stop_just_after_the_relay_admitted_it_is_a_leave() {
+    let home = tempfile::tempdir().unwrap();
+    let (_relay, invite, _) = relay(home.path());
+    let mut ears = bin(home.path());
+    ears.args(["listen", "--invite", &invite, "--json", "--name", "ears"]);
+    let ears = Proc::spawn(ears);
+    ears.line();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let host = "127.0.0.1:";
+    let at = invite.find(host).expect("invite has the relay's address") + host.len();
+    let digits = invite[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let relay_addr = format!("{host}{}", &invite[at..at + digits])
+        .parse()
+        .unwrap();
+    let slow = runtime.block_on(signalbox_relay::test_utils::faulty::FaultyLink::start(
+        relay_addr,
+        7,
+        signalbox_relay::test_utils::faulty::Faults {
+            delay_to_clients: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
+    ));
+    let slow_invite = format!(
+        "{}{}{}",
+        &invite[..at],
+        slow.addr().port(),
+        &invite[at + digits..]
+    );
+    let mut cmd = bin(home.path());
+    cmd.args([
+        "listen",
+        "--invite",
+        &slow_invite,
+        "--json",
+        "--name",
+        "late",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let late = cmd.spawn().unwrap();
+    // The relay has admitted it; its welcome is a second away.
+    let id = joined_id(&ears);
+    let status = Command::new("kill")
+        .args(["-INT", &late.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = late.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let (reason, after) = left_of(&ears, &id);
+    assert_eq!(reason, "clientDisconnected");
+    assert!(after.as_secs() < 5, "left {after:?} after SIGINT");
+    drop(slow);
+}
+
 /// Stopped while it is still joining (nothing answers its handshake), `listen` exits at
 /// once with 128 + the signal's number and says nothing.
 #[test]

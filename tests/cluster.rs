@@ -1350,7 +1350,7 @@ async fn chaos_case(
                             drop: 0.05,
                             duplicate: 0.03,
                             reorder: 0.05,
-                            delay: Duration::ZERO,
+                            ..Faults::default()
                         }
                     } else {
                         Faults::default()

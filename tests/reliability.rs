@@ -177,7 +177,7 @@ async fn exactly_once_in_order_under_loss_reordering_and_duplication() {
         drop: 0.05,
         duplicate: 0.03,
         reorder: 0.05,
-        delay: Duration::ZERO,
+        ..Faults::default()
     };
     let mut links = Vec::new();
     let mut receivers = Vec::new();

@@ -20,7 +20,7 @@ pub(crate) struct KickArgs {
 pub(crate) async fn run(args: KickArgs) -> anyhow::Result<ExitCode> {
     let mut stop = super::Stop::catch();
     let (client, mut events) = stop
-        .before(super::connect(&args.invite, Some("moderator".into())))
+        .join(super::options(&args.invite, Some("moderator".into()))?)
         .await?;
     let work = async {
         if client.peer(args.id).is_none() {

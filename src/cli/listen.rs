@@ -111,7 +111,7 @@ fn connected_line(client: &Client, as_json: bool) -> String {
 pub(crate) async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let mut stop = super::Stop::catch();
     let (client, events) = stop
-        .before(super::connect(&args.invite, args.name.clone()))
+        .join(super::options(&args.invite, args.name.clone())?)
         .await?;
     super::joined(&client, stop, listen(&args, &client, events)).await
 }

@@ -249,6 +249,29 @@ impl Stop {
         }
     }
 
+    /// Connects and joins unless a signal comes first; then the error [`Stopped`]. A join
+    /// given up this way closes its connection as a client that left on purpose, and waits a
+    /// moment (at most [`CLOSE_GRACE`]) for that close to leave the machine: a relay that had
+    /// admitted it already then says at once that it left (`clientDisconnected`), rather than
+    /// after its timeouts.
+    pub(crate) async fn join(
+        &mut self,
+        options: signalbox_client::ConnectOptions,
+    ) -> anyhow::Result<(signalbox_client::Client, signalbox_client::Events)> {
+        let endpoint = self
+            .before(async { Ok(signalbox_client::endpoint_for(&options).await?) })
+            .await?;
+        let joined = self
+            .before(async {
+                Ok(signalbox_client::Client::connect_with(endpoint.clone(), options).await?)
+            })
+            .await;
+        if joined.as_ref().is_err_and(|e| e.is::<Stopped>()) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+        }
+        joined
+    }
+
     /// Runs `work` unless a signal comes first; then the exit code for it (128 + its number).
     pub(crate) async fn during<T>(
         &mut self,
@@ -260,6 +283,9 @@ impl Stop {
         }
     }
 }
+
+/// How long a command stopped while joining waits for its connection's close to be sent.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A command was stopped by the signal with this number before it joined.
 #[derive(Debug)]
@@ -334,14 +360,11 @@ pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Connects with an invite, turning the error into one line for people.
-async fn connect(
-    invite: &str,
-    name: Option<String>,
-) -> anyhow::Result<(signalbox_client::Client, signalbox_client::Events)> {
+/// The options an invite gives, with the name to join as.
+fn options(invite: &str, name: Option<String>) -> anyhow::Result<signalbox_client::ConnectOptions> {
     let mut options: signalbox_client::ConnectOptions = invite.parse()?;
     options.name = name;
-    Ok(signalbox_client::Client::connect(options).await?)
+    Ok(options)
 }
 
 #[cfg(test)]

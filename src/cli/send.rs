@@ -65,9 +65,7 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     // A sender has no use for the session's broadcasts (nor its own coming back).
     options.receive_broadcasts = false;
     let mut stop = super::Stop::catch();
-    let (client, mut events) = stop
-        .before(async { Ok(signalbox_client::Client::connect(options).await?) })
-        .await?;
+    let (client, mut events) = stop.join(options).await?;
     // Drain events (presence, signals addressed to us); stop on disconnect.
     let (gone_tx, mut gone_rx) = tokio::sync::watch::channel(None::<String>);
     tokio::spawn(async move {

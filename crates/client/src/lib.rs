@@ -55,7 +55,7 @@ pub use bytestring::ByteString;
 pub use client::{Client, Receipt};
 pub use error::{ConnectError, NOT_CONNECTED, RequestError, SendError};
 pub use events::{Event, Events, ReceivedSignal, Signal};
-pub use link::{client_config, client_endpoint};
+pub use link::{client_config, client_endpoint, endpoint_for};
 pub use options::ConnectOptions;
 pub use signalbox_proto as proto;
 pub use tls::TlsSetupError;

@@ -200,10 +200,11 @@ fn config(
     Ok(config)
 }
 
-/// A UDP endpoint for talking to `options`' relay.
-pub(crate) async fn endpoint_for(
-    options: &ConnectOptions,
-) -> Result<quinn::Endpoint, ConnectError> {
+/// A UDP endpoint for talking to `options`' relay (what [`Client::connect`](crate::Client::connect)
+/// makes; a caller that makes it first and passes it to
+/// [`Client::connect_with`](crate::Client::connect_with) can wait, after giving up on a
+/// join, for the endpoint to tell the relay so).
+pub async fn endpoint_for(options: &ConnectOptions) -> Result<quinn::Endpoint, ConnectError> {
     let remote = resolve(&options.host, options.port).await?;
     let bind: SocketAddr = if remote.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
@@ -240,10 +241,14 @@ pub fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
 }
 
 /// A connection being dialed. If the dial ends without handing it on — timed out by the
-/// caller, or failed — it is closed with [`CloseCode::Abandoned`]: dropping it would close it
-/// with code 0, which tells the relay that the client left on purpose, and a relay that had
-/// just resumed the member on it would end the member for good.
-struct Abandon(Option<quinn::Connection>);
+/// caller, stopped, or failed — it is closed with the code it was made with:
+/// - a first join closes with code 0: the client gave up on purpose, and a relay that had
+///   already admitted it says at once that it left (`clientDisconnected`), not after its
+///   timeouts;
+/// - a resume closes with [`CloseCode::Abandoned`]: code 0 would tell the relay that the
+///   client left on purpose, and a relay that had just resumed the member on it would end the
+///   member for good.
+struct Abandon(Option<quinn::Connection>, CloseCode);
 
 impl Abandon {
     fn keep(mut self) -> quinn::Connection {
@@ -261,7 +266,7 @@ impl std::ops::Deref for Abandon {
 impl Drop for Abandon {
     fn drop(&mut self) {
         if let Some(conn) = self.0.take() {
-            conn.close(CloseCode::Abandoned.as_u32().into(), b"dial abandoned");
+            conn.close(self.1.as_u32().into(), b"dial abandoned");
         }
     }
 }
@@ -306,7 +311,14 @@ pub(crate) async fn dial(
         }
     };
     let conn = match handshake.await? {
-        Ok(c) => Abandon(Some(c)),
+        Ok(c) => Abandon(
+            Some(c),
+            if resume.is_some() {
+                CloseCode::Abandoned
+            } else {
+                CloseCode::Normal
+            },
+        ),
         Err(e) => {
             let actual = pinned.lock().ok().and_then(|mut s| s.take());
             if let (Some(expected), Some(actual)) = (options.fingerprint, actual)

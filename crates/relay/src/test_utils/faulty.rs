@@ -36,6 +36,9 @@ pub struct Faults {
     pub reorder: f64,
     /// Added to every datagram.
     pub delay: Duration,
+    /// Added to every datagram back to a client, on top of `delay`: the relay's answers come
+    /// late while what clients send arrives at once.
+    pub delay_to_clients: Duration,
 }
 
 #[derive(Debug)]
@@ -46,8 +49,9 @@ struct State {
 }
 
 impl State {
-    /// The delays at which to send copies of one datagram (none: dropped).
-    fn plan(&self) -> Vec<Duration> {
+    /// The delays at which to send copies of one datagram (none: dropped), going to a client
+    /// or to the relay.
+    fn plan(&self, to_client: bool) -> Vec<Duration> {
         if self.blackhole.load(Ordering::Relaxed) {
             return Vec::new();
         }
@@ -58,6 +62,9 @@ impl State {
         }
         let one = |rng: &mut StdRng| {
             let mut d = f.delay;
+            if to_client {
+                d += f.delay_to_clients;
+            }
             if rng.random::<f64>() < f.reorder {
                 d += Duration::from_micros(rng.random_range(1000..3000));
             }
@@ -151,7 +158,7 @@ impl FaultyLink {
                             let mut buf = vec![0u8; 65_536];
                             while let Ok(n) = u2.recv(&mut buf).await {
                                 send_with(
-                                    st2.plan(),
+                                    st2.plan(true),
                                     buf[..n].to_vec(),
                                     To::Client(front2.clone(), client),
                                 )
@@ -163,7 +170,7 @@ impl FaultyLink {
                     }
                 };
                 // Client → relay, with faults.
-                send_with(st.plan(), buf[..n].to_vec(), To::Relay(up)).await;
+                send_with(st.plan(false), buf[..n].to_vec(), To::Relay(up)).await;
             }
         });
         Self {
