@@ -158,7 +158,40 @@ struct Queue {
     room: Notify,
     /// Events that may wait in the queue before the readers stop reading (a batch may go
     /// past it; the application's [`Events`] hold at most one queue's worth besides).
-    capacity: usize,
+    capacity: Capacity,
+}
+
+/// How many events may wait in a client's queue: room for each live sender (the delivery
+/// readers, one per peer sending to this client, and the supervisor), between a floor and a
+/// ceiling. A small queue keeps what waits in it warm in the cache; but each sender hands
+/// over a batch at a time, and many senders with room for a few batches wait on each other.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Capacity {
+    /// Events per live sender.
+    pub(crate) per_sender: usize,
+    /// The least, whatever the number of senders.
+    pub(crate) min: usize,
+    /// The most, whatever the number of senders.
+    pub(crate) max: usize,
+}
+
+impl Capacity {
+    /// Always `n` events.
+    #[cfg(test)]
+    pub(crate) const fn fixed(n: usize) -> Self {
+        Self {
+            per_sender: 0,
+            min: n,
+            max: n,
+        }
+    }
+
+    /// The room for `senders` live senders.
+    fn of(&self, senders: usize) -> usize {
+        senders
+            .saturating_mul(self.per_sender)
+            .clamp(self.min, self.max)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -185,7 +218,7 @@ impl Queue {
 /// The queue of events of one client and its reading end, which keeps `owner` (the client's
 /// handle; `None` in tests).
 pub(crate) fn channel(
-    capacity: usize,
+    capacity: Capacity,
     owner: Option<Arc<crate::client::Owner>>,
 ) -> (EventTx, Events) {
     let queue = Arc::new(Queue {
@@ -237,7 +270,8 @@ impl EventTx {
                     None => state.waiters.is_empty(),
                     Some(number) => state.waiters.front() == Some(&number),
                 };
-                if turn && state.events.len() < queue.capacity {
+                let capacity = queue.capacity.of(state.senders);
+                if turn && state.events.len() < capacity {
                     if ticket.number.take().is_some() {
                         state.waiters.pop_front();
                     }
@@ -245,7 +279,7 @@ impl EventTx {
                     state.events.extend(events);
                     let woken = was_empty && !state.events.is_empty();
                     // The next in line may fit too.
-                    let next = !state.waiters.is_empty() && state.events.len() < queue.capacity;
+                    let next = !state.waiters.is_empty() && state.events.len() < capacity;
                     drop(state);
                     if woken {
                         queue.readable.notify_one();
@@ -404,6 +438,7 @@ impl Drop for Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
     use std::time::Duration;
 
     fn missed(n: u64) -> Event {
@@ -424,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_come_in_order_and_end_when_every_sender_is_gone() {
-        let (tx, mut events) = channel(8, None);
+        let (tx, mut events) = channel(Capacity::fixed(8), None);
         let tx2 = tx.clone();
         tx.send([missed(1), missed(2)]).await;
         assert_eq!(events.try_next().map(number), Some(1));
@@ -442,7 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_holds_the_sender_until_the_application_takes() {
-        let (tx, mut events) = channel(4, None);
+        let (tx, mut events) = channel(Capacity::fixed(4), None);
         tx.send((0..4).map(missed)).await;
         let sent = tokio::spawn(async move {
             tx.send([missed(4)]).await;
@@ -463,8 +498,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_queue_has_room_for_each_sender_between_its_floor_and_ceiling() {
+        let capacity = Capacity {
+            per_sender: 4,
+            min: 4,
+            max: 12,
+        };
+        assert_eq!(
+            [1, 2, 3, 10].map(|n| capacity.of(n)),
+            [4, 8, 12, 12],
+            "one sender gets the floor, many the ceiling"
+        );
+        let (tx, mut events) = channel(capacity, None);
+        tx.send((0..4).map(missed)).await;
+        assert!(
+            tx.send([missed(4)]).now_or_never().is_none(),
+            "one sender: full at 4"
+        );
+        let second = tx.clone();
+        tx.send([missed(4)]).await;
+        second.send((5..8).map(missed)).await;
+        assert!(
+            second.send([missed(8)]).now_or_never().is_none(),
+            "two senders: full at 8"
+        );
+        drop(second);
+        for n in 0..8 {
+            assert_eq!(events.next().await.map(number), Some(n));
+        }
+    }
+
+    #[tokio::test]
     async fn room_goes_to_waiting_senders_in_the_order_they_came() {
-        let (tx, mut events) = channel(4, None);
+        let (tx, mut events) = channel(Capacity::fixed(4), None);
         tx.send((0..4).map(missed)).await;
         let mut blocked = Vec::new();
         for n in [10, 11] {
@@ -501,7 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_listener_events_are_discarded_and_nothing_waits() {
-        let (tx, events) = channel(2, None);
+        let (tx, events) = channel(Capacity::fixed(2), None);
         tx.send((0..2).map(missed)).await;
         let blocked = tokio::spawn({
             let tx = tx.clone();
@@ -520,7 +586,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn senders_on_other_threads_wake_the_application() {
-        let (tx, mut events) = channel(16, None);
+        let (tx, mut events) = channel(Capacity::fixed(16), None);
         let mut senders = Vec::new();
         for s in 0..4u64 {
             let tx = tx.clone();

@@ -20,13 +20,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::client::{Inner, State, lock};
-use crate::events::{Event, EventTx, Events, ReceivedSignal};
+use crate::events::{Capacity, Event, EventTx, Events, ReceivedSignal};
 use crate::link::{self, DeliveryFrames, Dialed, Frames};
 
-/// Events that may wait in the queue before the client stops reading. The application may
-/// hold as many again, taken from the queue and not yet returned, so at most about 4 096
-/// wait in all, as with the 64 batches of 64 before.
-const EVENT_QUEUE: usize = 2048;
+/// Events that may wait in the queue before the client stops reading: 32 for each peer
+/// sending to this client, at least 256 and at most 2 048. The application may hold as many
+/// again, taken from the queue and not yet returned, so at most about 4 096 wait in all.
+const EVENT_QUEUE: Capacity = Capacity {
+    per_sender: 32,
+    min: 256,
+    max: 2048,
+};
 /// The most signals handed over in one batch.
 const EVENT_BATCH: usize = 64;
 /// The most bytes of signals in one write of the send stream.
