@@ -35,6 +35,34 @@ fn relay(home: &std::path::Path) -> (Proc, String, String) {
     (p, invite, fp[13..].to_owned())
 }
 
+/// The relay's port in `invite`, and the same invite pointed at `port` on loopback instead.
+fn repointed(invite: &str, port: u16) -> (u16, String) {
+    let host = "127.0.0.1:";
+    let at = invite.find(host).expect("invite has the relay's address") + host.len();
+    let digits = invite[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let relay_port = invite[at..at + digits].parse().unwrap();
+    let other = format!("{}{port}{}", &invite[..at], &invite[at + digits..]);
+    (relay_port, other)
+}
+
+/// Sends `signal` (`INT`, `TERM`, …) to process `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A `listen --json` named `ears` on `invite`, and its first line.
+fn ears(home: &std::path::Path, invite: &str) -> (Proc, String) {
+    let mut cmd = bin(home);
+    cmd.args(["listen", "--invite", invite, "--json", "--name", "ears"]);
+    let ears = Proc::spawn(cmd);
+    let first = ears.line();
+    (ears, first)
+}
+
 #[test]
 fn relay_listen_send_lines_end_to_end() {
     let home = tempfile::tempdir().unwrap();
@@ -108,11 +136,7 @@ fn relay_listen_send_lines_end_to_end() {
     );
 
     // Graceful stop on SIGTERM.
-    let status = Command::new("kill")
-        .args(["-TERM", &relay.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(relay.id(), "TERM");
     assert!(relay.wait().success());
 }
 
@@ -143,22 +167,11 @@ fn joined_id(ears: &Proc) -> Value {
 fn listen_and_send_leave_when_stopped() {
     let home = tempfile::tempdir().unwrap();
     let (_relay, invite, _) = relay(home.path());
-    let mut ears = bin(home.path());
-    ears.args(["listen", "--invite", &invite, "--json", "--name", "ears"]);
-    let ears = Proc::spawn(ears);
-    let connected = ears.line();
+    let (ears, connected) = ears(home.path(), &invite);
     assert!(
         connected.starts_with(r#"{"event":"connected","#),
         "event comes first: {connected}"
     );
-
-    let stop = |pid: u32, signal: &str| {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
 
     // listen, stopped by Ctrl-C (SIGINT) and by SIGTERM.
     for signal in ["INT", "TERM"] {
@@ -167,7 +180,7 @@ fn listen_and_send_leave_when_stopped() {
         let mut ghost = Proc::spawn(cmd);
         ghost.line();
         let id = joined_id(&ears);
-        stop(ghost.id(), signal);
+        send_signal(ghost.id(), signal);
         let (reason, after) = left_of(&ears, &id);
         assert_eq!(reason, "clientDisconnected", "listen on SIG{signal}");
         assert!(
@@ -187,7 +200,7 @@ fn listen_and_send_leave_when_stopped() {
         .stdout(Stdio::null());
     let mut sender = cmd.spawn().unwrap();
     let id = joined_id(&ears);
-    stop(sender.id(), "INT");
+    send_signal(sender.id(), "INT");
     let (reason, _) = left_of(&ears, &id);
     assert_eq!(reason, "clientDisconnected", "send on SIGINT");
     assert_eq!(sender.wait().unwrap().code(), Some(130));
@@ -215,32 +228,19 @@ fn listen_and_send_leave_when_stopped() {
 fn a_stop_just_after_the_relay_admitted_it_is_a_leave() {
     let home = tempfile::tempdir().unwrap();
     let (_relay, invite, _) = relay(home.path());
-    let mut ears = bin(home.path());
-    ears.args(["listen", "--invite", &invite, "--json", "--name", "ears"]);
-    let ears = Proc::spawn(ears);
-    ears.line();
+    let (ears, _) = ears(home.path(), &invite);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let host = "127.0.0.1:";
-    let at = invite.find(host).expect("invite has the relay's address") + host.len();
-    let digits = invite[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
-    let relay_addr = format!("{host}{}", &invite[at..at + digits])
-        .parse()
-        .unwrap();
+    let (relay_port, _) = repointed(&invite, 0);
     let slow = runtime.block_on(signalbox_relay::test_utils::faulty::FaultyLink::start(
-        relay_addr,
+        (std::net::Ipv4Addr::LOCALHOST, relay_port).into(),
         7,
         signalbox_relay::test_utils::faulty::Faults {
             delay_to_clients: std::time::Duration::from_secs(1),
             ..Default::default()
         },
     ));
-    let slow_invite = format!(
-        "{}{}{}",
-        &invite[..at],
-        slow.addr().port(),
-        &invite[at + digits..]
-    );
+    let (_, slow_invite) = repointed(&invite, slow.addr().port());
     let mut cmd = bin(home.path());
     cmd.args([
         "listen",
@@ -255,11 +255,7 @@ fn a_stop_just_after_the_relay_admitted_it_is_a_leave() {
     let late = cmd.spawn().unwrap();
     // The relay has admitted it; its welcome is a second away.
     let id = joined_id(&ears);
-    let status = Command::new("kill")
-        .args(["-INT", &late.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(late.id(), "INT");
     let out = late.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
@@ -277,26 +273,14 @@ fn a_stop_while_joining_exits_at_once() {
     let (_relay, invite, _) = relay(home.path());
     // The same invite, pointed at a socket that takes datagrams and never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let host = "127.0.0.1:";
-    let at = invite.find(host).expect("invite has the relay's address") + host.len();
-    let digits = invite[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
-    let silent_invite = format!(
-        "{}{}{}",
-        &invite[..at],
-        silent.local_addr().unwrap().port(),
-        &invite[at + digits..]
-    );
+    let (_, silent_invite) = repointed(&invite, silent.local_addr().unwrap().port());
     let mut cmd = bin(home.path());
     cmd.args(["listen", "--invite", &silent_invite])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(child.id(), "INT");
     let started = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{out:?}");
