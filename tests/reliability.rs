@@ -893,6 +893,64 @@ async fn a_signal_sent_into_a_blackout_is_sent_again_after_the_resume() {
     no_signal(&mut r_ev, Duration::from_millis(300)).await;
 }
 
+/// A backlog sent into a blackout, several writes long (small signals merged into the
+/// writes, large ones handed on as they are), is written again after the resume, from the
+/// oldest signal not accepted, and arrives once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_several_writes_sent_into_a_blackout_arrives_once_in_order() {
+    let relay = relay_with(Duration::from_secs(10), |_| {}).await;
+    let link = FaultyLink::start(relay.handle.quic_addr(), 13, Faults::default()).await;
+    let (sender, mut s_ev) = Client::connect(via(&relay, &link, "sender")).await.unwrap();
+    let (_receiver, mut r_ev) = relay.join("receiver").await;
+    // Some before the blackout, accepted; the rest (about 600 KiB) into it.
+    const BEFORE: u64 = 10;
+    const N: u64 = 160;
+    let data = |i: u64| {
+        // 2 KiB signals are merged into a write, 6 KiB ones written as they are.
+        let len = if i.is_multiple_of(3) { 6000 } else { 2000 };
+        format!("{i} {}", "x".repeat(len))
+    };
+    for i in 1..=BEFORE {
+        let receipt = sender.send(Signal::to_all("n", data(i))).await.unwrap();
+        tokio::time::timeout(WAIT, receipt.accepted())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    link.blackhole(true);
+    let mut receipts = Vec::new();
+    for i in BEFORE + 1..=N {
+        receipts.push(sender.send(Signal::to_all("n", data(i))).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    link.blackhole(false);
+    wait_for(&mut s_ev, "the resume", |e| {
+        matches!(e, Event::Reconnected { resumed: true, .. })
+    })
+    .await;
+    for (i, receipt) in (BEFORE + 1..).zip(receipts) {
+        let accepted = tokio::time::timeout(WAIT, receipt.accepted()).await;
+        assert!(
+            matches!(accepted, Ok(Ok(seq)) if seq == i),
+            "{i}: {accepted:?}"
+        );
+    }
+    let mut got = Vec::new();
+    while got.len() < N as usize {
+        let s = next_signal(&mut r_ev).await;
+        let (i, rest) = s.data.split_once(' ').unwrap();
+        let i: u64 = i.parse().unwrap();
+        assert_eq!(
+            rest.len(),
+            data(i).len() - i.to_string().len() - 1,
+            "signal {i} whole"
+        );
+        got.push(i);
+    }
+    in_order(&got, N);
+    no_signal(&mut r_ev, Duration::from_millis(300)).await;
+}
+
 /// A delivery stream whose header the client read while an earlier stream's header was still
 /// on its way: when the connection ends there, the signals that came with the header are read
 /// and handed over, not dropped. The relay counts what a client took off a stream as read

@@ -14,16 +14,13 @@ use signalbox_proto::{
     ClientMessage, CloseCode, ConnectionId, ConnectionInfo, Limits, Outgoing, ResumeTicket, Role,
     SessionId, SignalError, Target, signal,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{ConnectError, RequestError, SendError};
 use crate::events::{Events, Signal};
 use crate::link::{self, Dialed, Link};
 use crate::options::ConnectOptions;
 use crate::supervisor;
-
-/// Encoded signals that may wait for the send stream before `send` waits.
-const SEND_QUEUE: usize = 1024;
 
 /// What a sender waits for: the relay's acceptance, or its rejection.
 pub(crate) type Waiter = oneshot::Sender<Result<(), SignalError>>;
@@ -45,8 +42,15 @@ pub(crate) struct SendState {
     /// Every signal not yet accepted or rejected, in the order sent (seqs rise): sent again
     /// after a reconnect. A queue, not a map: a send appends, an `Accepted` takes from the
     /// front, and only a rejection (rare) looks one up.
+    ///
+    /// It is also the writer's queue: the writer copies small frames out of it into its
+    /// writes (and takes a reference to large ones), so a send makes no second reference to
+    /// its frame and hands nothing through a channel.
     pub(crate) unacked: VecDeque<(u64, Bytes)>,
     pub(crate) accepted_up_to: u64,
+    /// The writer found nothing to write and waits for `Inner::queued`: the next send wakes
+    /// it (and only that one, not every send while the writer is busy).
+    pub(crate) writer_idle: bool,
 }
 
 impl SendState {
@@ -97,7 +101,8 @@ pub(crate) struct Inner {
     /// Woken when signals leave the unaccepted set or the state changes: a `send` waiting
     /// for room (`max_unaccepted` reached while connected) looks again.
     pub(crate) room: tokio::sync::Notify,
-    pub(crate) send_tx: mpsc::Sender<(u64, Bytes)>,
+    /// Woken by a send when the writer waits for signals (`SendState::writer_idle`).
+    pub(crate) queued: tokio::sync::Notify,
     /// The last seq received from each sender (for dropping duplicates and resuming).
     pub(crate) seen: Mutex<HashMap<Option<ConnectionId>, u64>>,
     pub(crate) signals_in: AtomicU64,
@@ -284,7 +289,6 @@ impl Client {
                 });
             }
         };
-        let (send_tx, send_rx) = mpsc::channel(SEND_QUEUE);
         let peers = welcome.peers.into_iter().map(|p| (p.id, p)).collect();
         let inner = Arc::new(Inner {
             session: options.session.clone(),
@@ -300,7 +304,7 @@ impl Client {
             peers: Mutex::new(peers),
             send_state: Mutex::new(SendState::default()),
             room: tokio::sync::Notify::new(),
-            send_tx,
+            queued: tokio::sync::Notify::new(),
             seen: Mutex::new(HashMap::new()),
             signals_in: AtomicU64::new(0),
             signals_out: AtomicU64::new(0),
@@ -309,7 +313,7 @@ impl Client {
         let owner = Arc::new(Owner {
             inner: inner.clone(),
         });
-        let events = supervisor::start(inner.clone(), frames, send_rx, owner.clone());
+        let events = supervisor::start(inner.clone(), frames, owner.clone());
         Ok((
             Client {
                 inner,
@@ -432,12 +436,10 @@ impl Client {
             _ => {}
         }
         self.check(signal)?;
-        let permit = self
-            .inner
-            .send_tx
-            .reserve()
-            .await
-            .map_err(|_| SendError::NotConnected)?;
+        // A send that finds room does not wait, so a task sending in a loop would never give
+        // its thread back before `max_unaccepted`: it takes a unit of the runtime's budget,
+        // as a send into a channel does, and yields when that is spent.
+        tokio::task::coop::consume_budget().await;
         // At `max_unaccepted`: while connected, wait for the relay to take some (the
         // sender is faster than the relay; back-pressure, nothing dropped); while
         // reconnecting, fail (the queue of a link that may never return stays bounded).
@@ -478,11 +480,15 @@ impl Client {
         // is written reallocates and copies: five times for a 1 KiB signal).
         let frame = codec::exact_frame(&msg, usize::MAX)
             .map_err(|_| SendError::Invalid(SignalError::EmptyTargetList))?;
-        state.unacked.push_back((seq, frame.clone()));
+        state.unacked.push_back((seq, frame));
         if let Some(w) = waiter {
             state.waiting.insert(seq, w);
         }
-        permit.send((seq, frame));
+        let wake = std::mem::take(&mut state.writer_idle);
+        drop(state);
+        if wake {
+            self.inner.queued.notify_one();
+        }
         self.inner.signals_out.fetch_add(1, Ordering::Relaxed);
         Ok(seq)
     }

@@ -16,7 +16,7 @@ use signalbox_proto::{
     CloseCode, ConnectionId, ConnectionInfo, DeliveryHeader, IncomingBytes, LeftReason, RefuseCode,
     RelayMessage, Welcome,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::client::{Inner, State, lock};
@@ -47,18 +47,13 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// Starts the supervisor and the writer; returns the client's events.
-pub(crate) fn start(
-    inner: Arc<Inner>,
-    frames: Frames,
-    send_rx: mpsc::Receiver<(u64, Bytes)>,
-    owner: Arc<crate::client::Owner>,
-) -> Events {
+pub(crate) fn start(inner: Arc<Inner>, frames: Frames, owner: Arc<crate::client::Owner>) -> Events {
     let (events_tx, events) = crate::events::channel(EVENT_QUEUE, Some(owner));
     let stopped = inner.stopped.clone();
     tokio::spawn(
         stopped
             .clone()
-            .run_until_cancelled_owned(writer(inner.clone(), send_rx)),
+            .run_until_cancelled_owned(writer(inner.clone())),
     );
     tokio::spawn(supervise(inner, frames, events_tx));
     events
@@ -208,10 +203,12 @@ fn install(inner: &Inner, link: link::Link, welcome: Welcome, resumed: bool, out
     inner.link_generation.send_modify(|g| *g += 1);
 }
 
-/// Writes this client's signals to its send stream, merging what is queued. Every time it
-/// opens a send stream (on a new link) it first writes every signal the relay has not
-/// accepted yet, in order (the relay drops duplicates by seq), so a reconnect loses nothing.
-async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(u64, Bytes)>) {
+/// Writes this client's signals to its send stream, merging what is queued. The queue is
+/// the unaccepted set itself (`SendState::unacked`): each write takes the signals after the
+/// newest one written on this stream. A new stream (on a new link) starts from the oldest
+/// signal the relay has not accepted, in order (the relay drops duplicates by seq), so a
+/// reconnect loses nothing.
+async fn writer(inner: Arc<Inner>) {
     let mut generation = inner.link_generation.subscribe();
     let mut stream: Option<quinn::SendStream> = None;
     // The highest seq written on the current stream.
@@ -220,41 +217,44 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(u64, Bytes)>) {
     let mut chunks: Vec<Bytes> = Vec::new();
     loop {
         if stream.is_none() {
-            match open_send(&inner, &mut generation, &mut rx, &mut written_up_to).await {
+            match open_send(&inner, &mut generation).await {
                 Some(s) => stream = Some(s),
                 None => return,
             }
+            written_up_to = 0;
         }
-        // A new link is taken at once, not when the next signal is sent: what was written
-        // on the lost one and not accepted must be written again now, or a client that
-        // sends nothing more would wait for its acceptance forever.
-        let next = tokio::select! {
-            biased;
-            changed = generation.changed() => {
-                if changed.is_err() {
-                    return;
+        // Registered before looking, so a send in between wakes it.
+        let queued = inner.queued.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        let last_seq = {
+            let mut state = lock(&inner.send_state);
+            let unacked = &state.unacked;
+            let from = unacked.partition_point(|(seq, _)| *seq <= written_up_to);
+            let last_seq = take_write(unacked.range(from..), written_up_to, &mut buf, &mut chunks);
+            state.writer_idle = chunks.is_empty();
+            last_seq
+        };
+        if chunks.is_empty() {
+            // A new link is taken at once, not when the next signal is sent: what was
+            // written on the lost one and not accepted must be written again now, or a
+            // client that sends nothing more would wait for its acceptance forever.
+            tokio::select! {
+                biased;
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    stream = None;
                 }
-                stream = None;
-                continue;
+                () = queued => {}
             }
-            next = rx.recv() => next,
-        };
-        let Some((first_seq, first)) = next else {
-            return;
-        };
-        if generation.has_changed().unwrap_or(true) {
-            // A new link: this frame (still unaccepted) goes with the resend there.
-            stream = None;
             continue;
         }
-        let last_seq = take_write(
-            std::iter::once((first_seq, first))
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096)),
-            written_up_to,
-            &mut buf,
-            &mut chunks,
-        );
-        if chunks.is_empty() {
+        if generation.has_changed().unwrap_or(true) {
+            // A new link: these signals (still unaccepted) go with the resend there.
+            chunks.clear();
+            stream = None;
             continue;
         }
         let Some(s) = stream.as_mut() else {
@@ -273,11 +273,12 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<(u64, Bytes)>) {
 }
 
 /// The frames of one write of the send stream, taken from `queued` in order and leaving out
-/// what a resend already wrote (seq up to `written_up_to`): frames under [`COPY_BELOW`] merged
-/// into `buf`, larger ones as they are, until [`MAX_BATCH`] bytes are taken (the rest stays
-/// queued). They go into `chunks`; returns the newest seq taken (0: none).
-fn take_write(
-    queued: impl Iterator<Item = (u64, Bytes)>,
+/// what this stream already wrote (seq up to `written_up_to`): frames under [`COPY_BELOW`]
+/// copied into `buf` and merged, larger ones as they are (a reference, not a copy), until
+/// [`MAX_BATCH`] bytes are taken (the rest waits for the next write). They go into
+/// `chunks`; returns the newest seq taken (0: none).
+fn take_write<'a>(
+    queued: impl Iterator<Item = &'a (u64, Bytes)>,
     written_up_to: u64,
     buf: &mut BytesMut,
     chunks: &mut Vec<Bytes>,
@@ -285,17 +286,17 @@ fn take_write(
     let mut last_seq = 0;
     let mut bytes = 0;
     for (seq, frame) in queued {
-        if seq > written_up_to {
+        if *seq > written_up_to {
             bytes += frame.len();
             if frame.len() < COPY_BELOW {
-                buf.extend_from_slice(&frame);
+                buf.extend_from_slice(frame);
             } else {
                 if !buf.is_empty() {
                     chunks.push(buf.split().freeze());
                 }
-                chunks.push(frame);
+                chunks.push(frame.clone());
             }
-            last_seq = seq;
+            last_seq = *seq;
         }
         if bytes >= MAX_BATCH {
             break;
@@ -307,14 +308,12 @@ fn take_write(
     last_seq
 }
 
-/// A send stream on the current link, after writing again everything unaccepted; waits for
-/// the supervisor's next link when there is none (draining the queue meanwhile: its signals
-/// are all in the unaccepted set). `None` when the client is closed.
+/// A send stream on the current link; waits for the supervisor's next link when there is
+/// none (what is sent meanwhile waits in the unaccepted set). `None` when the client is
+/// closed.
 async fn open_send(
     inner: &Inner,
     generation: &mut tokio::sync::watch::Receiver<u64>,
-    rx: &mut mpsc::Receiver<(u64, Bytes)>,
-    written_up_to: &mut u64,
 ) -> Option<quinn::SendStream> {
     loop {
         if inner.state() == State::Closed {
@@ -324,35 +323,12 @@ async fn open_send(
         let conn = inner.link.load().conn.clone();
         if inner.state() == State::Connected
             && conn.close_reason().is_none()
-            && let Ok(mut s) = conn.open_uni().await
+            && let Ok(s) = conn.open_uni().await
         {
-            let resend: Vec<(u64, Bytes)> =
-                lock(&inner.send_state).unacked.iter().cloned().collect();
-            let mut again = BytesMut::new();
-            let mut up_to = 0;
-            for (seq, frame) in &resend {
-                again.extend_from_slice(frame);
-                up_to = *seq;
-            }
-            if again.is_empty() || s.write_chunk(again.freeze()).await.is_ok() {
-                *written_up_to = up_to;
-                return Some(s);
-            }
+            return Some(s);
         }
         // Wait for the next link.
-        loop {
-            tokio::select! {
-                changed = generation.changed() => {
-                    if changed.is_err() {
-                        return None;
-                    }
-                    break;
-                }
-                frame = rx.recv() => {
-                    frame.as_ref()?;
-                }
-            }
-        }
+        generation.changed().await.ok()?;
     }
 }
 
@@ -693,10 +669,7 @@ mod tests {
             .collect();
         let all: Vec<u8> = queued.iter().flat_map(|(_, f)| f.to_vec()).collect();
         let (mut buf, mut chunks) = (BytesMut::new(), Vec::new());
-        assert_eq!(
-            take_write(queued.iter().cloned(), 0, &mut buf, &mut chunks),
-            6
-        );
+        assert_eq!(take_write(queued.iter(), 0, &mut buf, &mut chunks), 6);
         let lens: Vec<usize> = chunks.iter().map(Bytes::len).collect();
         assert_eq!(lens, [10, 5000, 50, 6000, 10]);
         assert_eq!(chunks.concat(), all);
@@ -705,29 +678,22 @@ mod tests {
 
         // After a resend that wrote up to seq 3.
         chunks.clear();
-        assert_eq!(
-            take_write(queued.iter().cloned(), 3, &mut buf, &mut chunks),
-            6
-        );
+        assert_eq!(take_write(queued.iter(), 3, &mut buf, &mut chunks), 6);
         assert_eq!(chunks.concat(), all[10 + 5000 + 20..]);
 
         // Nothing new.
         chunks.clear();
-        assert_eq!(
-            take_write(queued.iter().cloned(), 6, &mut buf, &mut chunks),
-            0
-        );
+        assert_eq!(take_write(queued.iter(), 6, &mut buf, &mut chunks), 0);
         assert!(chunks.is_empty());
 
         // A long queue: one write takes MAX_BATCH bytes' worth and leaves the rest.
         chunks.clear();
-        let mut long = (1..=40).map(|seq| (seq, sized(5000, 0)));
-        let last = take_write(long.by_ref(), 0, &mut buf, &mut chunks);
+        let long: Vec<_> = (1..=40).map(|seq| (seq, sized(5000, 0))).collect();
+        let last = take_write(long.iter(), 0, &mut buf, &mut chunks);
         assert_eq!(last, MAX_BATCH.div_ceil(5000) as u64);
-        assert_eq!(long.next().map(|(seq, _)| seq), Some(last + 1));
         chunks.clear();
-        let mut small = (1..=10_000).map(|seq| (seq, sized(100, 0)));
-        let last = take_write(small.by_ref(), 0, &mut buf, &mut chunks);
+        let small: Vec<_> = (1..=10_000).map(|seq| (seq, sized(100, 0))).collect();
+        let last = take_write(small.iter(), 0, &mut buf, &mut chunks);
         assert_eq!(chunks.len(), 1, "merged into one");
         assert_eq!(chunks[0].len(), last as usize * 100);
         assert!(chunks[0].len() >= MAX_BATCH && chunks[0].len() < MAX_BATCH + 100);
