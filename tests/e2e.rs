@@ -115,6 +115,36 @@ async fn a_burst_mixing_broadcasts_and_targeted_signals_keeps_its_order() {
 /// Signals of every size up to the limit arrive whole and exact, in order: small ones that
 /// share a QUIC packet (read in place and copied out), large ones spread over several
 /// (gathered, and kept as slices of their own buffer), and frames cut anywhere between.
+/// A task that sends in a loop, on a single-threaded runtime, gives the thread back now and
+/// then, though every send finds room: the client's own tasks (its writer, its readers) and
+/// the application's run meanwhile, and everything arrives.
+#[tokio::test]
+async fn a_sending_loop_lets_the_other_tasks_of_its_thread_run() {
+    let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
+    let (sender, _sender_events) = relay.join("sender").await;
+    let (_receiver, mut events) = relay.join("receiver").await;
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+    // Fewer than `max_unaccepted`: no send waits for room.
+    const N: u64 = 2000;
+    let mut ran_while_sending = false;
+    for i in 1..=N {
+        sender
+            .send_unconfirmed(Signal::to_all("n", i.to_string()))
+            .await
+            .unwrap();
+        ran_while_sending |= ran.load(std::sync::atomic::Ordering::SeqCst);
+    }
+    assert!(
+        ran_while_sending,
+        "the other task ran before the loop ended"
+    );
+    let got = signals(&mut events, N as usize).await;
+    let seqs: Vec<u64> = got.iter().map(|s| s.data.parse().unwrap()).collect();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_of_every_size_arrive_whole() {
     let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
