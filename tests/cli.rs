@@ -35,14 +35,18 @@ fn relay(home: &std::path::Path) -> (Proc, String, String) {
     (p, invite, fp[13..].to_owned())
 }
 
-/// The relay's port in `invite`, and the same invite pointed at `port` on loopback instead.
-fn repointed(invite: &str, port: u16) -> (u16, String) {
+/// Where the relay's port is in `invite` (a byte range).
+fn port_in(invite: &str) -> std::ops::Range<usize> {
     let host = "127.0.0.1:";
     let at = invite.find(host).expect("invite has the relay's address") + host.len();
     let digits = invite[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
-    let relay_port = invite[at..at + digits].parse().unwrap();
-    let other = format!("{}{port}{}", &invite[..at], &invite[at + digits..]);
-    (relay_port, other)
+    at..at + digits
+}
+
+/// The same invite, pointed at `port` on loopback instead.
+fn repointed(invite: &str, port: u16) -> String {
+    let at = port_in(invite);
+    format!("{}{port}{}", &invite[..at.start], &invite[at.end..])
 }
 
 /// Sends `signal` (`INT`, `TERM`, …) to process `pid`.
@@ -231,7 +235,7 @@ fn a_stop_just_after_the_relay_admitted_it_is_a_leave() {
     let (ears, _) = ears(home.path(), &invite);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (relay_port, _) = repointed(&invite, 0);
+    let relay_port: u16 = invite[port_in(&invite)].parse().unwrap();
     let slow = runtime.block_on(signalbox_relay::test_utils::faulty::FaultyLink::start(
         (std::net::Ipv4Addr::LOCALHOST, relay_port).into(),
         7,
@@ -240,7 +244,7 @@ fn a_stop_just_after_the_relay_admitted_it_is_a_leave() {
             ..Default::default()
         },
     ));
-    let (_, slow_invite) = repointed(&invite, slow.addr().port());
+    let slow_invite = repointed(&invite, slow.addr().port());
     let mut cmd = bin(home.path());
     cmd.args([
         "listen",
@@ -273,7 +277,7 @@ fn a_stop_while_joining_exits_at_once() {
     let (_relay, invite, _) = relay(home.path());
     // The same invite, pointed at a socket that takes datagrams and never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (_, silent_invite) = repointed(&invite, silent.local_addr().unwrap().port());
+    let silent_invite = repointed(&invite, silent.local_addr().unwrap().port());
     let mut cmd = bin(home.path());
     cmd.args(["listen", "--invite", &silent_invite])
         .stdout(Stdio::piped())

@@ -258,20 +258,8 @@ impl Stop {
         &mut self,
         options: signalbox_client::ConnectOptions,
     ) -> anyhow::Result<(signalbox_client::Client, signalbox_client::Events)> {
-        // Making the endpoint resolves the relay's name, bounded as `Client::connect` bounds it.
-        let timeout = options.connect_timeout;
         let endpoint = self
-            .before(async {
-                match tokio::time::timeout(timeout, signalbox_client::endpoint_for(&options)).await
-                {
-                    Ok(made) => Ok(made?),
-                    Err(_) => Err(signalbox_client::ConnectError::Timeout {
-                        address: options.address(),
-                        seconds: timeout.as_secs(),
-                    }
-                    .into()),
-                }
-            })
+            .before(async { Ok(signalbox_client::endpoint_for(&options).await?) })
             .await?;
         let joined = self
             .before(async {

@@ -203,9 +203,16 @@ fn config(
 /// A UDP endpoint for talking to `options`' relay (what [`Client::connect`](crate::Client::connect)
 /// makes; a caller that makes it first and passes it to
 /// [`Client::connect_with`](crate::Client::connect_with) can wait, after giving up on a
-/// join, for the endpoint to tell the relay so).
+/// join, for the endpoint to tell the relay so). Resolving the relay's name is bounded by
+/// `connect_timeout`, as a whole connect is.
 pub async fn endpoint_for(options: &ConnectOptions) -> Result<quinn::Endpoint, ConnectError> {
-    let remote = resolve(&options.host, options.port).await?;
+    let timeout = options.connect_timeout;
+    let remote = tokio::time::timeout(timeout, resolve(&options.host, options.port))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            address: options.address(),
+            seconds: timeout.as_secs(),
+        })??;
     let bind: SocketAddr = if remote.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
