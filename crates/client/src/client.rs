@@ -178,20 +178,6 @@ impl Inner {
 /// How long `leave` waits for the relay to close the connection after `Leave`.
 const LEAVE_WAIT: Duration = Duration::from_secs(1);
 
-/// Bytes of signals per unit of the runtime's task budget a send takes; a signal counts as at
-/// least an eighth of it. tokio gives a task 128 units a turn, so a task sending in a loop
-/// yields after about a thousand small signals or 128 KiB of large ones: the writer then
-/// takes them in writes of up to 64 KiB. (One unit per signal, as a channel takes, had small
-/// signals written a hundred at a time: on one sender's 64 B signals to ten receivers, a
-/// third more of the relay's CPU per delivery. Eight per unit with large ones too, a sender
-/// of 1 KiB signals wrote a megabyte a turn, and fifty of them at once overran the relay.)
-const BYTES_PER_BUDGET: usize = 1024;
-
-thread_local! {
-    /// Bytes sent on this thread since a send last took a unit of the budget.
-    static SENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
 /// Held by every [`Client`] clone and by the [`Events`]: when the last of them is dropped,
 /// the client leaves the session (in the background, on the current Tokio runtime; closing
 /// the connection at once where there is none) and its tasks end.
@@ -453,16 +439,9 @@ impl Client {
         }
         self.check(signal)?;
         // A send that finds room does not wait, so a task sending in a loop would never give
-        // its thread back before `max_unaccepted`: it takes a unit of the runtime's budget
-        // per `BYTES_PER_BUDGET` sent on this thread, and yields when that is spent.
-        let weight = (signal.r#type.len() + signal.data.len()).max(BYTES_PER_BUDGET / 8);
-        if SENT.with(|n| {
-            let sent = n.get() + weight;
-            n.set(sent % BYTES_PER_BUDGET);
-            sent >= BYTES_PER_BUDGET
-        }) {
-            tokio::task::coop::consume_budget().await;
-        }
+        // its thread back before `max_unaccepted`: it takes a unit of the runtime's budget,
+        // as a send into a channel does, and yields when that is spent.
+        tokio::task::coop::consume_budget().await;
         // At `max_unaccepted`: while connected, wait for the relay to take some (the
         // sender is faster than the relay; back-pressure, nothing dropped); while
         // reconnecting, fail (the queue of a link that may never return stays bounded).
