@@ -117,28 +117,53 @@ async fn a_burst_mixing_broadcasts_and_targeted_signals_keeps_its_order() {
 /// (gathered, and kept as slices of their own buffer), and frames cut anywhere between.
 /// A task that sends in a loop, on a single-threaded runtime, gives the thread back now and
 /// then, though every send finds room: the client's own tasks (its writer, its readers) and
-/// the application's run meanwhile, and everything arrives.
+/// the application's run meanwhile, and everything arrives. Its turns stay as short as
+/// tokio's budget makes a task's (128 units, a unit per send): with longer turns a sender
+/// outran the receivers on its own thread, and past what the relay could take they were
+/// closed as slow consumers.
 #[tokio::test]
 async fn a_sending_loop_lets_the_other_tasks_of_its_thread_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     let relay = TestRelay::start_with(|c| c.signals_per_second = 0).await;
     let (sender, _sender_events) = relay.join("sender").await;
     let (_receiver, mut events) = relay.join("receiver").await;
-    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = ran.clone();
-    tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
     // Fewer than `max_unaccepted`: no send waits for room.
     const N: u64 = 2000;
-    let mut ran_while_sending = false;
+    // Another task of this thread, always queued to run again: between two of its turns the
+    // sender has had one turn at most. It notes the most sends made in one.
+    let (sent, longest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (seen, most) = (sent.clone(), longest.clone());
+    let watcher = tokio::spawn(async move {
+        let mut last = 0;
+        while last < N {
+            let now = seen.load(SeqCst);
+            most.fetch_max(now - last, SeqCst);
+            last = now;
+            let mut queued = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut queued, true) {
+                    return std::task::Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+        }
+    });
     for i in 1..=N {
         sender
             .send_unconfirmed(Signal::to_all("n", i.to_string()))
             .await
             .unwrap();
-        ran_while_sending |= ran.load(std::sync::atomic::Ordering::SeqCst);
+        sent.store(i, SeqCst);
     }
+    watcher.await.unwrap();
+    let longest = longest.load(SeqCst);
     assert!(
-        ran_while_sending,
-        "the other task ran before the loop ended"
+        (1..=256).contains(&longest),
+        "the sender's longest turn was {longest} sends of {N}: the other task ran between its \
+         turns, each at most about a runtime budget's worth"
     );
     let got = signals(&mut events, N as usize).await;
     let seqs: Vec<u64> = got.iter().map(|s| s.data.parse().unwrap()).collect();
