@@ -869,6 +869,17 @@ async fn a_dial_whose_handshake_is_lost_is_dialed_anew() {
     );
 }
 
+/// Keeps `link` dark for 1.5 s, longer than both sides' idle timeout (1 s), so the
+/// connection is lost; then lifts it and waits until the client behind it has resumed.
+async fn resume_after_blackout(link: &FaultyLink, events: &mut Events) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    link.blackhole(false);
+    wait_for(events, "the resume", |e| {
+        matches!(e, Event::Reconnected { resumed: true, .. })
+    })
+    .await;
+}
+
 /// A signal written just as the network went away, and nothing sent after it: once the
 /// client is back, it writes the signal again by itself (the relay never got it), so it is
 /// accepted and delivered once — not left waiting for a next signal that never comes.
@@ -878,15 +889,9 @@ async fn a_signal_sent_into_a_blackout_is_sent_again_after_the_resume() {
     let link = FaultyLink::start(relay.handle.quic_addr(), 12, Faults::default()).await;
     let (sender, mut s_ev) = Client::connect(via(&relay, &link, "sender")).await.unwrap();
     let (_receiver, mut r_ev) = relay.join("receiver").await;
-    // Longer than both sides' idle timeout (1 s): the connection is lost, and resumed.
     link.blackhole(true);
     let receipt = sender.send(Signal::to_all("t", "once")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    link.blackhole(false);
-    wait_for(&mut s_ev, "the resume", |e| {
-        matches!(e, Event::Reconnected { resumed: true, .. })
-    })
-    .await;
+    resume_after_blackout(&link, &mut s_ev).await;
     let accepted = tokio::time::timeout(WAIT, receipt.accepted()).await;
     assert!(matches!(accepted, Ok(Ok(1))), "{accepted:?}");
     assert_eq!(next_signal(&mut r_ev).await.data, "once");
@@ -922,12 +927,7 @@ async fn a_backlog_of_several_writes_sent_into_a_blackout_arrives_once_in_order(
     for i in BEFORE + 1..=N {
         receipts.push(sender.send(Signal::to_all("n", data(i))).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    link.blackhole(false);
-    wait_for(&mut s_ev, "the resume", |e| {
-        matches!(e, Event::Reconnected { resumed: true, .. })
-    })
-    .await;
+    resume_after_blackout(&link, &mut s_ev).await;
     for (i, receipt) in (BEFORE + 1..).zip(receipts) {
         let accepted = tokio::time::timeout(WAIT, receipt.accepted()).await;
         assert!(

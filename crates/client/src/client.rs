@@ -440,7 +440,9 @@ impl Client {
         self.check(signal)?;
         // A send that finds room does not wait, so a task sending in a loop would never give
         // its thread back before `max_unaccepted`: it takes a unit of the runtime's budget,
-        // as a send into a channel does, and yields when that is spent.
+        // as a send into a channel does, and yields when that is spent. One unit per signal,
+        // not fewer: with longer turns a sender outran the receivers on its own thread
+        // (`bench/results/2026-12-08-send-budget.md`).
         tokio::task::coop::consume_budget().await;
         // At `max_unaccepted`: while connected, wait for the relay to take some (the
         // sender is faster than the relay; back-pressure, nothing dropped); while
